@@ -1,0 +1,63 @@
+import { defineStore } from 'pinia'
+import { computed, shallowRef, triggerRef } from 'vue'
+import type { EntityType } from '../protocol'
+import type { Entity } from './entities'
+import type { SyncEngine } from './engine'
+
+/**
+ * One generic Pinia store per entity type. The store mirrors the Dexie table of the active
+ * tenant: it loads it on `bind`, follows every local and remote change the engine reports, and
+ * writes through the engine (entity + queue entry in one transaction).
+ */
+export function defineEntityStore<T extends Entity>(type: EntityType) {
+  return defineStore(`entity-${type}`, () => {
+    const byId = shallowRef(new Map<string, T>())
+    const list = computed(() => Array.from(byId.value.values()))
+    let engine: SyncEngine | null = null
+    let unsubscribe: (() => void) | null = null
+
+    async function bind(e: SyncEngine): Promise<void> {
+      unbind()
+      engine = e
+      unsubscribe = e.onEntities((c) => {
+        if (c.type !== type) return
+        const m = byId.value
+        for (const x of c.put) m.set(x.id, x as T)
+        for (const id of c.deleted) m.delete(id)
+        triggerRef(byId)
+      })
+      const rows = (await e.all(type)) as T[]
+      byId.value = new Map(rows.map((r) => [r.id, r]))
+    }
+
+    function unbind(): void {
+      unsubscribe?.()
+      unsubscribe = null
+      engine = null
+      byId.value = new Map()
+    }
+
+    function get(id: string | null | undefined): T | undefined {
+      return id ? byId.value.get(id) : undefined
+    }
+
+    async function save(entity: Omit<T, 'id' | 'updated_at'> & { id?: string }): Promise<T> {
+      if (!engine) throw new Error(`${type} store is not bound to a tenant`)
+      const full = { ...entity, id: entity.id ?? globalThis.crypto.randomUUID() } as unknown as T
+      return (await engine.put(type, full)) as T
+    }
+
+    async function update(id: string, changes: Partial<T>): Promise<T> {
+      const current = get(id)
+      if (!current) throw new Error(`${type} ${id} not found`)
+      return save({ ...current, ...changes, id })
+    }
+
+    async function remove(id: string): Promise<void> {
+      if (!engine) throw new Error(`${type} store is not bound to a tenant`)
+      await engine.remove(type, id)
+    }
+
+    return { type, byId, list, bind, unbind, get, save, update, remove }
+  })
+}
