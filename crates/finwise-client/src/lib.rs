@@ -1,0 +1,1 @@
+//! FinWise Sync client library (see issue 5).

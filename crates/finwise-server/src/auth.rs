@@ -1,0 +1,533 @@
+//! Accounts, tenants, membership and tokens, in the central `auth.db`.
+//!
+//! Passwords are Argon2id; bcrypt hashes imported from the Python backend verify and are
+//! rehashed on the next successful login. Access tokens are HS256 JWTs; refresh tokens are
+//! random, stored only as SHA-256 hashes, single-use, and rotated in families: presenting a
+//! refresh token that was already used revokes its whole family (it was stolen or replayed).
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use argon2::{
+    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    Argon2,
+};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{storage::sqlite, TenantId};
+
+const AUTH_MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE users (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE TABLE tenants (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE members (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        user_id   TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role      TEXT NOT NULL CHECK (role IN ('owner', 'member')),
+        PRIMARY KEY (tenant_id, user_id)
+    );
+    CREATE INDEX members_by_user ON members (user_id);
+    CREATE TABLE refresh_tokens (
+        token_hash    TEXT PRIMARY KEY,
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        family        TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        used          INTEGER NOT NULL DEFAULT 0,
+        revoked       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX refresh_by_family ON refresh_tokens (family);
+"#];
+
+/// Number of schema migrations of `auth.db`.
+pub const AUTH_SCHEMA_VERSION: usize = AUTH_MIGRATIONS.len();
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Email already registered")]
+    EmailTaken,
+    #[error("Username already taken")]
+    NameTaken,
+    #[error("Tenant with name '{0}' already exists for this user.")]
+    TenantNameExists(String),
+    #[error("Tenant id is already in use")]
+    TenantIdTaken,
+    #[error("refresh token is invalid, expired or already used")]
+    BadRefreshToken,
+    #[error("storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("storage: {0}")]
+    Other(String),
+}
+
+/// A user as the 0.4 API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub name: String,
+    pub email: String,
+    pub uuid: String,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+}
+
+/// A tenant as the 0.4 API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub name: String,
+    pub uuid: String,
+    pub user_id: String,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+}
+
+/// A member of a tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub user_id: String,
+    pub name: String,
+    pub email: String,
+    pub role: String,
+}
+
+/// The naive UTC timestamp form of 0.4's user and tenant objects.
+pub fn naive_now() -> String {
+    chrono::Utc::now().naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// The central database of users, tenants, members and refresh tokens.
+pub struct AuthStore {
+    conn: Mutex<Connection>,
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User { uuid: r.get(0)?, name: r.get(1)?, email: r.get(2)?, created_at: r.get(3)?, updated_at: r.get(4)? })
+}
+fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant { uuid: r.get(0)?, name: r.get(1)?, user_id: r.get(2)?, created_at: r.get(3)?, updated_at: r.get(4)? })
+}
+const USER_COLS: &str = "id, name, email, created_at, updated_at";
+const TENANT_COLS: &str = "t.id, t.name, t.user_id, t.created_at, t.updated_at";
+
+impl AuthStore {
+    pub fn open(path: &Path) -> Result<Self, AuthError> {
+        let mut conn = sqlite::open_rw(path).map_err(|e| AuthError::Other(e.to_string()))?;
+        sqlite::migrate(&mut conn, AUTH_MIGRATIONS).map_err(|e| AuthError::Other(e.to_string()))?;
+        Ok(AuthStore { conn: Mutex::new(conn) })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn create_user(&self, name: &str, email: &str, password_hash: &str) -> Result<User, AuthError> {
+        let db = self.db();
+        let exists = |sql: &str, v: &str| -> rusqlite::Result<bool> {
+            db.query_row(sql, [v], |_| Ok(())).optional().map(|o| o.is_some())
+        };
+        if exists("SELECT 1 FROM users WHERE email = ?1", email)? {
+            return Err(AuthError::EmailTaken);
+        }
+        if exists("SELECT 1 FROM users WHERE name = ?1", name)? {
+            return Err(AuthError::NameTaken);
+        }
+        let now = naive_now();
+        let user = User {
+            name: name.into(),
+            email: email.into(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        db.execute(
+            "INSERT INTO users (id, name, email, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![user.uuid, user.name, user.email, password_hash, user.created_at, user.updated_at],
+        )?;
+        Ok(user)
+    }
+
+    /// Inserts a user with a given id and hash (legacy import).
+    pub fn import_user(&self, user: &User, password_hash: &str) -> Result<(), AuthError> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO users (id, name, email, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![user.uuid, user.name, user.email, password_hash, user.created_at, user.updated_at],
+        )?;
+        Ok(())
+    }
+
+    /// The user whose name or e-mail is `login` (case-insensitive), with the password hash.
+    pub fn find_login(&self, login: &str) -> Result<Option<(User, String)>, AuthError> {
+        let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1 OR name = ?1 LIMIT 1");
+        Ok(self.db().query_row(&sql, [login], |r| Ok((user_row(r)?, r.get(5)?))).optional()?)
+    }
+
+    pub fn user(&self, id: &str) -> Result<Option<User>, AuthError> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1");
+        Ok(self.db().query_row(&sql, [id], user_row).optional()?)
+    }
+
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>, AuthError> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE email = ?1");
+        Ok(self.db().query_row(&sql, [email], user_row).optional()?)
+    }
+
+    pub fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), AuthError> {
+        self.db().execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![user_id, hash])?;
+        Ok(())
+    }
+
+    /// Tenants `user_id` is a member of; all tenants when `None` (0.4 legacy listing).
+    pub fn tenants(&self, user_id: Option<&str>) -> Result<Vec<Tenant>, AuthError> {
+        let db = self.db();
+        let rows = match user_id {
+            Some(u) => {
+                let sql = format!(
+                    "SELECT {TENANT_COLS} FROM tenants t JOIN members m ON m.tenant_id = t.id WHERE m.user_id = ?1 ORDER BY t.created_at"
+                );
+                let mut stmt = db.prepare(&sql)?;
+                let rows = stmt.query_map([u], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                rows
+            }
+            None => {
+                let mut stmt = db.prepare(&format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at"))?;
+                let rows = stmt.query_map([], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                rows
+            }
+        };
+        Ok(rows)
+    }
+
+    pub fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, AuthError> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1");
+        Ok(self.db().query_row(&sql, [id.as_str()], tenant_row).optional()?)
+    }
+
+    /// Creates a tenant with its creator as owner. Creating a tenant the user already owns under
+    /// the same id is idempotent (the 0.4 frontend retries).
+    pub fn create_tenant(&self, id: &TenantId, name: &str, user_id: &str) -> Result<Tenant, AuthError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1");
+        if let Some(t) = tx.query_row(&sql, [id.as_str()], tenant_row).optional()? {
+            let member: bool = tx
+                .query_row("SELECT 1 FROM members WHERE tenant_id = ?1 AND user_id = ?2", params![id.as_str(), user_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            return if member { Ok(t) } else { Err(AuthError::TenantIdTaken) };
+        }
+        let dup: Option<()> = tx
+            .query_row(
+                "SELECT 1 FROM tenants t JOIN members m ON m.tenant_id = t.id WHERE m.user_id = ?1 AND t.name = ?2",
+                params![user_id, name],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if dup.is_some() {
+            return Err(AuthError::TenantNameExists(name.into()));
+        }
+        let now = naive_now();
+        tx.execute(
+            "INSERT INTO tenants (id, name, user_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![id.as_str(), name, user_id, now],
+        )?;
+        tx.execute(
+            "INSERT INTO members (tenant_id, user_id, role) VALUES (?1, ?2, 'owner')",
+            params![id.as_str(), user_id],
+        )?;
+        tx.commit()?;
+        Ok(Tenant { name: name.into(), uuid: id.as_str().into(), user_id: user_id.into(), created_at: now.clone(), updated_at: now })
+    }
+
+    pub fn rename_tenant(&self, id: &TenantId, name: &str) -> Result<Option<Tenant>, AuthError> {
+        self.db().execute(
+            "UPDATE tenants SET name = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.as_str(), name, naive_now()],
+        )?;
+        self.tenant(id)
+    }
+
+    pub fn delete_tenant(&self, id: &TenantId) -> Result<(), AuthError> {
+        let db = self.db();
+        db.execute("DELETE FROM members WHERE tenant_id = ?1", [id.as_str()])?;
+        db.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])?;
+        Ok(())
+    }
+
+    /// The role of `user_id` in the tenant, if a member.
+    pub fn role(&self, tenant: &TenantId, user_id: &str) -> Result<Option<String>, AuthError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT role FROM members WHERE tenant_id = ?1 AND user_id = ?2",
+                params![tenant.as_str(), user_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn add_member(&self, tenant: &TenantId, user_id: &str, role: &str) -> Result<(), AuthError> {
+        self.db().execute(
+            "INSERT INTO members (tenant_id, user_id, role) VALUES (?1, ?2, ?3) ON CONFLICT DO UPDATE SET role = excluded.role",
+            params![tenant.as_str(), user_id, role],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_member(&self, tenant: &TenantId, user_id: &str) -> Result<bool, AuthError> {
+        let n = self
+            .db()
+            .execute("DELETE FROM members WHERE tenant_id = ?1 AND user_id = ?2", params![tenant.as_str(), user_id])?;
+        Ok(n > 0)
+    }
+
+    pub fn members(&self, tenant: &TenantId) -> Result<Vec<Member>, AuthError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT u.id, u.name, u.email, m.role FROM members m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = ?1 ORDER BY u.name",
+        )?;
+        let rows = stmt
+            .query_map([tenant.as_str()], |r| Ok(Member { user_id: r.get(0)?, name: r.get(1)?, email: r.get(2)?, role: r.get(3)? }))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Stores a new refresh token of `family` and returns the token itself.
+    pub fn issue_refresh(&self, user_id: &str, family: &str, ttl: Duration) -> Result<String, AuthError> {
+        let token = random_token();
+        let expires = finwise_protocol::time::now_ms() + ttl.as_millis() as i64;
+        self.db().execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![sha256_hex(&token), user_id, family, expires],
+        )?;
+        Ok(token)
+    }
+
+    /// Consumes a refresh token: returns `(user_id, family)`. A reused token revokes its family.
+    pub fn use_refresh(&self, token: &str) -> Result<(String, String), AuthError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let row: Option<(String, String, i64, bool, bool)> = tx
+            .query_row(
+                "SELECT user_id, family, expires_at_ms, used, revoked FROM refresh_tokens WHERE token_hash = ?1",
+                [sha256_hex(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((user, family, expires, used, revoked)) = row else {
+            return Err(AuthError::BadRefreshToken);
+        };
+        if used || revoked {
+            tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [&family])?;
+            tx.commit()?;
+            return Err(AuthError::BadRefreshToken);
+        }
+        if expires < finwise_protocol::time::now_ms() {
+            return Err(AuthError::BadRefreshToken);
+        }
+        tx.execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1", [sha256_hex(token)])?;
+        tx.commit()?;
+        Ok((user, family))
+    }
+
+    /// Revokes every refresh token of a user (logout everywhere).
+    pub fn revoke_user_tokens(&self, user_id: &str) -> Result<(), AuthError> {
+        self.db().execute("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1", [user_id])?;
+        Ok(())
+    }
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Hashes a password with Argon2id (CPU-heavy: call off the async runtime).
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashing with default params").to_string()
+}
+
+/// Verifies a password; returns `(valid, needs_rehash)`. bcrypt hashes of the Python backend
+/// verify and need a rehash. CPU-heavy: call off the async runtime.
+pub fn verify_password(password: &str, hash: &str) -> (bool, bool) {
+    if hash.starts_with("$2") {
+        return (bcrypt::verify(password, hash).unwrap_or(false), true);
+    }
+    match PasswordHash::new(hash) {
+        Ok(parsed) => (Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(), false),
+        Err(_) => (false, false),
+    }
+}
+
+/// JWT access-token claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    pub exp: i64,
+    pub iat: i64,
+    /// Always `"access"`: refresh tokens are opaque and never JWTs.
+    pub typ: String,
+}
+
+/// Issues and checks access tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    pub fn issue(&self, user_id: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims =
+            Claims { sub: user_id.into(), iat: now, exp: now + self.access_ttl.as_secs() as i64, typ: "access".into() };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 encoding")
+    }
+
+    /// Checks signature (HS256 only: `alg: none` and other algorithms are refused), expiry and type.
+    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 5;
+        v.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| e.to_string())?;
+        if data.claims.typ != "access" {
+            return Err("not an access token".into());
+        }
+        Ok(data.claims)
+    }
+}
+
+/// Loads the JWT secret from the data dir, generating it (owner-only permissions) on first start.
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+            if bytes.len() >= 32 {
+                return Ok(bytes);
+            }
+        }
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a valid secret", path.display())));
+    }
+    let mut bytes = vec![0u8; 64];
+    rand::rng().fill_bytes(&mut bytes);
+    let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, text)?;
+    Ok(bytes)
+}
+
+/// Counts failures per key in a fixed window and refuses further attempts once the limit is hit.
+pub struct Throttle {
+    limit: u32,
+    window: Duration,
+    entries: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// The most keys a throttle remembers; old windows are evicted first.
+const THROTTLE_MAX_KEYS: usize = 100_000;
+
+impl Throttle {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Throttle { limit, window, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Err(retry_after)` when `key` is currently locked out.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            Some((n, start)) if *n >= self.limit && start.elapsed() < self.window => {
+                Err(self.window.saturating_sub(start.elapsed()).max(Duration::from_secs(1)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn fail(&self, key: &str) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= THROTTLE_MAX_KEYS {
+            let window = self.window;
+            map.retain(|_, (_, start)| start.elapsed() < window);
+        }
+        let e = map.entry(key.to_owned()).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= self.window {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    pub fn clear(&self, key: &str) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bcrypt_hashes_verify_and_ask_for_rehash() {
+        let h = bcrypt::hash("pw", 4).unwrap();
+        assert_eq!(verify_password("pw", &h), (true, true));
+        assert_eq!(verify_password("nope", &h).0, false);
+        let a = hash_password("pw");
+        assert!(a.starts_with("$argon2id$"));
+        assert_eq!(verify_password("pw", &a), (true, false));
+    }
+
+    #[test]
+    fn throttle_locks_after_limit() {
+        let t = Throttle::new(2, Duration::from_secs(60));
+        t.fail("k");
+        assert!(t.check("k").is_ok());
+        t.fail("k");
+        assert!(t.check("k").is_err());
+        t.clear("k");
+        assert!(t.check("k").is_ok());
+    }
+}

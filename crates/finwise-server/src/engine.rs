@@ -1,0 +1,275 @@
+//! The sync engine: validation of an entry and LWW application, generic over the entity registry.
+//!
+//! [`prepare`] runs on the connection's task and needs no database: it checks the envelope,
+//! resolves the entity type in the registry, derives the version timestamp, refuses clock skew
+//! and normalises the payload. [`apply`] runs on the tenant's writer inside the group-commit
+//! transaction: idempotency check, LWW decision ([`finwise_protocol::lww::decide`]), write,
+//! and the messages to send once the transaction has committed.
+
+use std::sync::Arc;
+
+use finwise_protocol::{
+    entity::UPDATED_AT,
+    lww::{self, Decision, StoredVersion},
+    messages::{DataUpdate, DataUpdateData, NackReason, Operation, SyncAck, SyncNack, SyncQueueEntry},
+    time, EntityType,
+};
+use serde_json::{value::RawValue, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::storage::{AppliedEntry, EntityRecord, Result, WriteTxn};
+
+/// An entry that passed validation, ready for the writer.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub entry: SyncQueueEntry,
+    pub entity_type: EntityType,
+    pub updated_at_ms: i64,
+    /// The normalised entity for create/update; `None` for delete.
+    pub entity: Option<Map<String, Value>>,
+    /// The entity without timestamps, for tie detection.
+    pub content_key: String,
+    /// Identifies what the entry asks for, for idempotent retries.
+    pub content_hash: String,
+}
+
+/// One item of a writer job: either prepared, or already refused (kept to preserve order).
+#[derive(Debug, Clone)]
+pub enum Item {
+    Ready(Box<Prepared>),
+    Refused(SyncNack),
+}
+
+/// The answer to one entry.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Ack(SyncAck),
+    Nack(SyncNack),
+}
+
+/// What the writer produced for one entry: the reply to its writer, the `data_update` for the
+/// tenant's other connections, and a `data_update` for the writer itself when the stored version
+/// differs from what it sent (it lost, or its tie was restamped).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub reply: Reply,
+    pub broadcast: Option<Arc<str>>,
+    pub to_writer: Option<Arc<str>>,
+}
+
+impl Outcome {
+    pub fn nack(n: SyncNack) -> Self {
+        Outcome { reply: Reply::Nack(n), broadcast: None, to_writer: None }
+    }
+}
+
+/// Limits the engine enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How far `updated_at` may be ahead of the server clock.
+    pub max_clock_skew_ms: i64,
+}
+
+/// Validates an entry for the socket's tenant. Never touches storage.
+pub fn prepare(entry: SyncQueueEntry, socket_tenant: &str, now_ms: i64, limits: Limits) -> Result<Prepared, SyncNack> {
+    if entry.tenant_id != socket_tenant {
+        return Err(SyncNack::for_entry(
+            &entry,
+            NackReason::TenantMismatch,
+            format!("tenantId {} is not this connection's tenant", entry.tenant_id),
+        ));
+    }
+    let Some(entity_type) = EntityType::parse(&entry.entity_type) else {
+        let detail = format!("entityType '{}' is not a synced entity type", entry.entity_type);
+        return Err(SyncNack::for_entry(&entry, NackReason::UnknownEntityType, detail));
+    };
+    let invalid = |entry: &SyncQueueEntry, field: &str, msg: &str| {
+        SyncNack::for_entry(entry, NackReason::ValidationError, format!("{field}: {msg}"))
+    };
+    let payload_obj = entry.payload.as_object();
+    let stamp = |key: &str| -> Result<Option<i64>, ()> {
+        match payload_obj.and_then(|p| p.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => time::parse_ms(s).map(Some).ok_or(()),
+            Some(_) => Err(()),
+        }
+    };
+    let updated_at_ms = match (stamp(UPDATED_AT), stamp("updatedAt")) {
+        (Err(()), _) => return Err(invalid(&entry, "payload.updated_at", "expected an ISO-8601 timestamp")),
+        (Ok(Some(ms)), _) | (Ok(None), Ok(Some(ms))) => ms,
+        _ => entry.timestamp.unwrap_or(now_ms),
+    };
+    if updated_at_ms > now_ms + limits.max_clock_skew_ms {
+        let detail = format!(
+            "updated_at {} is more than {} s ahead of the server clock {}",
+            time::format_ms(updated_at_ms),
+            limits.max_clock_skew_ms / 1000,
+            time::format_ms(now_ms)
+        );
+        return Err(SyncNack::for_entry(&entry, NackReason::ClockSkew, detail));
+    }
+    if updated_at_ms < 0 {
+        return Err(invalid(&entry, "payload.updated_at", "before 1970"));
+    }
+    let def = entity_type.def();
+    let (entity, content_key) = match entry.operation_type {
+        Operation::Delete => (None, String::new()),
+        Operation::Create | Operation::Update => {
+            let mut payload = entry.payload.clone();
+            if let Some(obj) = payload.as_object_mut() {
+                match obj.get("id") {
+                    None | Some(Value::Null) => {
+                        obj.insert("id".into(), Value::from(entry.entity_id.clone()));
+                    }
+                    Some(Value::String(id)) if *id == entry.entity_id => {}
+                    Some(_) => return Err(invalid(&entry, "payload.id", "must equal entityId")),
+                }
+            }
+            let normalized = def
+                .normalize(&payload, updated_at_ms)
+                .map_err(|e| invalid(&entry, &format!("payload.{}", e.field), &e.message))?;
+            let key = def.content_key(&normalized);
+            (Some(normalized), key)
+        }
+    };
+    let content_hash = {
+        let mut h = Sha256::new();
+        for part in [entity_type.as_str(), &entry.entity_id, entry.operation_type.as_str(), &content_key] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(updated_at_ms.to_le_bytes());
+        hex::encode(&h.finalize()[..16])
+    };
+    Ok(Prepared { entry, entity_type, updated_at_ms, entity, content_key, content_hash })
+}
+
+/// Applies one item inside the writer's transaction. A storage error aborts the whole group.
+pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> Result<Outcome> {
+    let p = match item {
+        Item::Ready(p) => p,
+        Item::Refused(n) => return Ok(Outcome::nack(n.clone())),
+    };
+    let entry = &p.entry;
+    if let Some(prev) = txn.applied_entry(&entry.id)? {
+        if prev.content_hash != p.content_hash {
+            let detail = format!("entry id {} was already used for a different change", entry.id);
+            return Ok(Outcome::nack(SyncNack::for_entry(entry, NackReason::DuplicateIdConflict, detail)));
+        }
+        let mut ack = ack(p, prev.seq, prev.applied, prev.updated_at);
+        ack.duplicate = true;
+        return Ok(Outcome { reply: Reply::Ack(ack), broadcast: None, to_writer: None });
+    }
+
+    let stored = txn.entity(p.entity_type, &entry.entity_id)?;
+    let stored_content = match &stored {
+        Some(s) if !s.deleted && s.updated_at_ms == p.updated_at_ms => {
+            let m: Map<String, Value> = serde_json::from_str(&s.data).unwrap_or_default();
+            p.entity_type.def().content_key(&m)
+        }
+        _ => String::new(),
+    };
+    let stored_version = stored.as_ref().map(|s| StoredVersion {
+        updated_at_ms: s.updated_at_ms,
+        deleted: s.deleted,
+        content: &stored_content,
+    });
+    let deleting = entry.operation_type == Operation::Delete;
+    let incoming = StoredVersion { updated_at_ms: p.updated_at_ms, deleted: deleting, content: &p.content_key };
+
+    let outcome = match lww::decide(stored_version.as_ref(), &incoming) {
+        Decision::Apply { updated_at_ms, restamped } => {
+            let seq = txn.next_seq();
+            let data = match &p.entity {
+                Some(entity) if restamped => {
+                    let mut e = entity.clone();
+                    let stamp = Value::from(time::format_ms(updated_at_ms));
+                    e.insert(UPDATED_AT.into(), stamp.clone());
+                    for m in p.entity_type.def().mirrors_updated_at {
+                        e.insert((*m).into(), stamp.clone());
+                    }
+                    Value::Object(e).to_string()
+                }
+                Some(entity) => serde_json::to_string(entity).expect("a JSON map serialises"),
+                None => serde_json::json!({ "id": entry.entity_id }).to_string(),
+            };
+            let existed = stored.as_ref().is_some_and(|s| !s.deleted);
+            let op = match entry.operation_type {
+                Operation::Delete => Operation::Delete,
+                _ if existed => Operation::Update,
+                other => other,
+            };
+            let record = EntityRecord {
+                entity_type: p.entity_type,
+                id: entry.entity_id.clone(),
+                seq,
+                updated_at_ms,
+                deleted: deleting,
+                data,
+                changed_at_ms: now_ms,
+            };
+            txn.put_entity(&record)?;
+            let update = data_update(tenant, &record, op);
+            let stamp = time::format_ms(updated_at_ms);
+            Outcome {
+                reply: Reply::Ack(ack(p, seq, true, stamp)),
+                to_writer: restamped.then(|| update.clone()),
+                broadcast: Some(update),
+            }
+        }
+        Decision::Unchanged => {
+            let s = stored.as_ref().expect("Unchanged implies a stored version");
+            Outcome { reply: Reply::Ack(ack(p, s.seq, true, time::format_ms(s.updated_at_ms))), broadcast: None, to_writer: None }
+        }
+        Decision::Lose => {
+            let s = stored.as_ref().expect("Lose implies a stored version");
+            let op = if s.deleted { Operation::Delete } else { Operation::Update };
+            Outcome {
+                reply: Reply::Ack(ack(p, s.seq, false, time::format_ms(s.updated_at_ms))),
+                broadcast: None,
+                to_writer: Some(data_update(tenant, s, op)),
+            }
+        }
+    };
+    if let Reply::Ack(a) = &outcome.reply {
+        txn.record_entry(&AppliedEntry {
+            entry_id: entry.id.clone(),
+            content_hash: p.content_hash.clone(),
+            seq: a.seq,
+            applied: a.applied,
+            updated_at: a.updated_at.clone().unwrap_or_default(),
+            processed_at_ms: now_ms,
+        })?;
+    }
+    Ok(outcome)
+}
+
+fn ack(p: &Prepared, seq: i64, applied: bool, updated_at: String) -> SyncAck {
+    SyncAck {
+        r#type: "sync_ack".into(),
+        id: p.entry.id.clone(),
+        status: "processed".into(),
+        entity_id: p.entry.entity_id.clone(),
+        entity_type: p.entity_type.as_str().into(),
+        operation_type: p.entry.operation_type,
+        seq,
+        applied,
+        duplicate: false,
+        updated_at: Some(updated_at),
+    }
+}
+
+/// Serialises the `data_update` for a stored version once; every listener gets the same bytes.
+pub fn data_update(tenant: &str, record: &EntityRecord, op: Operation) -> Arc<str> {
+    let entity = RawValue::from_string(record.data.clone()).expect("stored entity data is JSON");
+    let msg = DataUpdate {
+        event_type: "data_update".into(),
+        tenant_id: tenant.into(),
+        entity_type: record.entity_type,
+        operation_type: op,
+        seq: record.seq,
+        updated_at: time::format_ms(record.updated_at_ms),
+        data: DataUpdateData { single_entity: entity },
+    };
+    serde_json::to_string(&msg).expect("a data_update serialises").into()
+}

@@ -1,0 +1,587 @@
+//! REST endpoints (0.4 shapes plus tokens and membership), the WebSocket upgrade, the web client.
+//!
+//! Errors map to responses in one place, [`ApiError`]: `{"detail": "…"}` with the status 0.4 used
+//! (422 carries FastAPI's list form). Internal errors are logged and shown as a generic message.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{ws::WebSocketUpgrade, ConnectInfo, FromRequest, Path, Query, Request, State},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post, put},
+    Form, Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize};
+use serde_json::{json, Value};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::{error, info, warn};
+
+use crate::{
+    auth::{self, AuthError},
+    loads, ws, App, TenantId,
+};
+
+type AppState = State<Arc<App>>;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: Value,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError { status, detail: Value::from(detail.into()), retry_after: None }
+    }
+    fn unauthorized(detail: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, detail)
+    }
+    fn forbidden(detail: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+    fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        error!(error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+    fn unprocessable(loc: &[&str], msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: json!([{ "type": "value_error", "loc": loc, "msg": msg.into() }]),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::EmailTaken | AuthError::NameTaken | AuthError::TenantNameExists(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            AuthError::TenantIdTaken => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            AuthError::BadRefreshToken => ApiError::unauthorized(&e.to_string()),
+            AuthError::Storage(_) | AuthError::Other(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(json!({ "detail": self.detail }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        res
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose rejections become 0.4's 422 form.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::unprocessable(&["body"], e.body_text())),
+        }
+    }
+}
+
+/// Runs blocking auth-store work off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AuthError> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?.map_err(ApiError::from)
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A valid access token of this user.
+    User(String),
+    /// A 0.4 client without a token, allowed only with `--allow-legacy-clients`.
+    Legacy,
+}
+
+impl Caller {
+    /// The user a request acts for: the token's user (and any `user_id` given must match it),
+    /// or in legacy mode whatever `user_id` the client names.
+    fn acting_user(&self, user_id: Option<&str>) -> ApiResult<Option<String>> {
+        match self {
+            Caller::User(u) => match user_id {
+                Some(given) if given != u => Err(ApiError::forbidden("user_id does not match the authenticated user")),
+                _ => Ok(Some(u.clone())),
+            },
+            Caller::Legacy => Ok(user_id.map(str::to_owned)),
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Authenticates a request: a token is always checked; without one, only legacy mode lets it in.
+pub fn authenticate(app: &App, token: Option<&str>) -> ApiResult<Caller> {
+    match token {
+        Some(t) => app
+            .keys
+            .verify(t)
+            .map(|c| Caller::User(c.sub))
+            .map_err(|_| ApiError::unauthorized("invalid or expired access token")),
+        None if app.config.allow_legacy_clients => Ok(Caller::Legacy),
+        None => Err(ApiError::unauthorized("Not authenticated")),
+    }
+}
+
+fn caller(app: &App, headers: &HeaderMap) -> ApiResult<Caller> {
+    authenticate(app, bearer(headers))
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let cors = {
+        let origins = app.config.cors_origins.clone();
+        let allow = if origins.is_empty() {
+            AllowOrigin::mirror_request()
+        } else {
+            AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+        };
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                "x-tenant-id".parse().expect("header name"),
+                "x-user-id".parse().expect("header name"),
+            ])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600))
+    };
+    let mut r = Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+        .route("/token", post(token))
+        .route("/tenants", get(list_tenants).post(create_tenant))
+        .route("/tenants/", get(list_tenants).post(create_tenant))
+        .route("/tenants/{id}", put(rename_tenant))
+        .route("/tenants/{id}/complete", delete(delete_tenant))
+        .route("/tenants/{id}/sync-queue", delete(clear_sync_queue))
+        .route("/tenants/{id}/members", get(list_members).post(add_member))
+        .route("/tenants/{id}/members/{user_id}", delete(remove_member))
+        .route("/ping", get(ping))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/api/v1/websocket/health", get(websocket_health))
+        .route("/api/v1/sync/data-status/{tenant_id}", get(data_status))
+        .route("/ws_finwise/ws/{tenant_id}", get(ws_upgrade));
+    if let Some(dir) = app.config.web_dir.clone().filter(|d| d.join("index.html").exists()) {
+        let index = dir.join("index.html");
+        r = r.fallback_service(tower_http::services::ServeDir::new(dir).fallback(tower_http::services::ServeFile::new(index)));
+    }
+    r.layer(cors).with_state(app)
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    name: String,
+    email: String,
+    password: String,
+}
+
+fn valid_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else { return false };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.chars().any(char::is_whitespace)
+        && !domain.contains('@')
+        && e.len() <= 254
+}
+
+async fn register(State(app): AppState, Body(b): Body<RegisterBody>) -> ApiResult<impl IntoResponse> {
+    if !app.config.registration_enabled {
+        return Err(ApiError::forbidden("registration is disabled on this server"));
+    }
+    let email = b.email.trim().to_lowercase();
+    if !valid_email(&email) {
+        return Err(ApiError::unprocessable(&["body", "email"], "value is not a valid email address"));
+    }
+    let name = b.name.trim().to_owned();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::unprocessable(&["body", "name"], "name must be 1 to 200 characters"));
+    }
+    if b.password.len() < 8 || b.password.len() > 1024 {
+        return Err(ApiError::unprocessable(&["body", "password"], "password must be 8 to 1024 characters"));
+    }
+    let auth = Arc::clone(&app.auth);
+    let user = blocking(move || {
+        let hash = auth::hash_password(&b.password);
+        auth.create_user(&name, &email, &hash)
+    })
+    .await?;
+    info!(user = %user.uuid, "user registered");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username_or_email: String,
+    password: String,
+}
+
+/// Checks credentials with throttling per account and per address. Returns the user id.
+async fn check_credentials(app: &Arc<App>, addr: SocketAddr, login: &str, password: String) -> ApiResult<auth::User> {
+    let account_key = login.trim().to_lowercase();
+    let addr_key = addr.ip().to_string();
+    for (throttle, key) in [(&app.login_throttle_account, &account_key), (&app.login_throttle_address, &addr_key)] {
+        if let Err(wait) = throttle.check(key) {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many failed logins; try again later");
+            e.retry_after = Some(wait.as_secs().max(1));
+            return Err(e);
+        }
+    }
+    let auth = Arc::clone(&app.auth);
+    let login_key = account_key.clone();
+    let found = blocking(move || {
+        let Some((user, hash)) = auth.find_login(&login_key)? else {
+            // Same work as a real check, so timing does not reveal which accounts exist.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let _ = auth::verify_password(&password, DUMMY.get_or_init(|| auth::hash_password("not a password")));
+            return Ok(None);
+        };
+        let (ok, rehash) = auth::verify_password(&password, &hash);
+        if ok && rehash {
+            auth.set_password_hash(&user.uuid, &auth::hash_password(&password))?;
+        }
+        Ok(ok.then_some(user))
+    })
+    .await?;
+    match found {
+        Some(user) => {
+            app.login_throttle_account.clear(&account_key);
+            Ok(user)
+        }
+        None => {
+            app.login_throttle_account.fail(&account_key);
+            app.login_throttle_address.fail(&addr_key);
+            warn!(address = %addr_key, "failed login");
+            Err(ApiError::unauthorized("Incorrect username or password"))
+        }
+    }
+}
+
+/// A fresh access token and a refresh token of `family` (a new family at login).
+async fn token_pair(app: &Arc<App>, user_id: &str, family: Option<String>) -> ApiResult<Value> {
+    let auth = Arc::clone(&app.auth);
+    let uid = user_id.to_owned();
+    let ttl = app.keys.refresh_ttl;
+    let refresh = blocking(move || {
+        let family = family.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        auth.issue_refresh(&uid, &family, ttl)
+    })
+    .await?;
+    Ok(json!({
+        "access_token": app.keys.issue(user_id),
+        "token_type": "bearer",
+        "expires_in": app.keys.access_ttl.as_secs(),
+        "refresh_token": refresh,
+    }))
+}
+
+async fn login(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, Body(b): Body<LoginBody>) -> ApiResult<Json<Value>> {
+    let user = check_credentials(&app, addr, &b.username_or_email, b.password).await?;
+    let mut body = serde_json::to_value(&user).map_err(ApiError::internal)?;
+    let tokens = token_pair(&app, &user.uuid, None).await?;
+    if let (Some(o), Value::Object(t)) = (body.as_object_mut(), tokens) {
+        o.extend(t);
+    }
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn token(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>) -> ApiResult<Json<Value>> {
+    let Form(f) = form.map_err(|e| ApiError::unprocessable(&["body"], e.body_text()))?;
+    match f.grant_type.as_str() {
+        "password" => {
+            let (Some(u), Some(p)) = (f.username, f.password) else {
+                return Err(ApiError::unprocessable(&["body", "username"], "username and password are required"));
+            };
+            let user = check_credentials(&app, addr, &u, p).await?;
+            Ok(Json(token_pair(&app, &user.uuid, None).await?))
+        }
+        "refresh_token" => {
+            let Some(rt) = f.refresh_token else {
+                return Err(ApiError::unprocessable(&["body", "refresh_token"], "refresh_token is required"));
+            };
+            let auth = Arc::clone(&app.auth);
+            let (user, family) = blocking(move || auth.use_refresh(&rt)).await?;
+            Ok(Json(token_pair(&app, &user, Some(family)).await?))
+        }
+        other => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("unsupported grant_type '{other}'"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct UserQuery {
+    user_id: Option<String>,
+}
+
+async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<UserQuery>) -> ApiResult<impl IntoResponse> {
+    let who = caller(&app, &headers)?;
+    let user = who.acting_user(q.user_id.as_deref())?;
+    let auth = Arc::clone(&app.auth);
+    let tenants = blocking(move || {
+        if let Some(u) = &user {
+            if auth.user(u)?.is_none() {
+                return Ok(None);
+            }
+        }
+        auth.tenants(user.as_deref()).map(Some)
+    })
+    .await?;
+    match tenants {
+        Some(t) => Ok(Json(t)),
+        None => Err(ApiError::not_found(format!("User with id {} not found", q.user_id.unwrap_or_default()))),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateTenantBody {
+    uuid: Option<String>,
+    name: String,
+    user_id: Option<String>,
+}
+
+fn tenant_id(s: &str) -> ApiResult<TenantId> {
+    TenantId::parse(s).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "tenant id must be a canonical lowercase UUID"))
+}
+
+async fn create_tenant(State(app): AppState, headers: HeaderMap, Body(b): Body<CreateTenantBody>) -> ApiResult<Json<auth::Tenant>> {
+    let who = caller(&app, &headers)?;
+    let user = who
+        .acting_user(b.user_id.as_deref())?
+        .ok_or_else(|| ApiError::unprocessable(&["body", "user_id"], "Field required"))?;
+    let id = match &b.uuid {
+        Some(u) => tenant_id(u)?,
+        None => TenantId::parse(&uuid::Uuid::new_v4().to_string()).expect("a fresh v4 uuid is canonical"),
+    };
+    let name = b.name.trim().to_owned();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::unprocessable(&["body", "name"], "name must be 1 to 200 characters"));
+    }
+    let auth = Arc::clone(&app.auth);
+    let tid = id.clone();
+    let tenant = blocking(move || {
+        if auth.user(&user)?.is_none() {
+            return Ok(None);
+        }
+        auth.create_tenant(&tid, &name, &user).map(Some)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("User not found"))?;
+    // Create the tenant's database now, so the first sync does not pay for it.
+    let (reply, done) = tokio::sync::oneshot::channel();
+    if app.writers.submit(&id, crate::writer::Job::Open { reply }).is_ok() {
+        if let Ok(Err(e)) = done.await {
+            warn!(tenant = %id, error = %e, "tenant database could not be created yet");
+        }
+    }
+    Ok(Json(tenant))
+}
+
+/// Requires that the caller may act on the tenant: a member (an owner if `owner`), or legacy.
+async fn require_member(app: &Arc<App>, who: &Caller, tenant: &TenantId, owner: bool) -> ApiResult<()> {
+    let Caller::User(u) = who else { return Ok(()) };
+    let auth = Arc::clone(&app.auth);
+    let (t, u) = (tenant.clone(), u.clone());
+    let role = blocking(move || auth.role(&t, &u)).await?;
+    match role.as_deref() {
+        Some("owner") => Ok(()),
+        Some(_) if !owner => Ok(()),
+        Some(_) => Err(ApiError::forbidden("only an owner of the tenant may do this")),
+        None => Err(ApiError::forbidden("not a member of this tenant")),
+    }
+}
+
+#[derive(Deserialize)]
+struct RenameBody {
+    name: String,
+}
+
+async fn rename_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>, Body(b): Body<RenameBody>) -> ApiResult<Json<auth::Tenant>> {
+    let who = caller(&app, &headers)?;
+    who.acting_user(q.user_id.as_deref())?;
+    let id = tenant_id(&id)?;
+    require_member(&app, &who, &id, true).await?;
+    let auth = Arc::clone(&app.auth);
+    let name = b.name.trim().to_owned();
+    let t = blocking(move || auth.rename_tenant(&id, &name)).await?;
+    t.map(Json).ok_or_else(|| ApiError::not_found("Tenant not found"))
+}
+
+async fn delete_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>) -> ApiResult<Json<auth::Tenant>> {
+    let who = caller(&app, &headers)?;
+    who.acting_user(q.user_id.as_deref())?;
+    let id = tenant_id(&id)?;
+    require_member(&app, &who, &id, true).await?;
+    let auth = Arc::clone(&app.auth);
+    let tid = id.clone();
+    let tenant = blocking(move || auth.tenant(&tid)).await?.ok_or_else(|| ApiError::not_found("Tenant not found"))?;
+    app.hub.publish(&id, crate::hub::Event::Close { code: 1001, reason: "tenant deleted" });
+    app.writers.close(&id).await;
+    let path = app.data.tenant_db(&id);
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Err(e) = std::fs::remove_file(&p) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(ApiError::internal(e));
+            }
+        }
+    }
+    let auth = Arc::clone(&app.auth);
+    let tid = id.clone();
+    blocking(move || auth.delete_tenant(&tid)).await?;
+    info!(tenant = %id, "tenant deleted");
+    Ok(Json(tenant))
+}
+
+async fn clear_sync_queue(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>) -> ApiResult<Json<Value>> {
+    let who = caller(&app, &headers)?;
+    who.acting_user(q.user_id.as_deref())?;
+    let id = tenant_id(&id)?;
+    require_member(&app, &who, &id, false).await?;
+    // This server keeps no queue: every entry is acked or refused when it arrives.
+    Ok(Json(json!({ "message": "Sync queue is empty: this server answers every entry when it arrives", "tenant_id": id.as_str() })))
+}
+
+async fn list_members(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Vec<auth::Member>>> {
+    let who = caller(&app, &headers)?;
+    let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
+    let id = tenant_id(&id)?;
+    require_member(&app, &who, &id, false).await?;
+    let auth = Arc::clone(&app.auth);
+    Ok(Json(blocking(move || auth.members(&id)).await?))
+}
+
+#[derive(Deserialize)]
+struct AddMemberBody {
+    email: String,
+    role: Option<String>,
+}
+
+async fn add_member(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<AddMemberBody>) -> ApiResult<Json<Vec<auth::Member>>> {
+    let who = caller(&app, &headers)?;
+    let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
+    let id = tenant_id(&id)?;
+    require_member(&app, &who, &id, true).await?;
+    let role = b.role.unwrap_or_else(|| "member".into());
+    if role != "member" && role != "owner" {
+        return Err(ApiError::unprocessable(&["body", "role"], "role must be 'member' or 'owner'"));
+    }
+    let auth = Arc::clone(&app.auth);
+    let email = b.email.trim().to_lowercase();
+    let members = blocking(move || {
+        let Some(user) = auth.user_by_email(&email)? else { return Ok(None) };
+        auth.add_member(&id, &user.uuid, &role)?;
+        auth.members(&id).map(Some)
+    })
+    .await?;
+    members.map(Json).ok_or_else(|| ApiError::not_found("no user with this e-mail"))
+}
+
+async fn remove_member(State(app): AppState, headers: HeaderMap, Path((id, user_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    let who = caller(&app, &headers)?;
+    let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
+    let id = tenant_id(&id)?;
+    require_member(&app, &who, &id, true).await?;
+    let auth = Arc::clone(&app.auth);
+    let removed = blocking(move || auth.remove_member(&id, &user_id)).await?;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("not a member"))
+    }
+}
+
+async fn ping() -> Json<Value> {
+    Json(json!({ "status": "online", "message": "FinWise Backend is running" }))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(app): AppState) -> Response {
+    let dir = app.data.tenants_dir();
+    let probe = dir.join(".ready-probe");
+    let writable = std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe)).is_ok();
+    let body = json!({ "ready": writable, "data_dir_writable": writable, "migrations_applied": true });
+    let status = if writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn websocket_health(State(app): AppState) -> Json<Value> {
+    let (connections, tenants) = app.hub.stats();
+    Json(json!({
+        "overall_health": "healthy",
+        "connection_stats": { "total_connections": connections, "healthy_connections": connections, "tenant_count": tenants },
+        "tenant_metrics": {},
+        "heartbeat_status": "active",
+        "open_tenant_databases": app.writers.open_count(),
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    }))
+}
+
+async fn data_status(State(app): AppState, headers: HeaderMap, Path(tenant): Path<String>) -> ApiResult<Json<Value>> {
+    let who = caller(&app, &headers)?;
+    let id = tenant_id(&tenant)?;
+    require_member(&app, &who, &id, false).await?;
+    let path = app.data.tenant_db(&id);
+    let status = tokio::task::spawn_blocking(move || loads::data_status(&path, &id, None))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::to_value(status).map_err(ApiError::internal)?))
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path<String>, Query(q): Query<WsQuery>, upgrade: WebSocketUpgrade) -> ApiResult<Response> {
+    let tenant = tenant_id(&tenant)?;
+    let token = q.token.as_deref().or_else(|| bearer(&headers));
+    let who = authenticate(&app, token)?;
+    let user = match &who {
+        Caller::User(u) => {
+            require_member(&app, &who, &tenant, false).await?;
+            Some(u.clone())
+        }
+        Caller::Legacy => None,
+    };
+    let max = app.config.max_batch_bytes.max(app.config.max_message_bytes);
+    Ok(upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| ws::run(app, socket, tenant, user)))
+}

@@ -1,0 +1,69 @@
+//! Per-tenant fan-out. Every connection of a tenant subscribes to one bounded broadcast channel;
+//! the writer publishes each committed change once, already serialised, and each connection
+//! forwards it unless it wrote the change itself. A connection that falls more than the channel's
+//! capacity behind is closed with 1013 and resyncs by delta.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::broadcast;
+
+use crate::TenantId;
+
+/// What a tenant's connections receive.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A serialised `data_update` written by connection `origin`.
+    Change { origin: u64, text: Arc<str> },
+    /// The tenant was deleted: close with this code.
+    Close { code: u16, reason: &'static str },
+    /// Sent to every connection on graceful shutdown.
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    capacity: usize,
+    tenants: Mutex<HashMap<TenantId, broadcast::Sender<Event>>>,
+    all: broadcast::Sender<Event>,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Self {
+        Hub { capacity, tenants: Mutex::new(HashMap::new()), all: broadcast::channel(4).0 }
+    }
+
+    /// Subscribes to a tenant's events (and to server-wide events).
+    pub fn subscribe(&self, tenant: &TenantId) -> (broadcast::Receiver<Event>, broadcast::Receiver<Event>) {
+        let mut map = self.tenants.lock().expect("hub lock");
+        let tx = map.entry(tenant.clone()).or_insert_with(|| broadcast::channel(self.capacity).0);
+        (tx.subscribe(), self.all.subscribe())
+    }
+
+    /// Drops a tenant's channel once its last connection has gone.
+    pub fn unsubscribe(&self, tenant: &TenantId) {
+        let mut map = self.tenants.lock().expect("hub lock");
+        if map.get(tenant).is_some_and(|tx| tx.receiver_count() == 0) {
+            map.remove(tenant);
+        }
+    }
+
+    pub fn publish(&self, tenant: &TenantId, event: Event) {
+        let tx = self.tenants.lock().expect("hub lock").get(tenant).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(event);
+        }
+    }
+
+    pub fn publish_all(&self, event: Event) {
+        let _ = self.all.send(event);
+    }
+
+    /// Connections per tenant, for status endpoints.
+    pub fn stats(&self) -> (usize, usize) {
+        let map = self.tenants.lock().expect("hub lock");
+        (map.values().map(|tx| tx.receiver_count()).sum(), map.len())
+    }
+}

@@ -1,0 +1,161 @@
+//! FinWise Sync server.
+//!
+//! Bird's-eye view: [`http`] answers REST and upgrades WebSockets; [`ws`] runs one task per
+//! connection that parses frames, validates entries with [`engine::prepare`] and hands them to
+//! the tenant's writer ([`writer`]); the writer applies them with [`engine::apply`] over the
+//! [`storage`] traits in one transaction per group, then publishes changes on the tenant's
+//! [`hub`] channel and answers the connection. Loads and status read on separate read-only
+//! connections ([`loads`]). Accounts, tenants and tokens live in [`auth`].
+
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod hub;
+pub mod loads;
+pub mod storage;
+pub mod writer;
+pub mod ws;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+    time::{Duration, Instant},
+};
+
+pub use config::Config;
+use storage::sqlite::DataDir;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// A tenant id: a canonical (lowercase, hyphenated) UUID, validated before it names a file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Accepts only the canonical form, so that one tenant has exactly one file name.
+    pub fn parse(s: &str) -> Option<TenantId> {
+        let u = uuid::Uuid::try_parse(s).ok()?;
+        let canonical = u.hyphenated().to_string();
+        (canonical == s).then_some(TenantId(canonical))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub config: Config,
+    pub data: DataDir,
+    pub auth: Arc<auth::AuthStore>,
+    pub keys: auth::TokenKeys,
+    pub writers: Arc<writer::Writers>,
+    pub hub: Arc<hub::Hub>,
+    pub login_throttle_account: auth::Throttle,
+    pub login_throttle_address: auth::Throttle,
+    pub started: Instant,
+    next_conn: AtomicU64,
+}
+
+impl App {
+    /// Opens the data dir: creates it, migrates `auth.db`, loads or creates the JWT secret.
+    pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
+        let data = DataDir { root: config.data_dir.clone() };
+        std::fs::create_dir_all(data.tenants_dir())?;
+        let auth = Arc::new(auth::AuthStore::open(&data.auth_db())?);
+        let secret = match &config.jwt_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => auth::load_or_create_secret(&data.root.join("jwt.secret"))?,
+        };
+        let keys = auth::TokenKeys::new(&secret, config.access_token_ttl, config.refresh_token_ttl);
+        let hub = Arc::new(hub::Hub::new(config.outbound_queue));
+        let writers = writer::Writers::new(
+            data.clone(),
+            Arc::clone(&hub),
+            writer::WriterConfig {
+                queue_capacity: config.tenant_queue,
+                max_group: config.max_group_commit,
+                idle_close: config.idle_tenant_close,
+                tombstone_horizon_ms: config.tombstone_horizon.as_millis() as i64,
+            },
+        );
+        let window = config.login_window;
+        Ok(Arc::new(App {
+            login_throttle_account: auth::Throttle::new(config.login_attempts_per_account, window),
+            login_throttle_address: auth::Throttle::new(config.login_attempts_per_address, window),
+            config,
+            data,
+            auth,
+            keys,
+            writers,
+            hub,
+            started: Instant::now(),
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn engine_limits(&self) -> engine::Limits {
+        engine::Limits { max_clock_skew_ms: self.config.max_clock_skew.as_millis() as i64 }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then shuts down gracefully: tells every
+/// connection (`status: shutdown`), lets in-flight entries commit and be acked, closes the
+/// tenant databases.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    if config.allow_legacy_clients {
+        warn!("legacy mode: FinWise 0.4 clients without a token can read and write any tenant whose id they know");
+    }
+    let app = App::open(config)?;
+    let router = http::router(Arc::clone(&app));
+    let addr = listener.local_addr()?;
+    info!(%addr, data_dir = %app.data.root.display(), "listening");
+    let hub = Arc::clone(&app.hub);
+    let graceful = async move {
+        shutdown.await;
+        info!("shutting down: telling clients and committing in-flight changes");
+        hub.publish_all(hub::Event::Shutdown);
+    };
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(graceful)
+        .await?;
+    app.writers.close_all().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// A small helper for timeouts in the connection code.
+pub(crate) fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}

@@ -1,0 +1,333 @@
+//! SQLite implementation: one file per tenant (`tenants/<uuid>.db`), WAL, `synchronous=FULL`.
+//!
+//! Schema (version 1): `entities` holds every entity type in one table keyed by
+//! `(entity_type, id)`, with the canonical JSON, its LWW version and the sequence number of the
+//! change that wrote it; deletes stay as tombstones (`deleted = 1`). `applied_entries` remembers
+//! processed entry ids. `meta` holds the sequence counter and the compaction floor.
+
+use std::path::{Path, PathBuf};
+
+use finwise_protocol::EntityType;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use super::{AppliedEntry, EntityRecord, Result, Snapshot, StorageError, TenantReader, WriteTxn};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const TENANT_MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE entities (
+        entity_type   TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        seq           INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        data          TEXT    NOT NULL,
+        changed_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (entity_type, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX entities_by_seq ON entities (seq);
+    CREATE TABLE applied_entries (
+        entry_id        TEXT    PRIMARY KEY,
+        content_hash    TEXT    NOT NULL,
+        seq             INTEGER NOT NULL,
+        applied         INTEGER NOT NULL,
+        updated_at      TEXT    NOT NULL,
+        processed_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('seq', 0), ('tombstone_floor', 0);
+"#];
+
+/// Number of schema migrations of a tenant database.
+pub const TENANT_SCHEMA_VERSION: usize = TENANT_MIGRATIONS.len();
+
+/// Applies pending migrations in one transaction each.
+pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if current > migrations.len() {
+        return Err(StorageError::Other(format!(
+            "database schema version {current} is newer than this server ({})",
+            migrations.len()
+        )));
+    }
+    for (i, m) in migrations.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Opens a database for writing with the durability settings every file of ours uses.
+pub fn open_rw(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // An ack means durable: FULL syncs the WAL on every commit.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// The writer's connection to one tenant database.
+pub struct SqliteTenant {
+    conn: Connection,
+    seq: i64,
+}
+
+impl SqliteTenant {
+    /// Opens (creating and migrating when needed) the tenant database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = open_rw(path)?;
+        migrate(&mut conn, TENANT_MIGRATIONS)?;
+        let seq = conn.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
+        Ok(SqliteTenant { conn, seq })
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE … COMMIT`; the sequence counter is persisted in the
+    /// same transaction. On error nothing is committed and the in-memory counter is restored.
+    pub fn write<T>(&mut self, f: impl FnOnce(&mut dyn WriteTxn) -> Result<T>) -> Result<T> {
+        let start_seq = self.seq;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut txn = SqliteTxn { tx, seq: start_seq };
+        let out = f(&mut txn);
+        let result = out.and_then(|v| {
+            if txn.seq != start_seq {
+                txn.tx.execute("UPDATE meta SET value = ?1 WHERE key = 'seq'", [txn.seq])?;
+            }
+            let seq = txn.seq;
+            txn.tx.commit()?;
+            Ok((v, seq))
+        });
+        match result {
+            Ok((v, seq)) => {
+                self.seq = seq;
+                Ok(v)
+            }
+            Err(e) => {
+                self.seq = start_seq;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes tombstones and remembered entry ids older than `cutoff_ms` (server time) and raises
+    /// the compaction floor, so a delta request from before it gets a full load with `reset`.
+    pub fn compact(&mut self, cutoff_ms: i64) -> Result<usize> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let floor: Option<i64> = tx.query_row(
+            "SELECT max(seq) FROM entities WHERE deleted = 1 AND changed_at_ms < ?1",
+            [cutoff_ms],
+            |r| r.get(0),
+        )?;
+        let mut removed = 0;
+        if let Some(floor) = floor {
+            removed = tx.execute("DELETE FROM entities WHERE deleted = 1 AND seq <= ?1", [floor])?;
+            tx.execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'tombstone_floor'", [floor])?;
+        }
+        tx.execute("DELETE FROM applied_entries WHERE processed_at_ms < ?1", [cutoff_ms])?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+}
+
+struct SqliteTxn<'c> {
+    tx: Transaction<'c>,
+    seq: i64,
+}
+
+fn parse_type(s: String) -> rusqlite::Result<EntityType> {
+    EntityType::parse(&s).ok_or_else(|| rusqlite::Error::InvalidColumnType(0, s, rusqlite::types::Type::Text))
+}
+
+impl WriteTxn for SqliteTxn<'_> {
+    fn entity(&mut self, entity_type: EntityType, id: &str) -> Result<Option<EntityRecord>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT seq, updated_at_ms, deleted, data, changed_at_ms FROM entities WHERE entity_type = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![entity_type.as_str(), id], |r| {
+                Ok(EntityRecord {
+                    entity_type,
+                    id: id.to_owned(),
+                    seq: r.get(0)?,
+                    updated_at_ms: r.get(1)?,
+                    deleted: r.get(2)?,
+                    data: r.get(3)?,
+                    changed_at_ms: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn put_entity(&mut self, rec: &EntityRecord) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (entity_type, id) DO UPDATE SET seq = excluded.seq, updated_at_ms = excluded.updated_at_ms,
+               deleted = excluded.deleted, data = excluded.data, changed_at_ms = excluded.changed_at_ms",
+        )?;
+        stmt.execute(params![
+            rec.entity_type.as_str(),
+            rec.id,
+            rec.seq,
+            rec.updated_at_ms,
+            rec.deleted,
+            rec.data,
+            rec.changed_at_ms
+        ])?;
+        Ok(())
+    }
+
+    fn applied_entry(&mut self, entry_id: &str) -> Result<Option<AppliedEntry>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries WHERE entry_id = ?1",
+        )?;
+        Ok(stmt
+            .query_row([entry_id], |r| {
+                Ok(AppliedEntry {
+                    entry_id: entry_id.to_owned(),
+                    content_hash: r.get(0)?,
+                    seq: r.get(1)?,
+                    applied: r.get(2)?,
+                    updated_at: r.get(3)?,
+                    processed_at_ms: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn record_entry(&mut self, e: &AppliedEntry) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR REPLACE INTO applied_entries (entry_id, content_hash, seq, applied, updated_at, processed_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![e.entry_id, e.content_hash, e.seq, e.applied, e.updated_at, e.processed_at_ms])?;
+        Ok(())
+    }
+
+    fn next_seq(&mut self) -> i64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+/// A read-only connection to one tenant database.
+pub struct SqliteReader {
+    conn: Option<Connection>,
+}
+
+impl SqliteReader {
+    /// Opens `path` read-only. A tenant without a file (nothing written yet) reads as empty and
+    /// no file is created.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Ok(SqliteReader { conn: None });
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            return Ok(SqliteReader { conn: None });
+        }
+        Ok(SqliteReader { conn: Some(conn) })
+    }
+
+    /// Runs `f` inside one read transaction, so everything it reads is one snapshot.
+    pub fn read<T>(&mut self, f: impl FnOnce(&mut dyn TenantReader) -> Result<T>) -> Result<T> {
+        match &self.conn {
+            Some(c) => {
+                c.execute_batch("BEGIN")?;
+                let out = f(self);
+                if let Some(c) = &self.conn {
+                    c.execute_batch("COMMIT")?;
+                }
+                out
+            }
+            None => f(self),
+        }
+    }
+}
+
+impl TenantReader for SqliteReader {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let Some(c) = &self.conn else { return Ok(Snapshot::default()) };
+        let mut s = Snapshot::default();
+        let mut stmt = c.prepare_cached("SELECT key, value FROM meta")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            match r.get::<_, String>(0)?.as_str() {
+                "seq" => s.seq = r.get(1)?,
+                "tombstone_floor" => s.tombstone_floor = r.get(1)?,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    fn live_since(&mut self, since: i64, visit: &mut dyn FnMut(EntityType, &str) -> bool) -> Result<()> {
+        let Some(c) = &self.conn else { return Ok(()) };
+        let sql = if since > 0 {
+            "SELECT entity_type, data FROM entities WHERE seq > ?1 AND deleted = 0 ORDER BY entity_type, id"
+        } else {
+            "SELECT entity_type, data FROM entities WHERE deleted = 0 AND ?1 = 0 ORDER BY entity_type, id"
+        };
+        let mut stmt = c.prepare_cached(sql)?;
+        let mut rows = stmt.query([since])?;
+        while let Some(r) = rows.next()? {
+            let t = parse_type(r.get(0)?)?;
+            let data = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            if !visit(t, data) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>> {
+        let Some(c) = &self.conn else { return Ok(Vec::new()) };
+        let mut stmt =
+            c.prepare_cached("SELECT entity_type, id FROM entities WHERE seq > ?1 AND deleted = 1 ORDER BY entity_type, id")?;
+        let rows = stmt.query_map([since], |r| Ok((parse_type(r.get(0)?)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn live_versions(&mut self, visit: &mut dyn FnMut(EntityType, &str, i64)) -> Result<()> {
+        let Some(c) = &self.conn else { return Ok(()) };
+        let mut stmt = c.prepare_cached("SELECT entity_type, id, updated_at_ms FROM entities WHERE deleted = 0")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let t = parse_type(r.get(0)?)?;
+            let id = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            visit(t, id, r.get(2)?);
+        }
+        Ok(())
+    }
+}
+
+/// Where the files of a data dir live.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn auth_db(&self) -> PathBuf {
+        self.root.join("auth.db")
+    }
+    pub fn tenants_dir(&self) -> PathBuf {
+        self.root.join("tenants")
+    }
+    /// The file of a tenant. `tenant` must be a validated [`crate::TenantId`], so it cannot
+    /// contain a path separator.
+    pub fn tenant_db(&self, tenant: &crate::TenantId) -> PathBuf {
+        self.tenants_dir().join(format!("{}.db", tenant.as_str()))
+    }
+}

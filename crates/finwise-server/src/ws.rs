@@ -1,0 +1,395 @@
+//! One task per WebSocket connection.
+//!
+//! The task reads frames, answers what needs no database directly, validates entries
+//! ([`engine::prepare`]) and queues them on the tenant's writer. Replies come back in order
+//! through a `FuturesOrdered`; at most `max_in_flight` entries are outstanding, after which the
+//! task stops reading (backpressure to the client instead of buffering). Broadcasts arrive on the
+//! tenant's bounded channel; a connection that lags behind it is closed with 1013. Every send has
+//! a timeout, so a peer that stops reading is dropped instead of holding resources.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use finwise_protocol::{
+    messages::{
+        parse_client_message, ClientMessage, ErrorMessage, NackReason, StatusMessage, SyncBatchResult, SyncNack,
+    },
+    time, PROTOCOL_VERSION,
+};
+use futures_util::{
+    future::BoxFuture,
+    stream::{FuturesOrdered, SplitSink, StreamExt},
+    FutureExt, SinkExt,
+};
+use serde_json::json;
+use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::{
+    engine::{self, Item, Outcome, Reply},
+    hub::Event,
+    loads::{self, LoadRequest},
+    writer::Job,
+    App, TenantId,
+};
+
+/// WebSocket close codes we use.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+enum Pending {
+    Single(Vec<Outcome>),
+    Batch(Vec<Outcome>),
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+struct Conn {
+    app: Arc<App>,
+    tenant: TenantId,
+    id: u64,
+    sink: Sink,
+    tokens: f64,
+    last_refill: Instant,
+}
+
+/// Why the loop ended.
+enum Stop {
+    Closed,
+    Close(u16, &'static str),
+}
+
+impl Conn {
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
+        match tokio::time::timeout(self.app.config.send_timeout, self.sink.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Stop::Closed),
+            Err(_) => {
+                warn!(conn = self.id, tenant = %self.tenant, "client stopped reading; closing");
+                Err(Stop::Close(close::TRY_AGAIN_LATER, "send timeout: resync by delta"))
+            }
+        }
+    }
+
+    async fn send_json<T: serde::Serialize>(&mut self, v: &T) -> Result<(), Stop> {
+        let s = serde_json::to_string(v).expect("server messages serialise");
+        self.send_text(s).await
+    }
+
+    /// Token bucket per connection; false when the client is over its message rate.
+    fn take_token(&mut self) -> bool {
+        let cfg = &self.app.config;
+        let now = Instant::now();
+        let refill = now.duration_since(self.last_refill).as_secs_f64() * cfg.messages_per_second as f64;
+        self.tokens = (self.tokens + refill).min(cfg.message_burst as f64);
+        self.last_refill = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn send_outcomes(&mut self, p: Pending) -> Result<(), Stop> {
+        let (outs, batch) = match p {
+            Pending::Single(o) => (o, false),
+            Pending::Batch(o) => (o, true),
+        };
+        if batch {
+            let results = outs
+                .iter()
+                .map(|o| match &o.reply {
+                    Reply::Ack(a) => a.clone().into(),
+                    Reply::Nack(n) => n.clone().into(),
+                })
+                .collect();
+            self.send_json(&SyncBatchResult { r#type: "sync_batch_result".into(), results }).await?;
+        } else {
+            for o in &outs {
+                match &o.reply {
+                    Reply::Ack(a) => self.send_json(a).await?,
+                    Reply::Nack(n) => self.send_json(n).await?,
+                }
+            }
+        }
+        // The ack goes first: a client keeps its queued version until the ack, so a winner sent
+        // before it would be ignored.
+        for o in outs {
+            if let Some(t) = o.to_writer {
+                self.send_text(t.to_string()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const MAX_IN_FLIGHT_FLOOR: usize = 1;
+
+/// Runs one connection until it closes.
+pub async fn run(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>) {
+    let id = app.next_conn_id();
+    let (sink, mut stream) = socket.split();
+    let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
+    info!(conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"), "connected");
+    let burst = app.config.message_burst as f64;
+    let mut c = Conn { app: Arc::clone(&app), tenant: tenant.clone(), id, sink, tokens: burst, last_refill: Instant::now() };
+    let max_in_flight = app.config.max_in_flight.max(MAX_IN_FLIGHT_FLOOR);
+    let mut pending: FuturesOrdered<BoxFuture<'static, Pending>> = FuturesOrdered::new();
+    let mut heartbeat = tokio::time::interval(app.config.heartbeat_interval);
+    heartbeat.tick().await;
+
+    let hello = StatusMessage {
+        r#type: "status".into(),
+        status: "online".into(),
+        protocol: Some(PROTOCOL_VERSION),
+        server_time: Some(time::format_ms(time::now_ms())),
+        message: None,
+    };
+    let mut stop = c.send_json(&hello).await.err();
+    while stop.is_none() {
+        let result: Result<(), Stop> = tokio::select! {
+            Some(p) = pending.next(), if !pending.is_empty() => c.send_outcomes(p).await,
+            ev = tenant_rx.recv() => match ev {
+                Ok(Event::Change { origin, text }) if origin != id => c.send_text(text.to_string()).await,
+                Ok(Event::Change { .. }) | Ok(Event::Shutdown) => Ok(()),
+                Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
+                Err(RecvError::Lagged(n)) => {
+                    warn!(conn = id, tenant = %tenant, missed = n, "slow consumer fell behind the broadcast; closing");
+                    Err(Stop::Close(close::TRY_AGAIN_LATER, "too slow: resync by delta"))
+                }
+                Err(RecvError::Closed) => Err(Stop::Closed),
+            },
+            ev = all_rx.recv() => match ev {
+                Ok(Event::Shutdown) => {
+                    // Answer what is in flight (it is committed or being committed), then leave.
+                    let mut r = Ok(());
+                    while let Some(p) = pending.next().await {
+                        r = r.and(c.send_outcomes(p).await);
+                    }
+                    let bye = StatusMessage { r#type: "status".into(), status: "shutdown".into(), protocol: None, server_time: None, message: Some("server is shutting down".into()) };
+                    let _ = c.send_json(&bye).await;
+                    r.and(Err(Stop::Close(close::GOING_AWAY, "server shutdown")))
+                }
+                _ => Ok(()),
+            },
+            msg = stream.next(), if pending.len() < max_in_flight => match msg {
+                None => Err(Stop::Closed),
+                Some(Err(e)) => {
+                    debug!(conn = id, error = %e, "read error");
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                        Err(Stop::Close(close::TOO_BIG, "message too big"))
+                    } else {
+                        Err(Stop::Closed)
+                    }
+                }
+                Some(Ok(Message::Text(text))) => handle_text(&mut c, &mut pending, text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => {
+                    c.send_json(&ErrorMessage::new("binary_not_supported", "send JSON in text frames")).await
+                }
+                Some(Ok(Message::Close(_))) => Err(Stop::Closed),
+                Some(Ok(_)) => Ok(()),
+            },
+            _ = heartbeat.tick() => {
+                let secs = app.started.elapsed().as_secs_f64();
+                c.send_text(json!({"type": "ping", "timestamp": secs}).to_string()).await
+            }
+        };
+        stop = result.err();
+    }
+    if let Some(Stop::Close(code, reason)) = stop {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = tokio::time::timeout(crate::secs(2), c.sink.send(Message::Close(Some(frame)))).await;
+    }
+    drop(tenant_rx);
+    app.hub.unsubscribe(&tenant);
+    info!(conn = id, tenant = %tenant, "disconnected");
+}
+
+fn ready(p: Pending) -> BoxFuture<'static, Pending> {
+    async move { p }.boxed()
+}
+
+/// Queues items on the tenant writer; the returned future yields their outcomes in order.
+fn submit(c: &Conn, items: Vec<Item>, batch: bool) -> BoxFuture<'static, Pending> {
+    let wrap = move |o: Vec<Outcome>| if batch { Pending::Batch(o) } else { Pending::Single(o) };
+    let refuse = |items: &[Item], reason: NackReason, detail: &str| -> Vec<Outcome> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Ready(p) => Outcome::nack(SyncNack::for_entry(&p.entry, reason, detail)),
+                Item::Refused(n) => Outcome::nack(n.clone()),
+            })
+            .collect()
+    };
+    if items.iter().all(|i| matches!(i, Item::Refused(_))) {
+        let outs = refuse(&items, NackReason::StorageError, "");
+        return ready(wrap(outs));
+    }
+    let fallback = refuse(&items, NackReason::StorageError, "the tenant writer stopped before answering; retry");
+    let (reply, rx) = oneshot::channel();
+    match c.app.writers.submit(&c.tenant, Job::Entries { origin: c.id, items, reply }) {
+        Ok(()) => async move { wrap(rx.await.unwrap_or(fallback)) }.boxed(),
+        Err(_) => {
+            let outs = fallback
+                .into_iter()
+                .map(|o| match o.reply {
+                    Reply::Nack(n) if n.reason == NackReason::StorageError => {
+                        let mut n = n;
+                        n.reason = NackReason::Overloaded;
+                        n.retryable = true;
+                        n.detail = "the tenant's write queue is full; retry with backoff".into();
+                        Outcome::nack(n)
+                    }
+                    _ => o,
+                })
+                .collect();
+            ready(wrap(outs))
+        }
+    }
+}
+
+async fn handle_text(c: &mut Conn, pending: &mut FuturesOrdered<BoxFuture<'static, Pending>>, text: &str) -> Result<(), Stop> {
+    let cfg = &c.app.config;
+    let oversized = text.len() > cfg.max_message_bytes;
+    let parsed = parse_client_message(text);
+    if oversized && !matches!(parsed, Ok(ClientMessage::ProcessSyncBatch(_))) {
+        return Err(Stop::Close(close::TOO_BIG, "message larger than the limit"));
+    }
+    let rate_ok = c.take_token();
+    let msg = match parsed {
+        Ok(m) => m,
+        Err(e) => return c.send_json(&ErrorMessage::from(e)).await,
+    };
+    let now = time::now_ms();
+    let limits = c.app.engine_limits();
+    let prepare = |e: finwise_protocol::messages::SyncQueueEntry| -> Item {
+        if !rate_ok {
+            return Item::Refused(SyncNack::for_entry(&e, NackReason::Overloaded, "message rate limit exceeded; retry with backoff"));
+        }
+        match engine::prepare(e, c.tenant.as_str(), now, limits) {
+            Ok(p) => Item::Ready(Box::new(p)),
+            Err(n) => Item::Refused(n),
+        }
+    };
+    match msg {
+        ClientMessage::ProcessSyncEntry(Ok(entry)) => {
+            let item = prepare(*entry);
+            let f = submit(c, vec![item], false);
+            pending.push_back(f);
+            Ok(())
+        }
+        ClientMessage::ProcessSyncEntry(Err(e)) => match e.id {
+            Some(id) => {
+                let n = SyncNack::new(&id, NackReason::ValidationError, e.error.to_string());
+                pending.push_back(ready(Pending::Single(vec![Outcome::nack(n)])));
+                Ok(())
+            }
+            None => c.send_json(&ErrorMessage::new("validation_error", e.error.to_string())).await,
+        },
+        ClientMessage::ProcessSyncBatch(entries) => {
+            let items = entries
+                .into_iter()
+                .map(|r| match r {
+                    Ok(e) => prepare(e),
+                    Err(e) => Item::Refused(SyncNack::new(
+                        e.id.as_deref().unwrap_or(""),
+                        NackReason::ValidationError,
+                        e.error.to_string(),
+                    )),
+                })
+                .collect();
+            let f = submit(c, items, true);
+            pending.push_back(f);
+            Ok(())
+        }
+        _ if !rate_ok => c.send_json(&ErrorMessage::new("rate_limited", "message rate limit exceeded; slow down")).await,
+        ClientMessage::RequestInitialData { tenant_id, since, chunk_size } => {
+            if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
+                let e = ErrorMessage::new("tenant_mismatch", "Failed to load initial data: tenant_id is not this connection's tenant");
+                return c.send_json(&e).await;
+            }
+            send_load(c, LoadRequest { since, chunk_size }).await
+        }
+        ClientMessage::Ping { timestamp } => c.send_json(&json!({"type": "pong", "timestamp": timestamp})).await,
+        ClientMessage::DataStatusRequest { tenant_id, entity_types } => {
+            if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
+                return c.send_json(&ErrorMessage::new("tenant_mismatch", "tenant_id is not this connection's tenant")).await;
+            }
+            let path = c.app.data.tenant_db(&c.tenant);
+            let tenant = c.tenant.clone();
+            let res = tokio::task::spawn_blocking(move || loads::data_status(&path, &tenant, entity_types.as_deref())).await;
+            match res {
+                Ok(Ok(status)) => c.send_json(&status).await,
+                Ok(Err(e)) => {
+                    warn!(tenant = %c.tenant, error = %e, "data status failed");
+                    c.send_json(&ErrorMessage::new("storage_error", "could not read the tenant's data; retry")).await
+                }
+                Err(_) => Err(Stop::Closed),
+            }
+        }
+        ClientMessage::TenantDisconnect { tenant_id, reason } => {
+            let tid = tenant_id.unwrap_or_else(|| c.tenant.as_str().to_owned());
+            let reply = json!({
+                "type": "tenant_disconnect_ack",
+                "tenant_id": tid,
+                "status": "success",
+                "message": format!("disconnect acknowledged ({})", reason.as_deref().unwrap_or("unspecified")),
+            });
+            c.send_json(&reply).await
+        }
+        ClientMessage::ConnectionStatusRequest => {
+            let (total, tenants) = c.app.hub.stats();
+            let reply = json!({
+                "type": "connection_status_response",
+                "tenant_id": c.tenant.as_str(),
+                "backend_status": "online",
+                "connection_healthy": true,
+                "stats": { "total_connections": total, "healthy_connections": total, "tenant_count": tenants, "heartbeat_active": true },
+            });
+            c.send_json(&reply).await
+        }
+        ClientMessage::QueueStatus { kind } => {
+            // This server keeps no queue: every entry is acked or refused on arrival.
+            let reply = match kind.as_str() {
+                "get_sync_queue_status" => json!({
+                    "type": "sync_queue_status_info", "tenant_id": c.tenant.as_str(),
+                    "pending_count": 0, "failed_count": 0, "retryable_count": 0, "has_pending_entries": false,
+                }),
+                "trigger_cyclic_sync" => json!({
+                    "type": "cyclic_sync_result", "tenant_id": c.tenant.as_str(), "status": "success",
+                    "message": "nothing to do: every entry is answered on arrival",
+                }),
+                _ => json!({
+                    "type": "sync_queue_status", "tenant_id": c.tenant.as_str(), "processed_count": 0,
+                    "successful_count": 0, "failed_count": 0, "failed_entries": [], "has_pending_entries": false,
+                }),
+            };
+            c.send_json(&reply).await
+        }
+    }
+}
+
+/// Streams a load to the client through a small bounded channel (see [`loads::stream_load`]).
+async fn send_load(c: &mut Conn, req: LoadRequest) -> Result<(), Stop> {
+    let (tx, mut rx) = mpsc::channel::<String>(2);
+    let path = c.app.data.tenant_db(&c.tenant);
+    let tenant = c.tenant.clone();
+    let producer = tokio::task::spawn_blocking(move || loads::stream_load(&path, &tenant, req, tx));
+    while let Some(msg) = rx.recv().await {
+        c.send_text(msg).await?;
+    }
+    match producer.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            warn!(tenant = %c.tenant, error = %e, "initial data load failed");
+            c.send_json(&json!({"type": "error", "code": "storage_error", "message": format!("Failed to load initial data: {e}")})).await
+        }
+        Err(_) => Err(Stop::Closed),
+    }
+}
