@@ -18,7 +18,7 @@ function serviceWorker(): Plugin {
       const version = Date.now().toString(36)
       const template = readFileSync(fileURLToPath(new URL('./src/sw-template.js', import.meta.url)), 'utf8')
       const source = template
-        .replace('__SHELL_FILES__', JSON.stringify(['/', '/index.html', ...files.filter((f) => f !== '/index.html')]))
+        .replace('__SHELL_FILES__', JSON.stringify(['/', ...files.filter((f) => f !== '/index.html' && f !== '/sw.js')]))
         .replace('__CACHE_VERSION__', JSON.stringify(version))
       this.emitFile({ type: 'asset', fileName: 'sw.js', source })
     },

@@ -141,6 +141,12 @@ export class WebSocketService implements Transport {
 
   private async connect(): Promise<void> {
     if (this.stopped || this.ws) return
+    if (globalThis.navigator?.onLine === false) {
+      // The browser knows it is offline: wait for its `online` event (and retry slowly anyway).
+      this.setState('offline')
+      this.scheduleReconnect()
+      return
+    }
     this.setState('connecting')
     let token: string | null = null
     try {

@@ -1,0 +1,34 @@
+import { createRouter, createWebHashHistory } from 'vue-router'
+import { useAppStore } from './stores/app'
+import AuthView from './views/AuthView.vue'
+import TenantsView from './views/TenantsView.vue'
+import AccountsView from './views/AccountsView.vue'
+import CategoriesView from './views/CategoriesView.vue'
+import NamedListView from './views/NamedListView.vue'
+import TransactionsView from './views/TransactionsView.vue'
+
+export const router = createRouter({
+  history: createWebHashHistory(),
+  routes: [
+    { path: '/', redirect: '/accounts' },
+    { path: '/login', component: AuthView, meta: { public: true } },
+    { path: '/register', component: AuthView, meta: { public: true, register: true } },
+    { path: '/tenants', component: TenantsView },
+    { path: '/accounts', component: AccountsView, meta: { tenant: true } },
+    { path: '/categories', component: CategoriesView, meta: { tenant: true } },
+    { path: '/recipients', component: NamedListView, meta: { tenant: true, kind: 'Recipient' } },
+    { path: '/tags', component: NamedListView, meta: { tenant: true, kind: 'Tag' } },
+    { path: '/transactions', component: TransactionsView, meta: { tenant: true } },
+  ],
+})
+
+router.beforeEach(async (to) => {
+  const app = useAppStore()
+  if (to.meta.public) return app.session ? '/tenants' : true
+  if (!app.session) return '/login'
+  if (to.meta.tenant) {
+    await app.resume()
+    if (!app.sync) return '/tenants'
+  }
+  return true
+})

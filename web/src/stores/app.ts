@@ -1,0 +1,121 @@
+import { defineStore } from 'pinia'
+import { computed, markRaw, ref, shallowRef } from 'vue'
+import { ApiClient, type Session, type Tenant } from '../sync/api'
+import type { SyncState } from '../sync/engine'
+import { startTenantSync, type TenantSync } from '../sync/tenantSync'
+import { allEntityStores } from './entities'
+
+export const api = new ApiClient()
+
+const tenantsKey = (userId: string) => `finwise.tenants.${userId}`
+const activeKey = (userId: string) => `finwise.activeTenant.${userId}`
+
+function readJson<T>(key: string, fallback: T): T {
+  try {
+    const raw = localStorage.getItem(key)
+    return raw ? (JSON.parse(raw) as T) : fallback
+  } catch {
+    return fallback
+  }
+}
+
+/** Session, tenants and the active tenant's sync. */
+export const useAppStore = defineStore('app', () => {
+  const session = ref<Session | null>(api.session)
+  const sessionExpired = ref(false)
+  const tenants = ref<Tenant[]>(session.value ? readJson(tenantsKey(session.value.user.uuid), []) : [])
+  const activeTenantId = ref<string | null>(
+    session.value ? localStorage.getItem(activeKey(session.value.user.uuid)) : null,
+  )
+  const sync = shallowRef<TenantSync | null>(null)
+  const syncState = shallowRef<SyncState | null>(null)
+  const activeTenant = computed(() => tenants.value.find((t) => t.uuid === activeTenantId.value) ?? null)
+  let unsubscribeState: (() => void) | null = null
+
+  api.onSession((s) => {
+    session.value = s
+    sessionExpired.value = api.sessionExpired
+  })
+
+  async function register(name: string, email: string, password: string) {
+    await api.register(name, email, password)
+  }
+
+  async function login(usernameOrEmail: string, password: string) {
+    const s = await api.login(usernameOrEmail, password)
+    tenants.value = readJson(tenantsKey(s.user.uuid), [])
+    activeTenantId.value = localStorage.getItem(activeKey(s.user.uuid))
+    await refreshTenants()
+  }
+
+  async function logout() {
+    await leaveTenant()
+    if (session.value) localStorage.removeItem(activeKey(session.value.user.uuid))
+    api.logout()
+    tenants.value = []
+  }
+
+  async function refreshTenants() {
+    if (!session.value) return
+    try {
+      tenants.value = await api.listTenants()
+      localStorage.setItem(tenantsKey(session.value.user.uuid), JSON.stringify(tenants.value))
+    } catch (e) {
+      console.warn('tenant list not refreshed (offline?)', e)
+    }
+  }
+
+  async function createTenant(name: string): Promise<Tenant> {
+    const t = await api.createTenant(name)
+    await refreshTenants()
+    if (!tenants.value.some((x) => x.uuid === t.uuid)) tenants.value = [...tenants.value, t]
+    return t
+  }
+
+  async function selectTenant(id: string) {
+    if (!session.value) throw new Error('not logged in')
+    if (sync.value?.tenantId === id) return
+    await leaveTenant()
+    activeTenantId.value = id
+    localStorage.setItem(activeKey(session.value.user.uuid), id)
+    const ts = await startTenantSync(api, session.value.user.uuid, id)
+    sync.value = markRaw(ts)
+    unsubscribeState = ts.engine.onState((s) => (syncState.value = s))
+    await Promise.all(allEntityStores().map((s) => s.bind(ts.engine)))
+    exposeDebugHook(ts)
+  }
+
+  async function leaveTenant() {
+    unsubscribeState?.()
+    unsubscribeState = null
+    for (const s of allEntityStores()) s.unbind()
+    sync.value?.stop()
+    sync.value = null
+    syncState.value = null
+    activeTenantId.value = null
+  }
+
+  /** Restores the last active tenant after a reload (works offline: all state is local). */
+  async function resume() {
+    if (session.value && activeTenantId.value && !sync.value) await selectTenant(activeTenantId.value)
+  }
+
+  return {
+    session, sessionExpired, tenants, activeTenantId, activeTenant, sync, syncState,
+    register, login, logout, refreshTenants, createTenant, selectTenant, leaveTenant, resume,
+  }
+})
+
+/** For end-to-end tests and debugging: the local digest and the server's, from the console. */
+function exposeDebugHook(ts: TenantSync) {
+  ;(globalThis as Record<string, unknown>).__finwise = {
+    tenantId: ts.tenantId,
+    localDigest: () => ts.engine.localDigest(),
+    state: () => ts.engine.state(),
+    serverStatus: async () => {
+      const p = ts.engine.nextDataStatus()
+      if (!ts.engine.requestDigest()) throw new Error('offline')
+      return p
+    },
+  }
+}
