@@ -1,0 +1,317 @@
+//! Test harness: the real server on port 0 with a temporary data dir, spoken to over real sockets.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use finwise_server::Config;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{
+    tungstenite::{self, client::IntoClientRequest, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    pub config: Config,
+}
+
+pub fn base_config(dir: &std::path::Path) -> Config {
+    Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        jwt_secret: Some("test-secret-test-secret-test-secret!".into()),
+        heartbeat_interval: Duration::from_secs(3600),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    /// Starts a server with a fresh data dir; `tweak` adjusts the configuration.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = base_config(tmp.path());
+        tweak(&mut config);
+        let mut s = TestServer::start_with(config).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let cfg = config.clone();
+        let task = tokio::spawn(finwise_server::serve(listener, cfg, async {
+            let _ = rx.await;
+        }));
+        TestServer { addr, dir: config.data_dir.clone(), _tmp: None, stop: Some(stop), task: Some(task), config }
+    }
+
+    /// Stops gracefully and starts again on the same data dir (new port).
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let tmp = self._tmp.take();
+        let mut config = self.config.clone();
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        let mut s = TestServer::start_with(config).await;
+        s._tmp = tmp;
+        s
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), t).await.expect("server stops").unwrap().unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, tenant: &str, token: Option<&str>) -> String {
+        match token {
+            Some(t) => format!("ws://{}/ws_finwise/ws/{}?token={}", self.addr, tenant, t),
+            None => format!("ws://{}/ws_finwise/ws/{}", self.addr, tenant),
+        }
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    /// Registers a user and logs in; returns (user id, access token, refresh token).
+    pub async fn user(&self, name: &str) -> (String, String, String) {
+        let email = format!("{name}@example.org");
+        let r = self
+            .http()
+            .post(self.url("/register"))
+            .json(&json!({"name": name, "email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = self
+            .http()
+            .post(self.url("/login"))
+            .json(&json!({"username_or_email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["uuid"].as_str().unwrap().into(),
+            v["access_token"].as_str().unwrap().into(),
+            v["refresh_token"].as_str().unwrap().into(),
+        )
+    }
+
+    /// Creates a tenant owned by the token's user; returns its id.
+    pub async fn tenant(&self, token: &str, name: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let r = self
+            .http()
+            .post(self.url("/tenants/"))
+            .bearer_auth(token)
+            .json(&json!({"uuid": id, "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        id
+    }
+
+    /// A user with a tenant and a connected socket on it.
+    pub async fn connected(&self, name: &str) -> (String, String, Ws) {
+        let (_, token, _) = self.user(name).await;
+        let tenant = self.tenant(&token, "Household").await;
+        let ws = Ws::connect(&self.ws_url(&tenant, Some(&token))).await;
+        (token, tenant, ws)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub struct Ws {
+    pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// The HTTP status of a refused WebSocket upgrade.
+pub async fn ws_refusal(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url.into_client_request().unwrap()).await {
+        Ok(_) => panic!("upgrade to {url} was accepted"),
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+impl Ws {
+    /// Connects and consumes the `status: online` greeting.
+    pub async fn connect(url: &str) -> Ws {
+        let (inner, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let mut ws = Ws { inner };
+        let hello = ws.recv().await;
+        assert_eq!(hello["type"], "status");
+        assert_eq!(hello["status"], "online");
+        ws
+    }
+
+    pub async fn send(&mut self, v: &Value) {
+        self.inner.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, s: &str) {
+        self.inner.send(Message::Text(s.to_owned().into())).await.unwrap();
+    }
+
+    /// The next JSON message (server heartbeats skipped), or panics after 10 s.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(Duration::from_secs(10)).await.expect("a message within 10 s")
+    }
+
+    /// The next JSON message within `wait`, or None.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.inner.next()).await.ok()??;
+            match msg {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::String(t.to_string()));
+                    if v["type"] == "ping" {
+                        continue;
+                    }
+                    return Some(v);
+                }
+                Ok(Message::Close(f)) => return Some(json!({"closed": f.map(|f| u16::from(f.code))})),
+                Ok(_) => continue,
+                Err(_) => return Some(json!({"closed": null})),
+            }
+        }
+    }
+
+    /// Waits until a message satisfies `pred`, returning it.
+    pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.recv().await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `ms` milliseconds.
+    pub async fn assert_silent(&mut self, ms: u64) {
+        if let Some(v) = self.try_recv(Duration::from_millis(ms)).await {
+            panic!("unexpected message {v}");
+        }
+    }
+
+    /// Sends one entry and returns the ack/nack for it.
+    pub async fn entry(&mut self, e: &Value) -> Value {
+        self.send(&json!({"type": "process_sync_entry", "payload": e})).await;
+        let id = e["id"].clone();
+        self.recv_until(|v| (v["type"] == "sync_ack" || v["type"] == "sync_nack") && v["id"] == id).await
+    }
+
+    /// A full initial load.
+    pub async fn load(&mut self, tenant: &str) -> Value {
+        self.send(&json!({"type": "request_initial_data", "tenant_id": tenant})).await;
+        self.recv_until(|v| v["event_type"] == "initial_data_load").await
+    }
+
+    pub async fn load_since(&mut self, tenant: &str, since: i64) -> Value {
+        self.send(&json!({"type": "request_initial_data", "tenant_id": tenant, "since": since})).await;
+        self.recv_until(|v| v["event_type"] == "initial_data_load").await
+    }
+
+    pub async fn status(&mut self, tenant: &str) -> Value {
+        self.send(&json!({"type": "data_status_request", "tenant_id": tenant, "entity_types": null})).await;
+        self.recv_until(|v| v["type"] == "data_status_response").await
+    }
+}
+
+/// A sync entry.
+pub fn entry(tenant: &str, entity_type: &str, op: &str, payload: Value) -> Value {
+    let entity_id = payload["id"].clone();
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "tenantId": tenant,
+        "entityType": entity_type,
+        "entityId": entity_id,
+        "operationType": op,
+        "payload": payload,
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+        "status": "processing",
+        "attempts": 1,
+    })
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An ISO timestamp `offset_ms` from now.
+pub fn ts(offset_ms: i64) -> String {
+    finwise_protocol::time::format_ms(chrono::Utc::now().timestamp_millis() + offset_ms)
+}
+
+/// A valid full payload for each of the nine entity types, with every optional field set.
+pub fn full_entities(updated_at: &str) -> Vec<(&'static str, Value)> {
+    let (g, a, cg, c, r, t, ar, pt, tx) =
+        (new_id(), new_id(), new_id(), new_id(), new_id(), new_id(), new_id(), new_id(), new_id());
+    vec![
+        ("AccountGroup", json!({"id": g, "name": "Girokonten", "sortOrder": 1, "logo_path": "x/logo.png", "updated_at": updated_at})),
+        ("Account", json!({"id": a, "name": "Girokonto", "description": "Haupt", "note": "n", "accountType": "giro",
+            "isActive": true, "isOfflineBudget": false, "accountGroupId": g, "sortOrder": 2, "iban": "DE00 1234",
+            "balance": 1234.5, "creditLimit": 500.0, "offset": 3, "logo_path": null, "updated_at": updated_at})),
+        ("CategoryGroup", json!({"id": cg, "name": "Ausgaben", "sortOrder": 0, "isIncomeGroup": false, "updated_at": updated_at})),
+        ("Category", json!({"id": c, "name": "Lebensmittel", "icon": "mdi:food", "budgeted": 100.0, "activity": -20.25,
+            "available": 79.75, "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": 4,
+            "categoryGroupId": cg, "parentCategoryId": null, "isSavingsGoal": true, "goalDate": "2027-01-01",
+            "targetAmount": 1000.0, "priority": 2, "proportion": 0.5, "monthlyAmount": 50.0, "note": "ü€ \"quoted\"",
+            "updated_at": updated_at})),
+        ("Recipient", json!({"id": r, "name": "Supermarkt", "defaultCategoryId": c, "note": "n", "updated_at": updated_at})),
+        ("Tag", json!({"id": t, "name": "Urlaub", "parentTagId": null, "color": "primary", "icon": "mdi:tag", "updated_at": updated_at})),
+        ("AutomationRule", json!({"id": ar, "name": "R", "description": "d", "stage": "DEFAULT",
+            "conditions": [{"type": "RECIPIENT_CONTAINS", "operator": "contains", "value": "x"}],
+            "actions": [{"type": "SET_CATEGORY", "value": c}], "priority": 1, "isActive": true, "conditionLogic": "any",
+            "updated_at": updated_at})),
+        ("PlanningTransaction", json!({"id": pt, "name": "Miete", "accountId": a, "categoryId": c, "tagIds": [t],
+            "recipientId": r, "amount": -800.0, "amountType": "EXACT", "approximateAmount": 1.0, "minAmount": 2.0,
+            "maxAmount": 3.0, "note": "n", "startDate": "2026-01-01", "valueDate": "2026-01-02", "endDate": "2027-01-01",
+            "recurrencePattern": "MONTHLY", "recurrenceCount": 12, "recurrenceEndType": "DATE", "executionDay": 1,
+            "weekendHandling": "BEFORE", "transactionType": "EXPENSE", "counterPlanningTransactionId": null,
+            "transferToAccountId": null, "transferToCategoryId": null, "isActive": true, "forecastOnly": false,
+            "autoExecute": true, "updated_at": updated_at})),
+        ("Transaction", json!({"id": tx, "accountId": a, "categoryId": c, "date": "2026-01-02", "valueDate": "2026-01-03",
+            "amount": -10.5, "description": "Einkauf", "note": "n", "tagIds": [t], "type": "EXPENSE", "runningBalance": 1224.0,
+            "counterTransactionId": null, "planningTransactionId": pt, "isReconciliation": false, "isCategoryTransfer": false,
+            "transferToAccountId": null, "reconciled": true, "toCategoryId": null, "payee": "Supermarkt", "recipientId": r,
+            "updated_at": updated_at, "updatedAt": updated_at, "createdAt": updated_at})),
+    ]
+}
+
+/// The collection key of an entity type in loads.
+pub fn collection(t: &str) -> &'static str {
+    finwise_protocol::EntityType::parse(t).unwrap().collection()
+}
+
+/// Finds an entity by id in a load.
+pub fn find<'a>(load: &'a Value, t: &str, id: &str) -> Option<&'a Value> {
+    load["payload"][collection(t)].as_array().unwrap().iter().find(|e| e["id"] == id)
+}
