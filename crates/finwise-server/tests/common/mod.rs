@@ -50,7 +50,16 @@ impl TestServer {
         let task = tokio::spawn(finwise_server::serve(listener, cfg, async {
             let _ = rx.await;
         }));
-        TestServer { addr, dir: config.data_dir.clone(), _tmp: None, stop: Some(stop), task: Some(task), config }
+        let s = TestServer { addr, dir: config.data_dir.clone(), _tmp: None, stop: Some(stop), task: Some(task), config };
+        // Ready once it answers (the data dir is open and migrated by then).
+        let url = s.url("/health");
+        for _ in 0..200 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not become ready");
     }
 
     /// Stops gracefully and starts again on the same data dir (new port).
