@@ -21,6 +21,9 @@ use crate::{
     TenantId,
 };
 
+/// How often a busy writer compacts tombstones (an idle one compacts when it reopens).
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Work for a tenant writer.
 pub enum Job {
     /// Entries from connection `origin`, answered in order through `reply`.
@@ -151,7 +154,14 @@ impl Writers {
             Err(e) => warn!(tenant = %tenant, error = %e, "tombstone compaction failed"),
         }
         debug!(tenant = %tenant, seq = db.seq(), "tenant writer started");
+        let mut last_compaction = std::time::Instant::now();
         loop {
+            if last_compaction.elapsed() > COMPACTION_INTERVAL {
+                last_compaction = std::time::Instant::now();
+                if let Err(e) = db.compact(finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms) {
+                    warn!(tenant = %tenant, error = %e, "tombstone compaction failed");
+                }
+            }
             let first = match rx.recv_timeout(self.cfg.idle_close) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
