@@ -1,0 +1,136 @@
+// Helpers for the end-to-end tests: the real server binary, Debian's chromium, a WebSocket probe.
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { chromium } from 'playwright-core'
+import WebSocket from 'ws'
+
+export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+export const DIST_DIR = path.join(WEB_DIR, 'dist')
+export const SHOTS_DIR = path.join(WEB_DIR, 'e2e', 'screenshots')
+const REPO_DIR = path.resolve(WEB_DIR, '..')
+
+/** Builds web/dist when it is missing (the server serves it at `/`). */
+export function ensureBuilt() {
+  if (existsSync(path.join(DIST_DIR, 'index.html')) && existsSync(path.join(DIST_DIR, 'sw.js'))) return
+  const r = spawnSync('npx', ['vite', 'build'], { cwd: WEB_DIR, stdio: 'inherit' })
+  if (r.status !== 0) throw new Error('vite build failed')
+}
+
+/** Starts `finwise serve` on a free port with a fresh data dir; resolves with its base URL. */
+export async function startServer() {
+  const bin = process.env.FINWISE_BIN ?? path.join(REPO_DIR, 'target', 'debug', 'finwise')
+  if (!existsSync(bin)) throw new Error(`server binary not found: ${bin} (cargo build -p finwise-cli, or set FINWISE_BIN)`)
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'finwise-e2e-'))
+  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', DIST_DIR], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  })
+  let log = ''
+  child.stderr.on('data', (d) => (log += d))
+  const base = await new Promise((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}\n${log}`)), 20_000)
+    child.stdout.on('data', (d) => {
+      out += d
+      const m = out.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1])
+      }
+    })
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${out}\n${log}`)))
+  })
+  return {
+    base,
+    log: () => log,
+    async stop() {
+      child.kill('SIGTERM')
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)))
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  })
+}
+
+export async function newPage(browser, name) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } })
+  const page = await context.newPage()
+  page.setDefaultTimeout(15_000)
+  const logs = []
+  page.on('console', (m) => logs.push(`[${name}] ${m.type()}: ${m.text()}`))
+  page.on('pageerror', (e) => logs.push(`[${name}] pageerror: ${e.message}`))
+  return { context, page, logs }
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(SHOTS_DIR, { recursive: true })
+  await page.screenshot({ path: path.join(SHOTS_DIR, `${name}.png`), fullPage: true })
+}
+
+/** REST login from Node, for the WebSocket probe. */
+export async function apiLogin(base, email, password) {
+  const res = await fetch(`${base}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username_or_email: email, password }),
+  })
+  if (!res.ok) throw new Error(`login ${res.status}`)
+  return res.json()
+}
+
+/** Opens a socket of the tenant and asks the server for its `data_status_response`. */
+export async function serverStatus(base, token, tenantId) {
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/ws_finwise/ws/${tenantId}?token=${encodeURIComponent(token)}`)
+  try {
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no data_status_response')), 10_000)
+      ws.on('error', reject)
+      ws.on('message', (raw) => {
+        const m = JSON.parse(raw.toString())
+        if (m.type === 'status' && m.status === 'online') {
+          ws.send(JSON.stringify({ type: 'data_status_request', tenant_id: tenantId, entity_types: null }))
+        } else if (m.type === 'data_status_response') {
+          clearTimeout(timer)
+          resolve(m)
+        }
+      })
+    })
+  } finally {
+    ws.close()
+  }
+}
+
+/** Polls `fn` until it returns a truthy value. */
+export async function eventually(fn, { timeout = 15_000, interval = 250, message = 'condition' } = {}) {
+  const end = Date.now() + timeout
+  let last
+  for (;;) {
+    try {
+      last = await fn()
+      if (last) return last
+    } catch (e) {
+      last = e
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${message}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`)
+    await new Promise((r) => setTimeout(r, interval))
+  }
+}

@@ -1,0 +1,239 @@
+// End-to-end: the real server binary serving web/dist, two Chromium contexts on one tenant.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  apiLogin, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
+} from './lib.mjs'
+
+const USER = { name: 'Erika', email: 'erika@example.com', password: 'correct-horse-battery' }
+let server
+let browser
+let A
+let B
+let tenantId
+
+before(async () => {
+  ensureBuilt()
+  server = await startServer()
+  browser = await launchBrowser()
+  A = await newPage(browser, 'A')
+  B = await newPage(browser, 'B')
+})
+
+after(async () => {
+  await browser?.close()
+  await server?.stop()
+})
+
+/** On failure, show what the pages logged; later steps are skipped. */
+let failed = false
+async function step(t, name, fn) {
+  await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
+    try {
+      await fn()
+    } catch (e) {
+      for (const p of [A, B]) {
+        if (!p) continue
+        console.log(p.logs.slice(-40).join('\n'))
+        await screenshot(p.page, `FAILED-${name.replace(/\W+/g, '-')}-${p === A ? 'A' : 'B'}`).catch(() => {})
+      }
+      console.log('server log tail:\n' + server.log().slice(-3000))
+      failed = true
+      throw e
+    }
+  })
+}
+
+const tid = (page, id) => page.getByTestId(id)
+const nav = (page, label) => page.getByRole('link', { name: label, exact: true }).click()
+const rowWith = (page, rowId, text) => tid(page, rowId).filter({ hasText: text }).first()
+
+async function login(page) {
+  await page.goto(`${server.base}/#/login`)
+  await page.fill('input[name=email]', USER.email)
+  await page.fill('input[name=password]', USER.password)
+  await tid(page, 'auth-submit').click()
+  await page.waitForURL(/#\/tenants/)
+}
+
+async function localDigest(page) {
+  return page.evaluate(() => globalThis.__finwise.localDigest())
+}
+
+async function pendingCount(page) {
+  return Number(await tid(page, 'sync-pending').textContent())
+}
+
+async function addNamed(page, tab, name) {
+  await nav(page, tab)
+  await tid(page, 'item-name').fill(name)
+  await tid(page, 'add-item').click()
+  await rowWith(page, 'item-row', name).waitFor()
+}
+
+async function rename(row, name) {
+  await row.getByTestId('rename').click()
+  // the open editor is the only rename input on the page (the row no longer shows the old text)
+  const input = row.page().getByTestId('rename-input')
+  await input.fill(name)
+  await input.press('Enter')
+}
+
+/** Both browsers and the server agree: same tenant digest, nothing queued. */
+async function assertConverged(label) {
+  const session = await apiLogin(server.base, USER.email, USER.password)
+  await eventually(
+    async () => {
+      if ((await pendingCount(A.page)) !== 0 || (await pendingCount(B.page)) !== 0) return false
+      const s = await serverStatus(server.base, session.access_token, tenantId)
+      const [a, b] = [await localDigest(A.page), await localDigest(B.page)]
+      return a === s.tenant_digest && b === s.tenant_digest ? s : false
+    },
+    { timeout: 20_000, interval: 500, message: `digests to converge (${label})` },
+  )
+}
+
+test('two browsers sync one tenant live, offline, and after a reload', async (t) => {
+  await step(t, 'register, log in and create a tenant (A)', async () => {
+    await A.page.goto(`${server.base}/`)
+    await A.page.waitForURL(/#\/login/)
+    await screenshot(A.page, '01-login')
+    await tid(A.page, 'to-register').click()
+    await A.page.fill('input[name=name]', USER.name)
+    await A.page.fill('input[name=email]', USER.email)
+    await A.page.fill('input[name=password]', USER.password)
+    await tid(A.page, 'auth-submit').click()
+    await A.page.waitForURL(/#\/login/)
+    await login(A.page)
+    await tid(A.page, 'tenant-name').fill('Haushalt')
+    await tid(A.page, 'create-tenant').click()
+    await A.page.waitForURL(/#\/accounts/)
+    await eventually(async () => (await tid(A.page, 'sync-connection').textContent()) === 'online', { message: 'A online' })
+    tenantId = await A.page.evaluate(() => globalThis.__finwise.tenantId)
+    assert.match(tenantId, /^[0-9a-f-]{36}$/)
+  })
+
+  await step(t, 'the second browser logs in and opens the same tenant (B)', async () => {
+    await login(B.page)
+    await rowWith(B.page, 'tenant-row', 'Haushalt').waitFor()
+    await screenshot(B.page, '02-tenants')
+    await rowWith(B.page, 'tenant-row', 'Haushalt').getByTestId('open-tenant').click()
+    await B.page.waitForURL(/#\/accounts/)
+    await eventually(async () => (await tid(B.page, 'sync-connection').textContent()) === 'online', { message: 'B online' })
+  })
+
+  await step(t, 'changes in A appear live in B and vice versa', async () => {
+    await tid(A.page, 'group-name').fill('Girokonten')
+    await tid(A.page, 'add-group').click()
+    await rowWith(B.page, 'group-card', 'Girokonten').waitFor()
+    await tid(A.page, 'account-name').fill('Girokonto')
+    await tid(A.page, 'add-account').click()
+    await tid(A.page, 'account-name').fill('Sparbuch')
+    await tid(A.page, 'add-account').click()
+    await rowWith(B.page, 'account-row', 'Girokonto').waitFor()
+    await rowWith(B.page, 'account-row', 'Sparbuch').waitFor()
+
+    await nav(B.page, 'Categories')
+    await tid(B.page, 'catgroup-name').fill('Ausgaben')
+    await tid(B.page, 'add-catgroup').click()
+    await tid(B.page, 'category-name').fill('Lebensmittel')
+    await tid(B.page, 'add-category').click()
+    await rowWith(B.page, 'category-row', 'Lebensmittel').waitFor()
+    await addNamed(B.page, 'Recipients', 'Supermarkt')
+    await addNamed(B.page, 'Tags', 'Urlaub')
+    await addNamed(B.page, 'Tags', 'Fixkosten')
+
+    await nav(A.page, 'Tags')
+    await rowWith(A.page, 'item-row', 'Urlaub').waitFor()
+    await nav(A.page, 'Categories')
+    await rowWith(A.page, 'category-row', 'Lebensmittel').waitFor()
+    await screenshot(A.page, '03-categories')
+
+    await nav(A.page, 'Transactions')
+    await tid(A.page, 'tx-recipient').selectOption({ label: 'Supermarkt' })
+    await tid(A.page, 'tx-category').selectOption({ label: 'Lebensmittel' })
+    await tid(A.page, 'tx-amount').fill('42,50')
+    await tid(A.page, 'tx-description').fill('Wocheneinkauf')
+    await tid(A.page, 'add-tx').click()
+    await tid(A.page, 'tx-type').selectOption('INCOME')
+    await tid(A.page, 'tx-amount').fill('1000')
+    await tid(A.page, 'tx-description').fill('Gehalt')
+    await tid(A.page, 'add-tx').click()
+    await rowWith(A.page, 'tx-row', 'Gehalt').waitFor()
+    await screenshot(A.page, '04-transactions')
+
+    await nav(B.page, 'Accounts')
+    await eventually(async () => (await rowWith(B.page, 'account-row', 'Girokonto').getByTestId('account-balance').textContent()).includes('957,50'), {
+      message: 'balance 957,50 in B',
+    })
+    await screenshot(B.page, '05-accounts')
+    await assertConverged('after live edits')
+  })
+
+  await step(t, 'B goes offline, edits and deletes, reloads offline, and syncs when back online', async () => {
+    // the service worker must control the page before the network goes away
+    await B.page.waitForFunction(() => navigator.serviceWorker?.controller !== null, null, { timeout: 15_000 })
+    await B.context.setOffline(true)
+    await eventually(async () => (await tid(B.page, 'sync-connection').textContent()) === 'offline', { message: 'B offline' })
+
+    await rename(rowWith(B.page, 'account-row', 'Girokonto'), 'Girokonto (B offline)')
+    await rowWith(B.page, 'account-row', 'Girokonto (B offline)').waitFor()
+    await rowWith(B.page, 'account-row', 'Sparbuch').getByTestId('delete-account').click()
+    await nav(B.page, 'Tags')
+    await rowWith(B.page, 'item-row', 'Urlaub').getByTestId('delete-item').click()
+    await rowWith(B.page, 'item-row', 'Urlaub').waitFor({ state: 'detached' })
+    await nav(B.page, 'Transactions')
+    await tid(B.page, 'tx-amount').fill('7,25')
+    await tid(B.page, 'tx-description').fill('Offline-Kaffee')
+    await tid(B.page, 'add-tx').click()
+    await rowWith(B.page, 'tx-row', 'Offline-Kaffee').waitFor()
+    assert.equal(await pendingCount(B.page), 4)
+
+    // meanwhile A keeps working online
+    await nav(A.page, 'Recipients')
+    await addNamed(A.page, 'Recipients', 'Bäckerei')
+    await rename(rowWith(A.page, 'item-row', 'Supermarkt'), 'Supermarkt Nord')
+    await rowWith(A.page, 'item-row', 'Supermarkt Nord').waitFor()
+
+    // reload while offline: the shell comes from the service worker, the data from IndexedDB
+    await B.page.reload()
+    await rowWith(B.page, 'tx-row', 'Offline-Kaffee').waitFor()
+    assert.equal(await tid(B.page, 'sync-connection').textContent(), 'offline')
+    assert.equal(await pendingCount(B.page), 4)
+    await screenshot(B.page, '06-offline-after-reload')
+    assert.equal(await rowWith(B.page, 'tx-row', 'Supermarkt Nord').count(), 0)
+
+    await B.context.setOffline(false)
+    await eventually(async () => (await tid(B.page, 'sync-connection').textContent()) === 'online', { message: 'B back online' })
+    await eventually(async () => (await pendingCount(B.page)) === 0, { message: 'B queue drained' })
+    await rowWith(B.page, 'tx-row', 'Supermarkt Nord').waitFor()
+
+    await nav(A.page, 'Accounts')
+    await rowWith(A.page, 'account-row', 'Girokonto (B offline)').waitFor()
+    await rowWith(A.page, 'account-row', 'Sparbuch').waitFor({ state: 'detached' })
+    await nav(A.page, 'Tags')
+    await rowWith(A.page, 'item-row', 'Urlaub').waitFor({ state: 'detached' })
+    await nav(A.page, 'Transactions')
+    await rowWith(A.page, 'tx-row', 'Offline-Kaffee').waitFor()
+    await assertConverged('after the offline round trip')
+  })
+
+  await step(t, 'a change the server refuses shows up as failed, and can be discarded', async () => {
+    await nav(A.page, 'Accounts')
+    await tid(A.page, 'account-name').fill('Zu lange Notiz')
+    await tid(A.page, 'account-note').fill('x'.repeat(70_000))
+    await tid(A.page, 'add-account').click()
+    await eventually(async () => (await tid(A.page, 'sync-failed').count()) > 0 && (await tid(A.page, 'sync-failed').textContent()) === '1', {
+      message: 'failed entry in the indicator',
+    })
+    const entry = tid(A.page, 'failed-entry')
+    assert.match(await entry.textContent(), /validation_error/)
+    await screenshot(A.page, '07-failed-change')
+    // B never sees the refused account
+    assert.equal(await rowWith(B.page, 'account-row', 'Zu lange Notiz').count(), 0)
+    await entry.getByTestId('discard-failed').click()
+    await tid(A.page, 'sync-failed').waitFor({ state: 'detached' })
+    await rowWith(A.page, 'account-row', 'Zu lange Notiz').waitFor({ state: 'detached' })
+    await assertConverged('after discarding the refused change')
+  })
+})
