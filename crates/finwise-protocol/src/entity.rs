@@ -18,7 +18,6 @@ macro_rules! entity_types {
     ($($variant:ident => $collection:literal),* $(,)?) => {
         /// The synced entity types, spelled as on the wire.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS)]
-        #[ts(export)]
         pub enum EntityType { $($variant),* }
 
         impl EntityType {

@@ -14,7 +14,6 @@ use crate::entity::{EntityType, ValidationError};
 
 /// One change as a client queues it (`SyncQueueEntry` of the 0.4 frontend).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
-#[ts(export)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncQueueEntry {
     /// Id of this queue entry; echoed in the ack/nack and the key of idempotent retries.
@@ -30,12 +29,12 @@ pub struct SyncQueueEntry {
     /// Milliseconds since the epoch when the change was queued.
     #[ts(optional)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(type = "number")]
     pub timestamp: Option<i64>,
 }
 
 /// The operation of a sync entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
-#[ts(export)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     Create,
@@ -203,7 +202,6 @@ pub fn parse_entry(v: Value) -> Result<SyncQueueEntry, EntryError> {
 
 /// The closed set of NACK reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
-#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum NackReason {
     ValidationError,
@@ -237,7 +235,6 @@ impl NackReason {
 
 /// `{"type":"status", …}`: sent on connect (`online`) and on shutdown (`shutdown`).
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct StatusMessage {
     #[ts(type = "\"status\"")]
     pub r#type: String,
@@ -255,7 +252,6 @@ pub struct StatusMessage {
 
 /// Positive answer to one sync entry: the change is durable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
-#[ts(export)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncAck {
     #[ts(type = "\"sync_ack\"")]
@@ -267,6 +263,7 @@ pub struct SyncAck {
     pub entity_type: String,
     pub operation_type: Operation,
     /// The tenant sequence number of the change (of the stored version when nothing changed).
+    #[ts(type = "number")]
     pub seq: i64,
     /// False when the stored version won; the winner follows as a `data_update`.
     pub applied: bool,
@@ -281,7 +278,6 @@ pub struct SyncAck {
 
 /// Negative answer to one sync entry: nothing was stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
-#[ts(export)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncNack {
     #[ts(type = "\"sync_nack\"")]
@@ -329,7 +325,6 @@ impl SyncNack {
 
 /// `data.single_entity` of a `data_update`.
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct DataUpdateData {
     /// The entity as stored (every field, real `updated_at`), or `{"id"}` for a delete.
     #[ts(type = "Record<string, unknown>")]
@@ -338,13 +333,13 @@ pub struct DataUpdateData {
 
 /// A committed change, pushed to the tenant's other connections. No `type` key (0.4 dispatch).
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct DataUpdate {
     #[ts(type = "\"data_update\"")]
     pub event_type: String,
     pub tenant_id: String,
     pub entity_type: EntityType,
     pub operation_type: Operation,
+    #[ts(type = "number")]
     pub seq: i64,
     /// The version's timestamp; for deletes the tombstone's.
     pub updated_at: String,
@@ -353,7 +348,6 @@ pub struct DataUpdate {
 
 /// The answer to `request_initial_data`. No `type` key (0.4 dispatch).
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct InitialDataLoad {
     #[ts(type = "\"initial_data_load\"")]
     pub event_type: String,
@@ -362,6 +356,7 @@ pub struct InitialDataLoad {
     #[ts(type = "Record<string, Array<Record<string, unknown>>>")]
     pub payload: Box<RawValue>,
     /// The tenant's sequence number when the load was read: the client's next cursor.
+    #[ts(type = "number")]
     pub seq: i64,
     /// Delta loads: ids deleted after `since`, by entity type.
     #[ts(optional)]
@@ -383,13 +378,13 @@ pub struct InitialDataLoad {
 
 /// One entry's result inside `sync_batch_result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct BatchItemResult {
     pub id: String,
     /// `processed` or `failed`.
     pub status: String,
     #[ts(optional)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(type = "number")]
     pub seq: Option<i64>,
     #[ts(optional)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -439,7 +434,6 @@ impl From<SyncNack> for BatchItemResult {
 
 /// `{"type":"sync_batch_result","results":[…]}`, results in entry order.
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct SyncBatchResult {
     #[ts(type = "\"sync_batch_result\"")]
     pub r#type: String,
@@ -448,32 +442,34 @@ pub struct SyncBatchResult {
 
 /// One row's 0.4 checksum.
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct EntityChecksum {
     pub entity_id: String,
     pub checksum: String,
+    #[ts(type = "number")]
     pub last_modified: i64,
 }
 
 /// The answer to `data_status_request`.
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct DataStatusResponse {
     #[ts(type = "\"data_status_response\"")]
     pub r#type: String,
     pub tenant_id: String,
     pub entity_checksums: std::collections::BTreeMap<String, Vec<EntityChecksum>>,
+    #[ts(type = "number")]
     pub last_sync_time: i64,
+    #[ts(type = "number")]
     pub server_time: i64,
     /// SHA-256 over every live entity's type, id and `updated_at` (see `digest::tenant_digest`).
     pub tenant_digest: String,
+    #[ts(type = "number")]
     pub seq: i64,
+    #[ts(type = "number")]
     pub entity_count: u64,
 }
 
 /// `{"type":"error","code","message"}`: a message that could not be processed; nothing was written.
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 pub struct ErrorMessage {
     #[ts(type = "\"error\"")]
     pub r#type: String,
@@ -498,7 +494,6 @@ impl From<ProtocolError> for ErrorMessage {
 
 /// Messages a client sends, for typed clients (the server parses with [`parse_client_message`]).
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
-#[ts(export)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutgoingClientMessage {
     ProcessSyncEntry { payload: SyncQueueEntry },
@@ -507,9 +502,13 @@ pub enum OutgoingClientMessage {
         tenant_id: String,
         #[ts(optional)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(type = "number")]
         since: Option<i64>,
     },
-    Ping { timestamp: i64 },
+    Ping {
+        #[ts(type = "number")]
+        timestamp: i64,
+    },
     DataStatusRequest {
         tenant_id: String,
         #[ts(type = "Array<EntityType> | null")]
