@@ -38,7 +38,7 @@ describe('tenant digest', () => {
   })
 
   it('the engine digests its local store and asks for a full load on mismatch', async () => {
-    const { engine, transport, db } = await makeEngine()
+    const { engine, transport, db } = await makeEngine({ recheckDelayMs: 1 })
     expect(await engine.localDigest()).toBe(EMPTY_DIGEST)
     await engine.applyLoad(
       (await import('./helpers')).load({ accounts: [account('a1', 'A', { updated_at: '2026-11-25T10:00:00.000Z' })] }, 3) as never,
@@ -54,10 +54,18 @@ describe('tenant digest', () => {
     })
     expect(transport.sent).toHaveLength(0)
     expect((await engine.state()).lastDigest?.equal).toBe(true)
-    await engine.handleMessage({
+    const mismatch = {
       type: 'data_status_response', tenant_id: engine.tenantId, tenant_digest: EMPTY_DIGEST, seq: 4,
       entity_checksums: {}, last_sync_time: 0, server_time: 0, entity_count: 0,
-    })
+    }
+    // the first mismatch only schedules a re-check (a change may be in flight) ...
+    await engine.handleMessage(mismatch)
+    expect(transport.sent).toEqual([])
+    await new Promise((r) => setTimeout(r, 30))
+    expect(transport.sent).toEqual([{ type: 'data_status_request', tenant_id: engine.tenantId, entity_types: null }])
+    transport.sent.length = 0
+    // ... the second one reloads everything
+    await engine.handleMessage(mismatch)
     expect(transport.sent).toEqual([{ type: 'request_initial_data', tenant_id: engine.tenantId }])
     expect((await engine.state()).lastDigest?.equal).toBe(false)
     // the full load that follows is authoritative: the local-only account goes

@@ -60,6 +60,8 @@ export interface EngineOptions {
   batchTimeoutMs?: number
   /** Minimum time between two full reloads caused by digest mismatches. */
   resyncCooldownMs?: number
+  /** Delay before re-checking after a first digest mismatch. */
+  recheckDelayMs?: number
   newId?: () => string
   log?: (...args: unknown[]) => void
 }
@@ -92,6 +94,7 @@ export class SyncEngine {
   private readonly retryMaxMs: number
   private readonly batchTimeoutMs: number
   private readonly resyncCooldownMs: number
+  private readonly recheckDelayMs: number
   private readonly newId: () => string
   private readonly log: (...args: unknown[]) => void
 
@@ -107,6 +110,8 @@ export class SyncEngine {
   private lastResyncAt = 0
   /** The next full load replaces local versions (a resync after a mismatch or a discard). */
   private authoritativeLoad = false
+  /** Consecutive digest mismatches; one may be a change still in flight, two trigger a reload. */
+  private mismatches = 0
   /** Versions received while a local change of the entity was queued; applied once it is decided. */
   private readonly deferred = new Map<string, { type: EntityType; d: Deferred }>()
   /** Highest seq at which this session learnt each entity's state (ack or data_update). */
@@ -131,6 +136,7 @@ export class SyncEngine {
     this.retryMaxMs = opts.retryMaxMs ?? 60_000
     this.batchTimeoutMs = opts.batchTimeoutMs ?? 30_000
     this.resyncCooldownMs = opts.resyncCooldownMs ?? 10_000
+    this.recheckDelayMs = opts.recheckDelayMs ?? 1500
     this.newId = opts.newId ?? (() => globalThis.crypto.randomUUID())
     this.log = opts.log ?? (() => {})
   }
@@ -733,8 +739,17 @@ export class SyncEngine {
     this.lastDigest = { server: msg.tenant_digest, local, equal, at: this.now(), serverSeq: msg.seq }
     await this.db.setMeta(META_DIGEST, this.lastDigest)
     this.emitState()
-    if (!equal && this.now() - this.lastResyncAt >= this.resyncCooldownMs) {
+    if (equal) {
+      this.mismatches = 0
+      return
+    }
+    this.mismatches++
+    if (this.mismatches === 1) {
+      // A data_update may still be on its way: look again shortly before reloading everything.
+      this.scheduleDigestCheck(this.recheckDelayMs)
+    } else if (this.now() - this.lastResyncAt >= this.resyncCooldownMs) {
       this.log('digest mismatch; requesting a full load')
+      this.mismatches = 0
       this.requestFullLoad()
     }
   }

@@ -1,0 +1,34 @@
+import { beforeEach, describe, expect, it } from 'vitest'
+import { createPinia, setActivePinia } from 'pinia'
+import { defineEntityStore } from '../src/sync/store'
+import { dataUpdate, makeEngine } from './helpers'
+
+const useTags = defineEntityStore<{ id: string; name: string }>('Tag')
+const useRecipients = defineEntityStore<{ id: string; name: string }>('Recipient')
+
+beforeEach(() => setActivePinia(createPinia()))
+
+describe('generic entity store factory', () => {
+  it('mirrors the table, writes through the engine and follows remote changes', async () => {
+    const { engine, db, transport } = await makeEngine()
+    transport.online = false
+    await engine.put('Tag', { id: 'old', name: 'Old' })
+    const tags = useTags()
+    const recipients = useRecipients()
+    await tags.bind(engine)
+    await recipients.bind(engine)
+    expect(tags.list.map((t) => t.name)).toEqual(['Old'])
+    const t = await tags.save({ name: 'New' })
+    expect(tags.get(t.id)?.name).toBe('New')
+    expect(await db.syncQueue.count()).toBe(2)
+    await tags.update(t.id, { name: 'Renamed' })
+    expect(tags.get(t.id)?.name).toBe('Renamed')
+    await tags.remove('old')
+    expect(tags.get('old')).toBeUndefined()
+    await engine.handleMessage(dataUpdate('Recipient', 'create', { id: 'r1', name: 'Shop', updated_at: '2026-01-01T00:00:00.000Z' }, 1))
+    expect(recipients.list.map((r) => r.name)).toEqual(['Shop'])
+    expect(tags.list.map((x) => x.name)).toEqual(['Renamed'])
+    tags.unbind()
+    expect(tags.list).toEqual([])
+  })
+})
