@@ -81,6 +81,12 @@ export async function newPage(browser, name) {
   return { context, page, logs }
 }
 
+/** Removes screenshots of earlier runs. */
+export function clearScreenshots() {
+  rmSync(SHOTS_DIR, { recursive: true, force: true })
+  mkdirSync(SHOTS_DIR, { recursive: true })
+}
+
 export async function screenshot(page, name) {
   mkdirSync(SHOTS_DIR, { recursive: true })
   await page.screenshot({ path: path.join(SHOTS_DIR, `${name}.png`), fullPage: true })

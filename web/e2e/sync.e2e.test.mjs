@@ -2,7 +2,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  apiLogin, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
+  apiLogin, clearScreenshots, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
 } from './lib.mjs'
 
 const USER = { name: 'Erika', email: 'erika@example.com', password: 'correct-horse-battery' }
@@ -13,6 +13,7 @@ let B
 let tenantId
 
 before(async () => {
+  clearScreenshots()
   ensureBuilt()
   server = await startServer()
   browser = await launchBrowser()
