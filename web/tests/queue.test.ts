@@ -67,6 +67,20 @@ describe('local changes and the queue', () => {
     expect(transport.batches()[0].entries).toHaveLength(2)
   })
 
+  it('caps a batch by size and halves it after a connection died with a batch in flight', async () => {
+    const { engine, transport } = await makeEngine({ batchMaxBytes: 2000 })
+    transport.online = false
+    for (let i = 0; i < 6; i++) await engine.put('Tag', { id: `t${i}`, name: 'x'.repeat(500) })
+    transport.online = true
+    await engine.flush()
+    expect(transport.batches()[0].entries).toHaveLength(2)
+    // the connection dies with the batch in flight: next batches are smaller
+    await engine.onOffline()
+    transport.sent.length = 0
+    await engine.onOnline()
+    expect(transport.batches()[0].entries).toHaveLength(1)
+  })
+
   it('retryable failures go back to pending with backoff; others become failed and stay', async () => {
     const { engine, db, transport, advance } = await makeEngine()
     transport.online = false
@@ -157,10 +171,12 @@ describe('local changes and the queue', () => {
     transport.sent.length = 0
     await engine.onOnline()
     expect(transport.sent[0]).toEqual({ type: 'request_initial_data', tenant_id: engine.tenantId })
-    expect(transport.batches()[0].entries.map((e) => e.entityId)).toEqual(['t1', 't2'])
-    // the same entry id is re-sent (the server de-duplicates it)
+    // the same entry id is re-sent (the server de-duplicates it); after a connection died with a
+    // batch in flight the next batch is smaller, and back to full size after a success
     const ids = (await db.syncQueue.orderBy('order').toArray()).map((e) => e.id)
-    expect(transport.batches()[0].entries.map((e) => e.id)).toEqual(ids)
+    expect(transport.batches()[0].entries.map((e) => e.id)).toEqual([ids[0]])
+    await engine.handleMessage({ type: 'sync_batch_result', results: [{ id: ids[0], status: 'processed', seq: 1, applied: true }] })
+    expect(transport.batches()[1].entries.map((e) => e.entityId)).toEqual(['t2'])
   })
 
   it('processing entries left by a crash are pending again after init', async () => {

@@ -32,3 +32,22 @@ describe('generic entity store factory', () => {
     expect(tags.list).toEqual([])
   })
 })
+
+describe('several tabs on one database', () => {
+  it('a change in one tab reaches the stores of the other', async () => {
+    const { SyncEngine } = await import('../src/sync/engine')
+    const first = await makeEngine()
+    first.transport.online = false
+    const second = new SyncEngine({ db: first.db, tenantId: first.engine.tenantId })
+    await second.init()
+    const seen: string[] = []
+    second.onEntities((c) => seen.push(...c.put.map((e) => `${c.type}:${e.name}`), ...c.deleted.map((id) => `-${id}`)))
+    await first.engine.put('Tag', { id: 't1', name: 'from tab 1' })
+    await first.engine.remove('Tag', 't1')
+    await new Promise((r) => setTimeout(r, 50))
+    expect(seen).toEqual(expect.arrayContaining(['-t1']))
+    expect(seen.length).toBeGreaterThanOrEqual(2)
+    first.engine.close()
+    second.close()
+  })
+})

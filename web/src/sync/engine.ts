@@ -53,6 +53,8 @@ export interface EngineOptions {
   random?: () => number
   /** At most this many entries per `process_sync_batch` (the server's limit is 1000). */
   batchSize?: number
+  /** At most about this many bytes of JSON per batch (the server closes the socket above 8 MiB). */
+  batchMaxBytes?: number
   /** Backoff after a retryable failure: base · 2^(attempts-1), capped, with ±50 % jitter. */
   retryBaseMs?: number
   retryMaxMs?: number
@@ -90,6 +92,9 @@ export class SyncEngine {
   private readonly now: () => number
   private readonly random: () => number
   private readonly batchSize: number
+  private readonly batchMaxBytes: number
+  /** Halved when a connection dies with a batch in flight (e.g. closed as too large), reset on success. */
+  private batchLimit: number
   private readonly retryBaseMs: number
   private readonly retryMaxMs: number
   private readonly batchTimeoutMs: number
@@ -124,6 +129,8 @@ export class SyncEngine {
   private readonly digestWaiters: ((r: DataStatusResponse) => void)[] = []
   private stateTimer: ReturnType<typeof setTimeout> | null = null
   private closed = false
+  /** Other tabs of the same browser on the same database hear about changes over this channel. */
+  private channel: BroadcastChannel | null = null
 
   constructor(opts: EngineOptions) {
     this.db = opts.db
@@ -132,6 +139,8 @@ export class SyncEngine {
     this.now = opts.now ?? Date.now
     this.random = opts.random ?? Math.random
     this.batchSize = Math.min(1000, opts.batchSize ?? 1000)
+    this.batchLimit = this.batchSize
+    this.batchMaxBytes = opts.batchMaxBytes ?? 4 * 1024 * 1024
     this.retryBaseMs = opts.retryBaseMs ?? 1000
     this.retryMaxMs = opts.retryMaxMs ?? 60_000
     this.batchTimeoutMs = opts.batchTimeoutMs ?? 30_000
@@ -147,7 +156,27 @@ export class SyncEngine {
     this.lastSyncAt = (await this.db.getMeta<number>(META_LAST_SYNC)) ?? null
     this.lastDigest = (await this.db.getMeta<DigestState>(META_DIGEST)) ?? null
     await this.requeueProcessing()
+    if (typeof globalThis.BroadcastChannel === 'function') {
+      this.channel = new BroadcastChannel(`finwise-sync:${this.db.name}`)
+      this.channel.onmessage = (ev: MessageEvent) => void this.onTabMessage(ev.data)
+    }
     this.emitState()
+  }
+
+  /** Another tab changed the shared database: reload the entities it names, refresh the state. */
+  private async onTabMessage(data: { changes?: { type: EntityType; put: string[]; deleted: string[] }[] }) {
+    if (this.closed || !data) return
+    const changes = new Map<EntityType, EntityChange>()
+    for (const c of data.changes ?? []) {
+      if (!isEntityType(c.type)) continue
+      const rows = await this.db.entities(c.type).bulkGet(c.put)
+      const ch = change(changes, c.type)
+      rows.forEach((r, i) => (r ? ch.put.push(r) : ch.deleted.push(c.put[i])))
+      ch.deleted.push(...c.deleted)
+    }
+    this.emitEntities(changes, false)
+    this.emitState()
+    void this.flush()
   }
 
   setTransport(t: Transport | null): void {
@@ -156,6 +185,8 @@ export class SyncEngine {
 
   close(): void {
     this.closed = true
+    this.channel?.close()
+    this.channel = null
     for (const t of [this.inFlightTimer, this.retryTimer, this.digestTimer, this.stateTimer]) if (t) clearTimeout(t)
     this.entityListeners.clear()
     this.stateListeners.clear()
@@ -174,10 +205,19 @@ export class SyncEngine {
     return () => this.stateListeners.delete(fn)
   }
 
-  private emitEntities(changes: Map<EntityType, EntityChange>): void {
+  private emitEntities(changes: Map<EntityType, EntityChange>, broadcast = true): void {
+    const summary: { type: EntityType; put: string[]; deleted: string[] }[] = []
     for (const c of changes.values()) {
       if (c.put.length === 0 && c.deleted.length === 0) continue
       for (const fn of this.entityListeners) fn(c)
+      summary.push({ type: c.type, put: c.put.map((e) => e.id), deleted: c.deleted })
+    }
+    if (broadcast && this.channel) {
+      try {
+        this.channel.postMessage({ changes: summary })
+      } catch {
+        /* channel closed */
+      }
     }
   }
 
@@ -297,6 +337,7 @@ export class SyncEngine {
   async onOffline(state: ConnectionState = 'offline'): Promise<void> {
     this.connection = state
     this.awaitingLoad = false
+    if (this.inFlight && this.inFlight.size > 0) this.batchLimit = Math.max(1, Math.floor(this.inFlight.size / 2))
     this.clearInFlight()
     await this.requeueProcessing()
     this.emitState()
@@ -366,9 +407,13 @@ export class SyncEngine {
     await this.db.transaction('rw', this.db.syncQueue, async () => {
       const all = await this.db.syncQueue.orderBy('order').toArray()
       const blocked = new Set<string>()
+      let bytes = 0
       for (const e of all) {
-        if (batch.length >= this.batchSize) break
+        if (batch.length >= this.batchLimit) break
         if (e.status === 'pending' && e.nextAttemptAt <= now && !blocked.has(e.entityKey)) {
+          const size = JSON.stringify(e.payload).length + 300
+          if (batch.length > 0 && bytes + size > this.batchMaxBytes) break
+          bytes += size
           batch.push(e)
           continue
         }
@@ -453,7 +498,10 @@ export class SyncEngine {
         }
       }
     })
-    if (this.inFlight && this.inFlight.size === 0) this.clearInFlight()
+    if (this.inFlight && this.inFlight.size === 0) {
+      this.clearInFlight()
+      this.batchLimit = this.batchSize
+    }
     // Entities whose last queued change is now decided: take the server's stamp, then any
     // version that arrived while they were protected.
     const changes = new Map<EntityType, EntityChange>()
