@@ -20,11 +20,11 @@ export function ensureBuilt() {
 }
 
 /** Starts `finwise serve` on a free port with a fresh data dir; resolves with its base URL. */
-export async function startServer() {
+export async function startServer(extraArgs = []) {
   const bin = process.env.FINWISE_BIN ?? path.join(REPO_DIR, 'target', 'debug', 'finwise')
   if (!existsSync(bin)) throw new Error(`server binary not found: ${bin} (cargo build -p finwise-cli, or set FINWISE_BIN)`)
   const dataDir = mkdtempSync(path.join(tmpdir(), 'finwise-e2e-'))
-  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', DIST_DIR], {
+  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', DIST_DIR, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   })

@@ -22,6 +22,7 @@ before(async () => {
 })
 
 after(async () => {
+  if (process.env.E2E_LOGS) for (const p of [A, B]) if (p) console.log(p.logs.join('\n'))
   await browser?.close()
   await server?.stop()
 })

@@ -12,6 +12,8 @@ export interface Session {
   refreshToken: string
   /** Epoch ms when the access token expires. */
   expiresAt: number
+  /** Lifetime of the access token in ms (`expires_in`). */
+  ttlMs?: number
 }
 
 export interface Tenant {
@@ -124,6 +126,7 @@ export class ApiClient {
       accessToken: body.access_token,
       refreshToken: body.refresh_token,
       expiresAt: this.now() + (body.expires_in ?? 900) * 1000,
+      ttlMs: (body.expires_in ?? 900) * 1000,
     }
     this.sessionExpired = false
     this.setSession(s)
@@ -158,6 +161,7 @@ export class ApiClient {
           accessToken: t.access_token,
           refreshToken: t.refresh_token ?? s.refreshToken,
           expiresAt: this.now() + (t.expires_in ?? 900) * 1000,
+          ttlMs: (t.expires_in ?? 900) * 1000,
         })
         return true
       } catch {
@@ -173,7 +177,9 @@ export class ApiClient {
   async validToken(): Promise<string | null> {
     const s = this.session
     if (!s) return null
-    if (s.expiresAt - this.now() < this.margin) await this.refresh()
+    // Refresh within the margin before expiry (at most half the token's lifetime).
+    const margin = Math.min(this.margin, (s.ttlMs ?? Infinity) / 2)
+    if (s.expiresAt - this.now() < margin) await this.refresh()
     return this.session?.accessToken ?? null
   }
 

@@ -1,0 +1,57 @@
+// End-to-end: short-lived access tokens are refreshed (POST /token, refresh grant) before the
+// socket reconnects, so syncing goes on after the first token expired.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { ensureBuilt, eventually, launchBrowser, newPage, startServer } from './lib.mjs'
+
+let server
+let browser
+let P
+
+before(async () => {
+  ensureBuilt()
+  server = await startServer(['--access-token-ttl', '4'])
+  browser = await launchBrowser()
+  P = await newPage(browser, 'T')
+})
+
+after(async () => {
+  await browser?.close()
+  await server?.stop()
+})
+
+test('an expired access token is refreshed before reconnecting', async () => {
+  const { page, context } = P
+  const email = 'token@example.com'
+  const password = 'token-test-password'
+  const reg = await fetch(`${server.base}/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'Tokens', email, password }),
+  })
+  assert.equal(reg.status, 201)
+  const refreshes = []
+  page.on('request', (r) => r.url().endsWith('/token') && refreshes.push(r.postData()))
+  await page.goto(`${server.base}/#/login`)
+  await page.fill('input[name=email]', email)
+  await page.fill('input[name=password]', password)
+  await page.getByTestId('auth-submit').click()
+  await page.waitForURL(/#\/tenants/)
+  await page.getByTestId('tenant-name').fill('Kurzlebig')
+  await page.getByTestId('create-tenant').click()
+  await page.waitForURL(/#\/accounts/)
+  const connection = () => page.getByTestId('sync-connection').textContent()
+  await eventually(async () => (await connection()) === 'online', { message: 'online' })
+
+  // let the first token expire, then force a reconnect while a change is queued
+  await context.setOffline(true)
+  await eventually(async () => (await connection()) === 'offline', { message: 'offline' })
+  await page.getByTestId('group-name').fill('Nach Ablauf')
+  await page.getByTestId('add-group').click()
+  await new Promise((r) => setTimeout(r, 4500))
+  await context.setOffline(false)
+  await eventually(async () => (await connection()) === 'online', { message: 'online again', timeout: 20_000 })
+  await eventually(async () => Number(await page.getByTestId('sync-pending').textContent()) === 0, { message: 'queue drained' })
+  assert.ok(refreshes.length >= 1, 'the client used the refresh grant')
+  assert.match(refreshes[0], /^grant_type=refresh_token&refresh_token=/)
+})
