@@ -514,8 +514,11 @@ async fn remove_member(State(app): AppState, headers: HeaderMap, Path((id, user_
     let id = tenant_id(&id)?;
     require_member(&app, &who, &id, true).await?;
     let auth = Arc::clone(&app.auth);
-    let removed = blocking(move || auth.remove_member(&id, &user_id)).await?;
+    let (tid, uid) = (id.clone(), user_id.clone());
+    let removed = blocking(move || auth.remove_member(&tid, &uid)).await?;
     if removed {
+        // Open sockets of the removed member close now, not at their next reconnect.
+        app.hub.publish(&id, crate::hub::Event::Revoke { user_id });
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("not a member"))

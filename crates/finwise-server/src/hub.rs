@@ -19,6 +19,8 @@ pub enum Event {
     Change { origin: u64, text: Arc<str> },
     /// The tenant was deleted: close with this code.
     Close { code: u16, reason: &'static str },
+    /// The user lost access to the tenant: that user's connections close with 1008.
+    Revoke { user_id: String },
     /// Sent to every connection on graceful shutdown.
     Shutdown,
 }

@@ -156,7 +156,10 @@ pub async fn run(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Optio
             Some(p) = pending.next(), if !pending.is_empty() => c.send_outcomes(p).await,
             ev = tenant_rx.recv() => match ev {
                 Ok(Event::Change { origin, text }) if origin != id => c.send_text(text.to_string()).await,
-                Ok(Event::Change { .. }) | Ok(Event::Shutdown) => Ok(()),
+                Ok(Event::Revoke { user_id }) if user.as_deref() == Some(user_id.as_str()) => {
+                    Err(Stop::Close(close::POLICY, "membership revoked"))
+                }
+                Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Shutdown) => Ok(()),
                 Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
                 Err(RecvError::Lagged(n)) => {
                     warn!(conn = id, tenant = %tenant, missed = n, "slow consumer fell behind the broadcast; closing");

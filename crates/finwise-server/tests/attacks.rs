@@ -151,9 +151,11 @@ async fn tenant_isolation_over_rest_and_ws() {
     case("member added by owner can connect; removed member cannot");
     let r = http.post(s.url(&format!("/tenants/{tenant}/members"))).bearer_auth(&alice).json(&json!({"email": "mallory@example.org"})).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    Ws::connect(&s.ws_url(&tenant, Some(&mallory))).await;
+    let mut inside = Ws::connect(&s.ws_url(&tenant, Some(&mallory))).await;
     let r = http.delete(s.url(&format!("/tenants/{tenant}/members/{mallory_id}"))).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(r.status(), 204);
+    case("removed member's open socket is closed");
+    assert_eq!(inside.recv().await, json!({"closed": 1008}));
     assert_eq!(ws_refusal(&s.ws_url(&tenant, Some(&mallory))).await, 403);
 
     assert_eq!(fingerprint(&s, &alice, &tenant).await, before);
@@ -161,7 +163,14 @@ async fn tenant_isolation_over_rest_and_ws() {
 
 #[tokio::test]
 async fn hostile_tenant_ids_never_touch_the_file_system() {
-    let s = TestServer::start(|c| c.allow_legacy_clients = true).await;
+    // The data dir sits inside a directory of its own, so "beside it" is observable.
+    let outer = tempfile::tempdir().unwrap();
+    let data_dir = outer.path().join("data");
+    let s = TestServer::start(|c| {
+        c.allow_legacy_clients = true;
+        c.data_dir = data_dir.clone();
+    })
+    .await;
     let (_, token, _) = s.user("tess").await;
     let listing = |dir: &std::path::Path| -> Vec<String> {
         let mut v: Vec<String> = walk(dir);
@@ -169,7 +178,7 @@ async fn hostile_tenant_ids_never_touch_the_file_system() {
         v
     };
     let before = listing(&s.dir);
-    let parent_before = listing(s.dir.parent().unwrap()).len();
+    let parent_before = listing(outer.path());
     let upper = new_id().to_uppercase();
     for bad in ["..%2F..%2Fetc%2Fpasswd", "..", "abc", "%2e%2e", &upper, "00000000-0000-0000-0000-00000000000g", "x%00y", "auth"] {
         case(&format!("tenant id {bad:?} over WS"));
@@ -183,7 +192,7 @@ async fn hostile_tenant_ids_never_touch_the_file_system() {
         assert_eq!(r.status(), 400, "{bad}");
     }
     assert_eq!(listing(&s.dir), before, "no file was created in the data dir");
-    assert_eq!(listing(s.dir.parent().unwrap()).len(), parent_before, "nor beside it");
+    assert_eq!(listing(outer.path()), parent_before, "nor beside it");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
