@@ -1,0 +1,651 @@
+//! The local store: one SQLite file per (user, tenant) holding the entities, the sync queue and
+//! the sync metadata (cursor, last sync, digests).
+//!
+//! Every local change writes the entity and its queue entry in one transaction, so a crash never
+//! leaves a change that is visible but not queued, or queued but not visible. Entities that were
+//! deleted keep a tombstone row (`deleted = 1`) with the delete's timestamp, so that a stale
+//! incoming version cannot resurrect them.
+
+use std::{collections::HashSet, path::Path};
+
+use finwise_protocol::{digest, lww, messages::Operation, time, EntityType};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::Result;
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Made through this client's API.
+    Local,
+    /// Received from the server (another device, or the server's winning version).
+    Remote,
+}
+
+/// One change of the local store, as published on [`crate::Client::changes`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub entity_type: EntityType,
+    pub id: String,
+    pub operation: Operation,
+    pub origin: Origin,
+    /// The entity after the change; `None` for deletes.
+    pub entity: Option<Map<String, Value>>,
+}
+
+/// A stored entity row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub data: Map<String, Value>,
+    pub updated_at_ms: i64,
+    pub deleted: bool,
+}
+
+/// The lifecycle state of a queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryStatus {
+    Pending,
+    Processing,
+    Done,
+    Failed,
+}
+
+impl EntryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            EntryStatus::Pending => "pending",
+            EntryStatus::Processing => "processing",
+            EntryStatus::Done => "done",
+            EntryStatus::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> EntryStatus {
+        match s {
+            "processing" => EntryStatus::Processing,
+            "done" => EntryStatus::Done,
+            "failed" => EntryStatus::Failed,
+            _ => EntryStatus::Pending,
+        }
+    }
+}
+
+/// One entry of the sync queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntry {
+    /// Local order of the queue.
+    pub seq: i64,
+    /// The entry id sent to the server (key of idempotent retries).
+    pub id: String,
+    pub entity_type: EntityType,
+    pub entity_id: String,
+    pub operation: Operation,
+    pub payload: Value,
+    /// When the change was made (ms since the epoch).
+    pub timestamp: i64,
+    /// The `updated_at` of the change.
+    pub updated_at_ms: i64,
+    pub status: EntryStatus,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Counts of the queue by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub pending: u64,
+    pub processing: u64,
+    pub failed: u64,
+    pub done: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entities (
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (type, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    reason TEXT,
+    finished_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS queue_entity ON queue (entity_type, entity_id, status);
+CREATE INDEX IF NOT EXISTS queue_status ON queue (status, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Done entries are kept this long for inspection, then pruned on open.
+const KEEP_DONE_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The local SQLite store. Synchronous; the client wraps it in a mutex (every call is short).
+pub struct Store {
+    conn: Connection,
+}
+
+fn op_str(op: Operation) -> &'static str {
+    op.as_str()
+}
+
+fn parse_op(s: &str) -> Operation {
+    match s {
+        "create" => Operation::Create,
+        "delete" => Operation::Delete,
+        _ => Operation::Update,
+    }
+}
+
+fn parse_type(s: &str) -> EntityType {
+    EntityType::parse(s).unwrap_or(EntityType::Account)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. Entries left `processing` by a process that died
+    /// before their answer arrived go back to `pending`: they are resent with the same entry id,
+    /// so the server recognises them and applies nothing twice.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        let store = Store { conn };
+        store.release_processing()?;
+        store.conn.execute(
+            "DELETE FROM queue WHERE status = 'done' AND finished_ms < ?1",
+            params![time::now_ms() - KEEP_DONE_MS],
+        )?;
+        Ok(store)
+    }
+
+    /// An in-memory store (tests and throw-away clients).
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    // ----- entities -----
+
+    pub fn get(&self, t: EntityType, id: &str) -> Result<Option<Row>> {
+        get_row(&self.conn, t, id)
+    }
+
+    /// Live entities of a type, ordered by `sortOrder` (when present), then name, then id.
+    pub fn list(&self, t: EntityType) -> Result<Vec<Map<String, Value>>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT data FROM entities WHERE type = ?1 AND deleted = 0
+             ORDER BY json_extract(data, '$.sortOrder'), json_extract(data, '$.name'), json_extract(data, '$.date'), id",
+        )?;
+        let rows = stmt.query_map(params![t.as_str()], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(Value::Object(m)) = serde_json::from_str(&r?) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of live entities per type.
+    pub fn counts(&self) -> Result<Vec<(EntityType, u64)>> {
+        let mut out = Vec::new();
+        for t in EntityType::ALL {
+            let n: i64 = self.conn.query_row(
+                "SELECT COUNT(*) FROM entities WHERE type = ?1 AND deleted = 0",
+                params![t.as_str()],
+                |r| r.get(0),
+            )?;
+            out.push((*t, n as u64));
+        }
+        Ok(out)
+    }
+
+    /// Writes a local change and queues it, in one transaction. `entity` is the normalised
+    /// entity for create/update (already stamped with `updated_at_ms`), `None` for delete.
+    pub fn local_change(
+        &mut self,
+        t: EntityType,
+        id: &str,
+        op: Operation,
+        entity: Option<&Map<String, Value>>,
+        updated_at_ms: i64,
+    ) -> Result<QueueEntry> {
+        let tx = self.conn.transaction()?;
+        let (data, deleted, payload) = match entity {
+            Some(e) => {
+                let s = serde_json::to_string(e)?;
+                (s.clone(), false, s)
+            }
+            None => (
+                serde_json::json!({ "id": id }).to_string(),
+                true,
+                serde_json::json!({ "id": id, "updated_at": time::format_ms(updated_at_ms) }).to_string(),
+            ),
+        };
+        put_row(&tx, t, id, &data, updated_at_ms, deleted)?;
+        let entry_id = uuid::Uuid::new_v4().to_string();
+        let now = time::now_ms();
+        tx.execute(
+            "INSERT INTO queue (id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
+            params![entry_id, t.as_str(), id, op_str(op), payload, now, updated_at_ms],
+        )?;
+        let seq = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(QueueEntry {
+            seq,
+            id: entry_id,
+            entity_type: t,
+            entity_id: id.to_owned(),
+            operation: op,
+            payload: serde_json::from_str(&payload)?,
+            timestamp: now,
+            updated_at_ms,
+            status: EntryStatus::Pending,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+            reason: None,
+        })
+    }
+
+    /// Whether a local change of this entity is still queued (pending or awaiting its answer).
+    pub fn is_pending(&self, t: EntityType, id: &str) -> Result<bool> {
+        is_pending(&self.conn, t, id)
+    }
+
+    /// Applies one version received from the server in a `data_update` (LWW client rule).
+    pub fn apply_remote(&mut self, t: EntityType, entity: &Map<String, Value>, deleted: bool, updated_at_ms: i64) -> Result<Option<Change>> {
+        let tx = self.conn.transaction()?;
+        let c = apply_one(&tx, t, entity, deleted, updated_at_ms, false)?;
+        tx.commit()?;
+        Ok(c)
+    }
+
+    /// Applies one part of an `initial_data_load`. `authoritative` (full loads and resets):
+    /// every entity without a queued local change takes the server's version whatever its
+    /// timestamp. `seen` collects the ids of full loads for [`Store::finish_full_load`].
+    pub fn apply_load_part(
+        &mut self,
+        payload: &Map<String, Value>,
+        deleted: Option<&std::collections::BTreeMap<EntityType, Vec<String>>>,
+        authoritative: bool,
+        seen: &mut HashSet<(EntityType, String)>,
+    ) -> Result<Vec<Change>> {
+        let tx = self.conn.transaction()?;
+        let mut changes = Vec::new();
+        for t in EntityType::ALL {
+            let Some(Value::Array(items)) = payload.get(t.collection()) else { continue };
+            for item in items {
+                let Value::Object(e) = item else { continue };
+                let Some(id) = e.get("id").and_then(Value::as_str) else { continue };
+                let ms = e.get("updated_at").and_then(Value::as_str).and_then(time::parse_ms).unwrap_or(0);
+                seen.insert((*t, id.to_owned()));
+                if let Some(c) = apply_one(&tx, *t, e, false, ms, authoritative)? {
+                    changes.push(c);
+                }
+            }
+        }
+        if let Some(deleted) = deleted {
+            for (t, ids) in deleted {
+                for id in ids {
+                    if is_pending(&tx, *t, id)? {
+                        continue;
+                    }
+                    let existing = get_row(&tx, *t, id)?;
+                    if existing.as_ref().is_some_and(|r| !r.deleted) {
+                        // The delta does not carry the tombstone's timestamp: keep the local one
+                        // (the next data_update or load decides anything newer).
+                        let ms = existing.as_ref().map(|r| r.updated_at_ms).unwrap_or(0);
+                        put_row(&tx, *t, id, &serde_json::json!({ "id": id }).to_string(), ms, true)?;
+                        changes.push(Change { entity_type: *t, id: id.clone(), operation: Operation::Delete, origin: Origin::Remote, entity: None });
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    /// Ends a full load: live local entities the server did not send and that have no queued
+    /// change are gone on the server; they become tombstones here.
+    pub fn finish_full_load(&mut self, seen: &HashSet<(EntityType, String)>) -> Result<Vec<Change>> {
+        let tx = self.conn.transaction()?;
+        let mut gone = Vec::new();
+        {
+            let mut stmt = tx.prepare("SELECT type, id, updated_at_ms FROM entities WHERE deleted = 0")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+            for r in rows {
+                let (t, id, ms) = r?;
+                let t = parse_type(&t);
+                if !seen.contains(&(t, id.clone())) {
+                    gone.push((t, id, ms));
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for (t, id, ms) in gone {
+            if is_pending(&tx, t, &id)? {
+                continue;
+            }
+            put_row(&tx, t, &id, &serde_json::json!({ "id": id }).to_string(), ms, true)?;
+            changes.push(Change { entity_type: t, id, operation: Operation::Delete, origin: Origin::Remote, entity: None });
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    /// The v2 tenant digest of the local live entities.
+    pub fn digest(&self) -> Result<String> {
+        let mut stmt = self.conn.prepare_cached("SELECT type, id, updated_at_ms FROM entities WHERE deleted = 0")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        let mut lines = Vec::new();
+        for r in rows {
+            let (t, id, ms) = r?;
+            lines.push((parse_type(&t), id, time::format_ms(ms)));
+        }
+        Ok(digest::tenant_digest(lines.iter().map(|(t, id, u)| (*t, id.as_str(), u.as_str()))))
+    }
+
+    // ----- queue -----
+
+    /// Selects up to `max` entries that may be sent now, in queue order, and marks them
+    /// `processing`. An entity whose earlier entry is waiting (backoff) or already in flight
+    /// holds back its later entries, so each entity's changes reach the server in order.
+    pub fn take_batch(&mut self, now_ms: i64, max: usize) -> Result<Vec<QueueEntry>> {
+        let tx = self.conn.transaction()?;
+        let all = query_entries(&tx, "WHERE status IN ('pending', 'processing') ORDER BY seq", [])?;
+        let mut blocked: HashSet<(EntityType, String)> = HashSet::new();
+        let mut out = Vec::new();
+        for e in all {
+            if out.len() >= max {
+                break;
+            }
+            let key = (e.entity_type, e.entity_id.clone());
+            if blocked.contains(&key) {
+                continue;
+            }
+            if e.status == EntryStatus::Processing || e.next_attempt_ms > now_ms {
+                blocked.insert(key);
+                continue;
+            }
+            out.push(e);
+        }
+        for e in &mut out {
+            tx.execute("UPDATE queue SET status = 'processing', attempts = attempts + 1 WHERE id = ?1", params![e.id])?;
+            e.status = EntryStatus::Processing;
+            e.attempts += 1;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The server stored the change (or had it already).
+    pub fn mark_done(&self, entry_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE queue SET status = 'done', last_error = NULL, reason = NULL, finished_ms = ?2 WHERE id = ?1",
+            params![entry_id, time::now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// A retryable refusal: back to `pending`, not before `next_attempt_ms`.
+    pub fn mark_retry(&self, entry_id: &str, reason: &str, detail: &str, next_attempt_ms: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE queue SET status = 'pending', reason = ?2, last_error = ?3, next_attempt_ms = ?4 WHERE id = ?1",
+            params![entry_id, reason, detail, next_attempt_ms],
+        )?;
+        Ok(())
+    }
+
+    /// A permanent refusal (or an exhausted retry budget): kept as `failed` for inspection.
+    pub fn mark_failed(&self, entry_id: &str, reason: &str, detail: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE queue SET status = 'failed', reason = ?2, last_error = ?3, finished_ms = ?4 WHERE id = ?1",
+            params![entry_id, reason, detail, time::now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Entries still `processing` (sent, no answer: the connection broke) go back to `pending`.
+    pub fn release_processing(&self) -> Result<usize> {
+        Ok(self.conn.execute("UPDATE queue SET status = 'pending' WHERE status = 'processing'", [])?)
+    }
+
+    /// Puts failed entries back into the queue (`finwise sync --retry-failed`).
+    pub fn retry_failed(&self) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE queue SET status = 'pending', attempts = 0, next_attempt_ms = 0, finished_ms = NULL WHERE status = 'failed'",
+            [],
+        )?)
+    }
+
+    pub fn queue_counts(&self) -> Result<QueueCounts> {
+        let mut c = QueueCounts::default();
+        let mut stmt = self.conn.prepare_cached("SELECT status, COUNT(*) FROM queue GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for r in rows {
+            let (s, n) = r?;
+            let n = n as u64;
+            match EntryStatus::parse(&s) {
+                EntryStatus::Pending => c.pending = n,
+                EntryStatus::Processing => c.processing = n,
+                EntryStatus::Failed => c.failed = n,
+                EntryStatus::Done => c.done = n,
+            }
+        }
+        Ok(c)
+    }
+
+    /// Queue entries with the given status, in queue order.
+    pub fn entries(&self, status: EntryStatus) -> Result<Vec<QueueEntry>> {
+        query_entries(&self.conn, "WHERE status = ?1 ORDER BY seq", params![status.as_str()])
+    }
+
+    /// The earliest `next_attempt_ms` of pending entries, if any.
+    pub fn next_attempt(&self) -> Result<Option<i64>> {
+        Ok(self.conn.query_row("SELECT MIN(next_attempt_ms) FROM queue WHERE status = 'pending'", [], |r| r.get(0))?)
+    }
+
+    // ----- meta -----
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The delta cursor: the tenant `seq` of the last load applied.
+    pub fn cursor(&self) -> Result<Option<i64>> {
+        Ok(self.meta("cursor")?.and_then(|s| s.parse().ok()))
+    }
+
+    pub fn set_cursor(&self, seq: i64) -> Result<()> {
+        self.set_meta("cursor", &seq.to_string())
+    }
+}
+
+fn get_row(conn: &Connection, t: EntityType, id: &str) -> Result<Option<Row>> {
+    let row = conn
+        .query_row(
+            "SELECT data, updated_at_ms, deleted FROM entities WHERE type = ?1 AND id = ?2",
+            params![t.as_str(), id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, bool>(2)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(data, updated_at_ms, deleted)| Row {
+        data: serde_json::from_str(&data).unwrap_or_default(),
+        updated_at_ms,
+        deleted,
+    }))
+}
+
+fn put_row(conn: &Connection, t: EntityType, id: &str, data: &str, updated_at_ms: i64, deleted: bool) -> Result<()> {
+    conn.execute(
+        "INSERT INTO entities (type, id, data, updated_at_ms, deleted) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(type, id) DO UPDATE SET data = excluded.data, updated_at_ms = excluded.updated_at_ms, deleted = excluded.deleted",
+        params![t.as_str(), id, data, updated_at_ms, deleted],
+    )?;
+    Ok(())
+}
+
+fn is_pending(conn: &Connection, t: EntityType, id: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM queue WHERE entity_type = ?1 AND entity_id = ?2 AND status IN ('pending', 'processing') LIMIT 1",
+            params![t.as_str(), id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Applies one server version unless a local change is queued, by the LWW client rule
+/// (or unconditionally when `authoritative`). Returns the change when something changed.
+fn apply_one(tx: &Transaction<'_>, t: EntityType, entity: &Map<String, Value>, deleted: bool, updated_at_ms: i64, authoritative: bool) -> Result<Option<Change>> {
+    let Some(id) = entity.get("id").and_then(Value::as_str) else { return Ok(None) };
+    let pending = is_pending(tx, t, id)?;
+    let local = get_row(tx, t, id)?;
+    let accept = if authoritative {
+        !pending
+    } else {
+        lww::client_accepts(local.as_ref().map(|r| r.updated_at_ms), pending, updated_at_ms)
+    };
+    if !accept {
+        return Ok(None);
+    }
+    let same = local.as_ref().is_some_and(|r| r.updated_at_ms == updated_at_ms && r.deleted == deleted && (deleted || r.data == *entity));
+    if same {
+        return Ok(None);
+    }
+    let data = if deleted { serde_json::json!({ "id": id }).to_string() } else { serde_json::to_string(entity)? };
+    put_row(tx, t, id, &data, updated_at_ms, deleted)?;
+    let existed = local.as_ref().is_some_and(|r| !r.deleted);
+    let operation = match (deleted, existed) {
+        (true, _) => Operation::Delete,
+        (false, true) => Operation::Update,
+        (false, false) => Operation::Create,
+    };
+    if deleted && !existed {
+        return Ok(None);
+    }
+    Ok(Some(Change { entity_type: t, id: id.to_owned(), operation, origin: Origin::Remote, entity: (!deleted).then(|| entity.clone()) }))
+}
+
+fn query_entries<P: rusqlite::Params>(conn: &Connection, where_clause: &str, p: P) -> Result<Vec<QueueEntry>> {
+    let sql = format!(
+        "SELECT seq, id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status, attempts, next_attempt_ms, last_error, reason
+         FROM queue {where_clause}"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(p, |r| {
+        Ok(QueueEntry {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            entity_type: parse_type(&r.get::<_, String>(2)?),
+            entity_id: r.get(3)?,
+            operation: parse_op(&r.get::<_, String>(4)?),
+            payload: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
+            timestamp: r.get(6)?,
+            updated_at_ms: r.get(7)?,
+            status: EntryStatus::parse(&r.get::<_, String>(8)?),
+            attempts: r.get::<_, i64>(9)? as u32,
+            next_attempt_ms: r.get(10)?,
+            last_error: r.get(11)?,
+            reason: r.get(12)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tag(id: &str, name: &str, ms: i64) -> Map<String, Value> {
+        EntityType::Tag.def().normalize(&json!({"id": id, "name": name}), ms).unwrap()
+    }
+
+    #[test]
+    fn local_change_is_stored_and_queued_together() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.local_change(EntityType::Tag, "t1", Operation::Create, Some(&tag("t1", "A", 10)), 10).unwrap();
+        assert!(s.is_pending(EntityType::Tag, "t1").unwrap());
+        assert_eq!(s.list(EntityType::Tag).unwrap().len(), 1);
+        assert_eq!(s.queue_counts().unwrap().pending, 1);
+    }
+
+    #[test]
+    fn pending_delete_is_not_undone_by_remote_versions() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.local_change(EntityType::Tag, "t1", Operation::Delete, None, 10).unwrap();
+        assert!(s.apply_remote(EntityType::Tag, &tag("t1", "B", 50), false, 50).unwrap().is_none());
+        let payload = json!({"tags": [tag("t1", "B", 60)]});
+        let mut seen = HashSet::new();
+        assert!(s.apply_load_part(payload.as_object().unwrap(), None, true, &mut seen).unwrap().is_empty());
+        assert!(s.get(EntityType::Tag, "t1").unwrap().unwrap().deleted);
+    }
+
+    #[test]
+    fn batches_keep_per_entity_order_and_respect_backoff() {
+        let mut s = Store::open_in_memory().unwrap();
+        let a = s.local_change(EntityType::Tag, "a", Operation::Create, Some(&tag("a", "A", 10)), 10).unwrap();
+        s.local_change(EntityType::Tag, "a", Operation::Update, Some(&tag("a", "A2", 11)), 11).unwrap();
+        s.local_change(EntityType::Tag, "b", Operation::Create, Some(&tag("b", "B", 10)), 10).unwrap();
+        let batch = s.take_batch(100, 10).unwrap();
+        assert_eq!(batch.len(), 3);
+        s.mark_retry(&batch[0].id, "overloaded", "busy", 1000).unwrap();
+        s.release_processing().unwrap();
+        // "a" waits for its first entry's backoff; "b" goes.
+        let batch = s.take_batch(100, 10).unwrap();
+        assert_eq!(batch.iter().map(|e| e.entity_id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        s.mark_done(&batch[0].id).unwrap();
+        let batch = s.take_batch(2000, 10).unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].id, a.id);
+    }
+
+    #[test]
+    fn older_remote_version_loses_and_equal_wins() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut seen = HashSet::new();
+        let p = json!({"tags": [tag("t", "A", 20)]});
+        s.apply_load_part(p.as_object().unwrap(), None, false, &mut seen).unwrap();
+        assert!(s.apply_remote(EntityType::Tag, &tag("t", "old", 10), false, 10).unwrap().is_none());
+        assert!(s.apply_remote(EntityType::Tag, &tag("t", "tie", 20), false, 20).unwrap().is_some());
+        assert_eq!(s.get(EntityType::Tag, "t").unwrap().unwrap().data["name"], "tie");
+    }
+}

@@ -1,0 +1,631 @@
+//! The sync engine: one WebSocket connection per sync, the queue pushed in batches, loads and
+//! updates applied by the LWW client rule, convergence checked with the tenant digest.
+//!
+//! * [`Client::sync_once`]: connect, push the queue, pull the delta since the cursor, compare
+//!   digests (full load when they differ), disconnect.
+//! * [`Client::watch`]: stay connected, push local changes as they happen, apply updates as
+//!   they arrive, ping the server, and reconnect with exponential backoff and jitter.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
+    pin::Pin,
+    time::{Duration, Instant},
+};
+
+use finwise_protocol::{
+    messages::{NackReason, SyncQueueEntry},
+    time, EntityType,
+};
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{self, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    client::{Client, ConnectionState, Inner, Progress, SyncReport},
+    error::{Error, Result},
+    store::QueueEntry,
+};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Exponential backoff with "equal jitter": a random delay in `[d/2, d]`, `d = min(max, base·2^n)`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.min(20));
+    let d = base.saturating_mul(factor).min(max);
+    let half = d / 2;
+    let jitter = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
+    half + Duration::from_millis(jitter)
+}
+
+fn ws_url(server: &str, tenant: &str, token: &str) -> String {
+    let base = if let Some(rest) = server.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = server.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        format!("ws://{server}")
+    };
+    format!("{base}/ws_finwise/ws/{tenant}?token={token}")
+}
+
+/// One result inside `sync_batch_result` (reasons kept as strings: unknown ones are permanent).
+#[derive(Debug, Deserialize)]
+struct ItemResult {
+    id: String,
+    status: String,
+    #[serde(default)]
+    applied: Option<bool>,
+    #[serde(default)]
+    duplicate: bool,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+fn parse_reason(s: &str) -> Option<NackReason> {
+    serde_json::from_value(Value::from(s)).ok()
+}
+
+/// An open connection and what it did so far.
+struct Conn<'a> {
+    inner: &'a Inner,
+    ws: Ws,
+    last_rx: Instant,
+    report: SyncReport,
+}
+
+async fn connect(inner: &Inner) -> Result<Ws> {
+    let mut refreshed = false;
+    loop {
+        let url = ws_url(&inner.auth.server(), &inner.tenant, &inner.auth.access_token());
+        let attempt = tokio::time::timeout(inner.opts.request_timeout, tokio_tungstenite::connect_async(url)).await;
+        match attempt {
+            Err(_) => return Err(Error::Timeout("the WebSocket connection")),
+            Ok(Ok((mut ws, _))) => {
+                // The greeting: {"type":"status","status":"online","protocol":2}.
+                let hello = tokio::time::timeout(inner.opts.request_timeout, ws.next()).await;
+                return match hello {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                        if v["type"] == "status" && v["status"] == "online" {
+                            Ok(ws)
+                        } else {
+                            Err(Error::Protocol(format!("unexpected greeting {v}")))
+                        }
+                    }
+                    Ok(_) => Err(Error::Connect("connection closed before the greeting".into())),
+                    Err(_) => Err(Error::Timeout("the server's greeting")),
+                };
+            }
+            Ok(Err(tungstenite::Error::Http(resp))) => {
+                let status = resp.status().as_u16();
+                match status {
+                    401 if !refreshed => {
+                        debug!("access token refused; refreshing");
+                        inner.auth.refresh().await?;
+                        refreshed = true;
+                    }
+                    401 => return Err(Error::SessionExpired("the server refused a fresh access token".into())),
+                    403 => return Err(Error::Forbidden(inner.tenant.clone())),
+                    _ => {
+                        let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                        return Err(Error::Http { status, message: body });
+                    }
+                }
+            }
+            Ok(Err(e)) => return Err(Error::Connect(e.to_string())),
+        }
+    }
+}
+
+fn wire_entry(tenant: &str, e: &QueueEntry) -> SyncQueueEntry {
+    SyncQueueEntry {
+        id: e.id.clone(),
+        tenant_id: tenant.to_owned(),
+        entity_type: e.entity_type.as_str().to_owned(),
+        entity_id: e.entity_id.clone(),
+        operation_type: e.operation,
+        payload: e.payload.clone(),
+        timestamp: Some(e.timestamp),
+    }
+}
+
+impl<'a> Conn<'a> {
+    async fn open(inner: &'a Inner) -> Result<Conn<'a>> {
+        let ws = connect(inner).await?;
+        Ok(Conn { inner, ws, last_rx: Instant::now(), report: SyncReport::default() })
+    }
+
+    async fn send(&mut self, v: &Value) -> Result<()> {
+        self.ws.send(Message::Text(v.to_string().into())).await.map_err(|e| Error::Connect(e.to_string()))
+    }
+
+    async fn close(mut self) -> SyncReport {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+        self.report
+    }
+
+    /// The next JSON message (cancel-safe). Server heartbeats are skipped.
+    async fn read(&mut self) -> Result<Value> {
+        loop {
+            let msg = self.ws.next().await;
+            self.last_rx = Instant::now();
+            match msg {
+                None => return Err(Error::Connect("the server closed the connection".into())),
+                Some(Err(e)) => return Err(Error::Connect(e.to_string())),
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).map_err(|e| Error::Protocol(format!("invalid JSON from server: {e}")))?;
+                    if v["type"] == "ping" || v["type"] == "pong" {
+                        continue;
+                    }
+                    if v["type"] == "status" && v["status"] == "shutdown" {
+                        return Err(Error::Connect("the server is shutting down".into()));
+                    }
+                    return Ok(v);
+                }
+                Some(Ok(Message::Close(f))) => {
+                    let why = f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
+                    return Err(Error::Connect(format!("the server closed the connection {why}")));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Handles a message nobody is waiting for: `data_update`s are applied, errors logged.
+    fn dispatch(&mut self, v: &Value) -> Result<()> {
+        if v["event_type"] == "data_update" {
+            return self.apply_update(v);
+        }
+        if v["type"] == "error" {
+            warn!(code = %v["code"], message = %v["message"], "server error message");
+        }
+        Ok(())
+    }
+
+    fn apply_update(&mut self, v: &Value) -> Result<()> {
+        let Some(t) = v["entity_type"].as_str().and_then(EntityType::parse) else { return Ok(()) };
+        let Some(entity) = v["data"]["single_entity"].as_object() else { return Ok(()) };
+        let deleted = v["operation_type"] == "delete";
+        let ms = v["updated_at"]
+            .as_str()
+            .or_else(|| entity.get("updated_at").and_then(Value::as_str))
+            .and_then(time::parse_ms)
+            .unwrap_or(0);
+        let change = self.inner.store().apply_remote(t, entity, deleted, ms)?;
+        if let Some(c) = change {
+            self.report.received += 1;
+            self.inner.publish(vec![c]);
+        }
+        Ok(())
+    }
+
+    /// Reads until `pred` matches, applying everything else. `error` messages fail the wait.
+    async fn wait_for(&mut self, what: &'static str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + self.inner.opts.request_timeout;
+        loop {
+            let v = tokio::time::timeout_at(deadline, self.read()).await.map_err(|_| Error::Timeout(what))??;
+            if pred(&v) {
+                return Ok(v);
+            }
+            if v["type"] == "error" && v["code"] != "rate_limited" {
+                return Err(Error::Protocol(format!("{}: {}", v["code"].as_str().unwrap_or("error"), v["message"].as_str().unwrap_or(""))));
+            }
+            self.dispatch(&v)?;
+        }
+    }
+
+    fn progress(&self, p: Progress) {
+        if let Some(f) = &self.inner.opts.progress {
+            f(&p);
+        }
+    }
+
+    /// Sends the queue in batches, in order per entity, and handles every result.
+    async fn push(&mut self) -> Result<()> {
+        let total = {
+            let c = self.inner.store().queue_counts()?;
+            c.pending + c.processing
+        };
+        let mut sent = 0u64;
+        loop {
+            let batch = self.inner.store().take_batch(time::now_ms(), self.inner.opts.batch_size.clamp(1, 1000))?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let entries: Vec<SyncQueueEntry> = batch.iter().map(|e| wire_entry(&self.inner.tenant, e)).collect();
+            let r = self.send(&json!({"type": "process_sync_batch", "entries": entries})).await;
+            let r = match r {
+                Ok(()) => self.wait_for("sync_batch_result", |v| v["type"] == "sync_batch_result").await,
+                Err(e) => Err(e),
+            };
+            let result = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    self.inner.store().release_processing()?;
+                    return Err(e);
+                }
+            };
+            self.report.sent += batch.len() as u64;
+            sent += batch.len() as u64;
+            self.handle_results(&batch, &result)?;
+            self.progress(Progress::Pushing { sent, total: total.max(sent) });
+        }
+    }
+
+    fn handle_results(&mut self, batch: &[QueueEntry], result: &Value) -> Result<()> {
+        let results: Vec<ItemResult> = serde_json::from_value(result["results"].clone())
+            .map_err(|e| Error::Protocol(format!("bad sync_batch_result: {e}")))?;
+        let by_id: HashMap<&str, &ItemResult> = results.iter().map(|r| (r.id.as_str(), r)).collect();
+        let opts = &self.inner.opts;
+        let store = self.inner.store();
+        for e in batch {
+            let Some(r) = by_id.get(e.id.as_str()) else { continue };
+            if r.status == "processed" {
+                store.mark_done(&e.id)?;
+                self.report.acked += 1;
+                if r.duplicate {
+                    self.report.duplicates += 1;
+                }
+                if r.applied == Some(false) {
+                    self.report.lost += 1;
+                }
+                if r.updated_at.as_deref().and_then(time::parse_ms).is_some_and(|ms| ms != e.updated_at_ms) {
+                    debug!(entity = %e.entity_id, "server restamped or kept a newer version; its data_update follows");
+                }
+                continue;
+            }
+            let reason_s = r.reason.clone().unwrap_or_else(|| "unknown".into());
+            let detail = r.detail.clone().unwrap_or_default();
+            let reason = parse_reason(&reason_s);
+            let budget = match reason {
+                Some(NackReason::StorageError) => opts.storage_error_budget,
+                Some(NackReason::Overloaded) => opts.overloaded_budget,
+                _ => 0,
+            };
+            if reason.is_some_and(NackReason::retryable) && e.attempts < budget {
+                let delay = backoff(opts.retry_base, opts.retry_max, e.attempts.saturating_sub(1));
+                store.mark_retry(&e.id, &reason_s, &detail, time::now_ms() + delay.as_millis() as i64)?;
+                self.report.retried += 1;
+            } else {
+                warn!(entry = %e.id, entity = %e.entity_id, reason = %reason_s, %detail, "entry refused; kept as failed");
+                store.mark_failed(&e.id, &reason_s, &detail)?;
+                self.report.failed += 1;
+            }
+        }
+        // Entries without a result (should not happen) go back to the queue.
+        store.release_processing()?;
+        Ok(())
+    }
+
+    /// Pulls changes: a delta since the cursor, or a full load (`full`, or no cursor yet).
+    async fn pull(&mut self, full: bool) -> Result<()> {
+        let cursor = self.inner.store().cursor()?;
+        let since = if full { None } else { cursor };
+        let mut total = None;
+        if since.is_none() {
+            self.report.full_load = true;
+            if self.inner.opts.progress.is_some() {
+                let st = self.status_request().await?;
+                total = st["entity_count"].as_u64();
+            }
+        }
+        let mut req = json!({"type": "request_initial_data", "tenant_id": self.inner.tenant, "chunk_size": self.inner.opts.chunk_size});
+        if let Some(s) = since {
+            req["since"] = json!(s);
+        }
+        self.send(&req).await?;
+        let mut seen: HashSet<(EntityType, String)> = HashSet::new();
+        let mut received = 0u64;
+        loop {
+            let v = self.wait_for("initial_data_load", |v| v["event_type"] == "initial_data_load").await?;
+            let reset = v["reset"].as_bool().unwrap_or(false);
+            let authoritative = since.is_none() || reset;
+            if reset {
+                self.report.full_load = true;
+            }
+            let empty = Map::new();
+            let payload = v["payload"].as_object().unwrap_or(&empty);
+            received += payload.values().filter_map(Value::as_array).map(|a| a.len() as u64).sum::<u64>();
+            let deleted: Option<BTreeMap<EntityType, Vec<String>>> =
+                v.get("deleted").filter(|d| d.is_object()).and_then(|d| serde_json::from_value(d.clone()).ok());
+            let changes = self.inner.store().apply_load_part(payload, deleted.as_ref(), authoritative, &mut seen)?;
+            self.report.received += changes.len() as u64;
+            self.inner.publish(changes);
+            self.progress(Progress::Loading { received, total });
+            if !v["more"].as_bool().unwrap_or(false) {
+                if authoritative {
+                    let changes = self.inner.store().finish_full_load(&seen)?;
+                    self.report.received += changes.len() as u64;
+                    self.inner.publish(changes);
+                }
+                if let Some(seq) = v["seq"].as_i64() {
+                    self.inner.store().set_cursor(seq)?;
+                    self.report.cursor = Some(seq);
+                }
+                self.progress(Progress::Loaded { received });
+                return Ok(());
+            }
+        }
+    }
+
+    async fn status_request(&mut self) -> Result<Value> {
+        self.send(&json!({"type": "data_status_request", "tenant_id": self.inner.tenant, "entity_types": null})).await?;
+        self.wait_for("data_status_response", |v| v["type"] == "data_status_response").await
+    }
+
+    /// Compares the local digest with the server's; on a difference pulls the delta (when the
+    /// server is ahead of the cursor) or a full load, and compares again.
+    /// `None`: not compared because local changes are still queued.
+    async fn verify(&mut self) -> Result<Option<bool>> {
+        for round in 0..4 {
+            let queued = {
+                let c = self.inner.store().queue_counts()?;
+                c.pending + c.processing
+            };
+            if queued > 0 {
+                return Ok(None);
+            }
+            let st = self.status_request().await?;
+            let server = st["tenant_digest"].as_str().unwrap_or_default().to_owned();
+            let (local, cursor) = {
+                let s = self.inner.store();
+                (s.digest()?, s.cursor()?)
+            };
+            {
+                let s = self.inner.store();
+                s.set_meta("server_digest", &server)?;
+            }
+            if local == server {
+                let s = self.inner.store();
+                s.set_meta("converged", "true")?;
+                self.report.digest = Some(local);
+                return Ok(Some(true));
+            }
+            let server_seq = st["seq"].as_i64().unwrap_or(0);
+            if round == 3 {
+                break;
+            }
+            if round < 2 && cursor.is_some_and(|c| server_seq > c) {
+                debug!(server_seq, ?cursor, "digest differs and the server is ahead: pulling the delta");
+                self.pull(false).await?;
+            } else {
+                info!("digest differs from the server's: full resync");
+                self.pull(true).await?;
+            }
+        }
+        self.inner.store().set_meta("converged", "false")?;
+        Ok(Some(false))
+    }
+
+    /// Push, pull, and (when nothing is queued any more) verify.
+    async fn cycle(&mut self) -> Result<()> {
+        self.push().await?;
+        let full = self.inner.store().cursor()?.is_none();
+        self.pull(full).await?;
+        // Entries refused with a retryable reason: wait for them when their turn is near.
+        for _ in 0..10 {
+            let Some(next) = self.inner.store().next_attempt()? else { break };
+            let wait = next - time::now_ms();
+            if wait > self.inner.opts.max_retry_wait.as_millis() as i64 {
+                break;
+            }
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+            self.push().await?;
+        }
+        self.report.converged = self.verify().await?;
+        self.report.cursor = self.inner.store().cursor()?;
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Connects, pushes the queue, pulls the changes since the cursor, verifies the digest
+    /// (resyncing when it differs) and disconnects.
+    pub async fn sync_once(&self) -> Result<SyncReport> {
+        let inner = &*self.inner;
+        let _guard = inner.sync_lock.lock().await;
+        inner.conn_state.send_replace(ConnectionState::Connecting);
+        let result = async {
+            let mut conn = Conn::open(inner).await?;
+            inner.conn_state.send_replace(ConnectionState::Online);
+            match conn.cycle().await {
+                Ok(()) => Ok(conn.close().await),
+                Err(e) => {
+                    let _ = conn.close().await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        inner.conn_state.send_replace(ConnectionState::Offline);
+        self.finish(result)
+    }
+
+    /// Fetches changes without sending the queue (e.g. on a metered link): a delta since the
+    /// cursor, or a full load when `full` or when there is no cursor yet. Local changes that are
+    /// still queued are kept whatever arrives.
+    pub async fn pull_only(&self, full: bool) -> Result<SyncReport> {
+        let inner = &*self.inner;
+        let _guard = inner.sync_lock.lock().await;
+        inner.conn_state.send_replace(ConnectionState::Connecting);
+        let result = async {
+            let mut conn = Conn::open(inner).await?;
+            inner.conn_state.send_replace(ConnectionState::Online);
+            let full = full || inner.store().cursor()?.is_none();
+            match conn.pull(full).await {
+                Ok(()) => {
+                    conn.report.cursor = inner.store().cursor()?;
+                    Ok(conn.close().await)
+                }
+                Err(e) => {
+                    let _ = conn.close().await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        inner.conn_state.send_replace(ConnectionState::Offline);
+        self.finish(result)
+    }
+
+    fn finish(&self, result: Result<SyncReport>) -> Result<SyncReport> {
+        let inner = &*self.inner;
+        let store = inner.store();
+        store.release_processing()?;
+        match &result {
+            Ok(_) => {
+                store.set_meta("last_sync", &time::format_ms(time::now_ms()))?;
+                store.set_meta("last_error", "")?;
+                drop(store);
+                inner.set_error(None);
+            }
+            Err(e) => {
+                store.set_meta("last_error", &e.to_string())?;
+                drop(store);
+                inner.set_error(Some(e.to_string()));
+            }
+        }
+        result
+    }
+
+    /// Stays connected until `shutdown` resolves: pushes local changes as they are made, applies
+    /// incoming updates, checks the link with pings and the data with the digest, and reconnects
+    /// with exponential backoff and jitter. Returns an error only for what retrying cannot fix
+    /// (expired session, no access to the tenant).
+    pub async fn watch(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let inner = &*self.inner;
+        let _guard = inner.sync_lock.lock().await;
+        let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(shutdown);
+        let mut attempt = 0u32;
+        loop {
+            inner.conn_state.send_replace(ConnectionState::Connecting);
+            let conn = tokio::select! {
+                _ = shutdown.as_mut() => break,
+                c = Conn::open(inner) => c,
+            };
+            let err = match conn {
+                Ok(mut conn) => {
+                    attempt = 0;
+                    inner.conn_state.send_replace(ConnectionState::Online);
+                    inner.set_error(None);
+                    info!(tenant = %inner.tenant, "connected");
+                    match run_connected(&mut conn, shutdown.as_mut()).await {
+                        Ok(()) => {
+                            let _ = conn.close().await;
+                            break;
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            inner.store().release_processing()?;
+            if matches!(err, Error::SessionExpired(_) | Error::Forbidden(_)) {
+                inner.conn_state.send_replace(ConnectionState::Offline);
+                inner.set_error(Some(err.to_string()));
+                return Err(err);
+            }
+            inner.conn_state.send_replace(ConnectionState::Offline);
+            let delay = backoff(inner.opts.reconnect_base, inner.opts.reconnect_max, attempt);
+            attempt = attempt.saturating_add(1);
+            warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sync connection lost; reconnecting");
+            inner.set_error(Some(err.to_string()));
+            tokio::select! {
+                _ = shutdown.as_mut() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        inner.store().release_processing()?;
+        inner.conn_state.send_replace(ConnectionState::Offline);
+        Ok(())
+    }
+
+    /// Test support: sends the queue and receives the server's answers, then "crashes" — drops
+    /// the connection without recording them, leaving the entries `processing` as a process
+    /// killed at that moment would.
+    #[doc(hidden)]
+    pub async fn debug_push_and_crash_before_ack(&self) -> Result<usize> {
+        let inner = &*self.inner;
+        let mut conn = Conn::open(inner).await?;
+        let batch = inner.store().take_batch(time::now_ms(), 1000)?;
+        let entries: Vec<SyncQueueEntry> = batch.iter().map(|e| wire_entry(&inner.tenant, e)).collect();
+        conn.send(&json!({"type": "process_sync_batch", "entries": entries})).await?;
+        conn.wait_for("sync_batch_result", |v| v["type"] == "sync_batch_result").await?;
+        drop(conn);
+        Ok(batch.len())
+    }
+}
+
+async fn run_connected(conn: &mut Conn<'_>, mut shutdown: Pin<&mut (dyn Future<Output = ()> + Send + '_)>) -> Result<()> {
+    let inner = conn.inner;
+    conn.cycle().await?;
+    finish_cycle(conn)?;
+    let mut ping = tokio::time::interval(inner.opts.ping_interval);
+    ping.tick().await;
+    let mut verify = tokio::time::interval(inner.opts.verify_interval);
+    verify.tick().await;
+    enum Ev {
+        Shutdown,
+        Local,
+        Retry,
+        Msg(Result<Value>),
+        Ping,
+        Verify,
+    }
+    loop {
+        let next_retry = inner.store().next_attempt()?;
+        let retry_at = next_retry.map(|ms| {
+            let wait = (ms - time::now_ms()).max(100) as u64;
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
+        let ev = tokio::select! {
+            _ = shutdown.as_mut() => Ev::Shutdown,
+            _ = inner.local_notify.notified() => Ev::Local,
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => Ev::Retry,
+            m = conn.read() => Ev::Msg(m),
+            _ = ping.tick() => Ev::Ping,
+            _ = verify.tick() => Ev::Verify,
+        };
+        match ev {
+            Ev::Shutdown => return Ok(()),
+            Ev::Local | Ev::Retry => {
+                conn.cycle().await?;
+                finish_cycle(conn)?;
+            }
+            Ev::Msg(m) => {
+                let v = m?;
+                conn.dispatch(&v)?;
+            }
+            Ev::Ping => {
+                if conn.last_rx.elapsed() > inner.opts.ping_interval * 3 {
+                    return Err(Error::Connect("no answer from the server: connection presumed dead".into()));
+                }
+                conn.send(&json!({"type": "ping", "timestamp": time::now_ms()})).await?;
+            }
+            Ev::Verify => {
+                conn.report.converged = conn.verify().await?;
+                finish_cycle(conn)?;
+            }
+        }
+    }
+}
+
+fn finish_cycle(conn: &mut Conn<'_>) -> Result<()> {
+    let s = conn.inner.store();
+    s.set_meta("last_sync", &time::format_ms(time::now_ms()))?;
+    Ok(())
+}

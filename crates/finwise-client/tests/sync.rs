@@ -1,0 +1,298 @@
+//! The client against the real server (in-process, 127.0.0.1).
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{device, dump, fast_options, TestServer};
+use finwise_client::{Auth, Client, ConnectionState, EntityType, EntryStatus, Error, Operation, Origin};
+use serde_json::json;
+
+fn account(name: &str, group: &str) -> serde_json::Value {
+    json!({"name": name, "isActive": true, "isOfflineBudget": false, "accountGroupId": group, "balance": 0, "offset": 0})
+}
+
+/// The next change that came from the server, within 10 s.
+async fn next_remote(changes: &mut tokio::sync::broadcast::Receiver<finwise_client::Change>) -> Option<finwise_client::Change> {
+    let fut = async {
+        loop {
+            let c = changes.recv().await.unwrap();
+            if c.origin == Origin::Remote {
+                return c;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut).await.ok()
+}
+
+async fn pause() {
+    // Local timestamps have millisecond resolution: make "later" unambiguous.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+#[tokio::test]
+async fn two_clients_edit_offline_and_converge_to_the_server() {
+    let mut server = TestServer::start().await;
+    server.register("alice").await;
+    let (auth_a, auth_b) = (server.login("alice").await, server.login("alice").await);
+    let tenant = auth_a.create_tenant("Household").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = device(&auth_a, &tenant, dir_a.path());
+    let b = device(&auth_b, &tenant, dir_b.path());
+
+    // Online: A creates, B receives.
+    let group = a.create(EntityType::AccountGroup, json!({"name": "Banks", "sortOrder": 0})).unwrap();
+    let gid = group["id"].as_str().unwrap().to_owned();
+    let acc = a.create(EntityType::Account, account("Giro", &gid)).unwrap();
+    let aid = acc["id"].as_str().unwrap().to_owned();
+    let mut tags = Vec::new();
+    for i in 0..12 {
+        tags.push(a.create(EntityType::Tag, json!({"name": format!("tag {i}")})).unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let r = a.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.failed), (14, 0), "{r:?}");
+    assert_eq!(r.converged, Some(true));
+    let r = b.sync_once().await.unwrap();
+    assert_eq!(r.converged, Some(true));
+    assert_eq!(b.get(EntityType::Account, &aid).unwrap().unwrap()["name"], "Giro");
+    assert_eq!(b.list(EntityType::Tag).unwrap().len(), 12);
+
+    // Outage: both edit offline; a sync attempt fails with a transient error.
+    server.stop().await;
+    a.update(EntityType::Account, &aid, json!({"name": "Giro (A)"})).unwrap();
+    let a_tag = a.create(EntityType::Tag, json!({"name": "from A"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.delete(EntityType::Tag, &tags[0]).unwrap();
+    pause().await;
+    b.update(EntityType::Account, &aid, json!({"balance": 42.5, "name": "Giro (B)"})).unwrap();
+    let b_cat = b
+        .create(EntityType::Category, json!({"name": "Food", "budgeted": 0, "activity": 0, "available": 0,
+            "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": 1}))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.update(EntityType::Tag, &tags[1], json!({"name": "renamed by B"})).unwrap();
+    let err = a.sync_once().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(a.status().unwrap().queue.pending, 3);
+    assert_eq!(a.status().unwrap().connection, ConnectionState::Offline);
+
+    // Back online: sync both, then A once more to pick up B's changes.
+    server.start_again().await;
+    let ra = a.sync_once().await.unwrap();
+    assert_eq!(ra.acked, 3, "{ra:?}");
+    let rb = b.sync_once().await.unwrap();
+    assert_eq!(rb.acked, 3, "{rb:?}");
+    let ra = a.sync_once().await.unwrap();
+    assert_eq!(ra.converged, Some(true), "{ra:?}");
+    assert_eq!(rb.converged, Some(true), "{rb:?}");
+
+    // Identical stores, equal to the server (the digest check passed on both).
+    assert_eq!(a.local_digest().unwrap(), b.local_digest().unwrap());
+    assert_eq!(dump(&a), dump(&b));
+    let acc_a = a.get(EntityType::Account, &aid).unwrap().unwrap();
+    assert_eq!(acc_a["name"], "Giro (B)", "B edited last and wins the whole version");
+    assert_eq!(acc_a["balance"], json!(42.5));
+    assert!(b.get(EntityType::Tag, &a_tag).unwrap().is_some());
+    assert!(b.get(EntityType::Tag, &tags[0]).unwrap().is_none());
+    assert!(a.get(EntityType::Category, &b_cat).unwrap().is_some());
+    assert_eq!(a.get(EntityType::Tag, &tags[1]).unwrap().unwrap()["name"], "renamed by B");
+    for c in [&a, &b] {
+        let st = c.status().unwrap();
+        assert_eq!((st.queue.pending, st.queue.processing, st.queue.failed), (0, 0, 0));
+        assert_eq!(st.server_digest.as_deref(), Some(st.local_digest.as_str()));
+        assert!(st.last_sync.is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_client_killed_before_the_ack_resends_and_nothing_is_applied_twice() {
+    let server = TestServer::start().await;
+    server.register("bob").await;
+    let auth = server.login("bob").await;
+    let tenant = auth.create_tenant("Home").await.unwrap().uuid;
+    let dir = tempfile::tempdir().unwrap();
+    let path = Client::store_path(dir.path(), &auth.user_id(), &tenant);
+
+    let a = device(&auth, &tenant, dir.path());
+    let t1 = a.create(EntityType::Tag, json!({"name": "one"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.create(EntityType::Tag, json!({"name": "two"})).unwrap();
+    a.update(EntityType::Tag, &t1, json!({"name": "one!"})).unwrap();
+    // The server applies all three and answers; the process dies before recording the answers.
+    assert_eq!(a.debug_push_and_crash_before_ack().await.unwrap(), 3);
+    assert_eq!(a.status().unwrap().queue.processing, 3);
+    drop(a);
+
+    // Restart: the entries are pending again and are resent with the same ids.
+    let a = Client::open_at(Arc::clone(&auth), &tenant, &path, fast_options()).unwrap();
+    let st = a.status().unwrap();
+    assert_eq!((st.queue.pending, st.queue.processing), (3, 0));
+    let r = a.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.duplicates, r.failed), (3, 3, 0), "{r:?}");
+    // Three changes, three sequence numbers: nothing was applied twice.
+    assert_eq!(r.cursor, Some(3));
+    assert_eq!(r.converged, Some(true));
+
+    let other = tempfile::tempdir().unwrap();
+    let b = device(&server.login("bob").await, &tenant, other.path());
+    b.sync_once().await.unwrap();
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(b.get(EntityType::Tag, &t1).unwrap().unwrap()["name"], "one!");
+}
+
+#[tokio::test]
+async fn a_pending_delete_is_not_undone_by_an_incoming_load() {
+    let server = TestServer::start().await;
+    server.register("carol").await;
+    let (auth_a, auth_b) = (server.login("carol").await, server.login("carol").await);
+    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = device(&auth_a, &tenant, dir_a.path());
+    let b = device(&auth_b, &tenant, dir_b.path());
+
+    let t = a.create(EntityType::Tag, json!({"name": "keep?"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    b.update(EntityType::Tag, &t, json!({"name": "edited by B"})).unwrap();
+    b.sync_once().await.unwrap();
+    pause().await;
+
+    a.delete(EntityType::Tag, &t).unwrap();
+    // Loads while the delete is queued: neither the delta nor a full load brings the tag back.
+    let r = a.pull_only(false).await.unwrap();
+    assert_eq!(r.received, 0, "{r:?}");
+    assert!(a.get(EntityType::Tag, &t).unwrap().is_none());
+    a.pull_only(true).await.unwrap();
+    assert!(a.get(EntityType::Tag, &t).unwrap().is_none());
+    assert_eq!(a.status().unwrap().queue.pending, 1);
+
+    // The delete is newer than B's edit: it wins everywhere.
+    let r = a.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.lost, r.converged), (1, 0, Some(true)), "{r:?}");
+    b.sync_once().await.unwrap();
+    assert!(b.get(EntityType::Tag, &t).unwrap().is_none());
+    assert_eq!(a.local_digest().unwrap(), b.local_digest().unwrap());
+}
+
+#[tokio::test]
+async fn a_stale_local_edit_loses_and_the_winner_is_applied() {
+    let server = TestServer::start().await;
+    server.register("dave").await;
+    let (auth_a, auth_b) = (server.login("dave").await, server.login("dave").await);
+    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = device(&auth_a, &tenant, dir_a.path());
+    let b = device(&auth_b, &tenant, dir_b.path());
+    let t = a.create(EntityType::Tag, json!({"name": "x"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    a.update(EntityType::Tag, &t, json!({"name": "older (A)"})).unwrap();
+    pause().await;
+    b.update(EntityType::Tag, &t, json!({"name": "newer (B)"})).unwrap();
+    b.sync_once().await.unwrap();
+    let r = a.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.lost, r.converged), (1, 1, Some(true)), "{r:?}");
+    assert_eq!(a.get(EntityType::Tag, &t).unwrap().unwrap()["name"], "newer (B)");
+}
+
+#[tokio::test]
+async fn invalid_and_refused_entries_are_kept_as_failed() {
+    let server = TestServer::start().await;
+    server.register("erin").await;
+    let auth = server.login("erin").await;
+    let tenant = auth.create_tenant("Home").await.unwrap().uuid;
+    let dir = tempfile::tempdir().unwrap();
+    let a = device(&auth, &tenant, dir.path());
+    // Validation happens locally first.
+    let err = a.create(EntityType::Account, json!({"name": "no group"})).unwrap_err();
+    assert!(matches!(err, Error::Validation { .. }), "{err}");
+    // A change the server refuses for good (clock skew: stamped an hour ahead).
+    let path = Client::store_path(dir.path(), &auth.user_id(), &tenant);
+    {
+        let mut store = finwise_client::store::Store::open(&path).unwrap();
+        let ms = finwise_protocol::time::now_ms() + 3_600_000;
+        let e = EntityType::Tag.def().normalize(&json!({"id": "future", "name": "f"}), ms).unwrap();
+        store.local_change(EntityType::Tag, "future", Operation::Create, Some(&e), ms).unwrap();
+    }
+    let ok = a.create(EntityType::Tag, json!({"name": "fine"})).unwrap()["id"].as_str().unwrap().to_owned();
+    let r = a.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.failed), (1, 1), "{r:?}");
+    let failed = a.queue_entries(EntryStatus::Failed).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason.as_deref(), Some("clock_skew"));
+    assert!(failed[0].last_error.as_deref().unwrap_or("").contains("ahead"));
+    // Not pending any more: the server's truth (no such tag) replaced the refused local version.
+    assert_eq!(r.converged, Some(true), "{r:?}");
+    assert!(a.get(EntityType::Tag, "future").unwrap().is_none());
+    assert!(a.get(EntityType::Tag, &ok).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed() {
+    let server = TestServer::start().await;
+    server.register("fred").await;
+    let auth = server.login("fred").await;
+    let tenant = auth.create_tenant("Home").await.unwrap().uuid;
+    let mut session = auth.session();
+    session.access_token = "expired.or.garbage".into();
+    let stale = Arc::new(Auth::from_session(session, None));
+    assert_eq!(stale.tenants().await.unwrap().len(), 1, "REST refreshes on 401");
+    let mut session = stale.session();
+    session.access_token = "expired.or.garbage".into();
+    let stale = Arc::new(Auth::from_session(session, None));
+    let dir = tempfile::tempdir().unwrap();
+    let a = device(&stale, &tenant, dir.path());
+    a.create(EntityType::Tag, json!({"name": "t"})).unwrap();
+    let r = a.sync_once().await.unwrap();
+    assert_eq!(r.acked, 1, "WebSocket upgrade refreshes on 401");
+    assert_ne!(stale.access_token(), "expired.or.garbage");
+}
+
+#[tokio::test]
+async fn watch_streams_changes_and_survives_a_server_restart() {
+    let mut server = TestServer::start().await;
+    server.register("gina").await;
+    let (auth_a, auth_b) = (server.login("gina").await, server.login("gina").await);
+    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = device(&auth_a, &tenant, dir_a.path());
+    let b = device(&auth_b, &tenant, dir_b.path());
+
+    let mut changes = b.changes();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let b = b.clone();
+        tokio::spawn(async move { b.watch(async { let _ = stop_rx.await; }).await })
+    };
+    let mut conn = b.connection();
+    tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s == ConnectionState::Online)).await.unwrap().unwrap();
+
+    let t = a.create(EntityType::Tag, json!({"name": "live"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.sync_once().await.unwrap();
+    let c = next_remote(&mut changes).await.expect("B sees A's change while watching");
+    assert_eq!((c.entity_type, c.id.as_str(), c.operation), (EntityType::Tag, t.as_str(), Operation::Create));
+
+    // The server goes away and comes back: B reconnects by itself and catches up by delta.
+    server.stop().await;
+    a.update(EntityType::Tag, &t, json!({"name": "edited offline"})).unwrap();
+    server.start_again().await;
+    a.sync_once().await.unwrap();
+    let c = next_remote(&mut changes).await.expect("B catches up after the restart");
+    assert_eq!(c.entity.unwrap()["name"], "edited offline");
+
+    // A local change in B is pushed by the watcher without an explicit sync.
+    let bt = b.create(EntityType::Tag, json!({"name": "from watcher"})).unwrap()["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        a.sync_once().await.unwrap();
+        if a.get(EntityType::Tag, &bt).unwrap().is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "watcher did not push");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), watcher).await.unwrap().unwrap().unwrap();
+    assert_eq!(b.status().unwrap().connection, ConnectionState::Offline);
+    assert_eq!(a.local_digest().unwrap(), b.local_digest().unwrap());
+}
