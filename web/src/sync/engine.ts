@@ -117,6 +117,8 @@ export class SyncEngine {
   private authoritativeLoad = false
   /** Consecutive digest mismatches; one may be a change still in flight, two trigger a reload. */
   private mismatches = 0
+  /** Lowest seq of a winning server version that a lost write of ours still has to receive. */
+  private missingWinnerSeq: number | null = null
   /** Versions received while a local change of the entity was queued; applied once it is decided. */
   private readonly deferred = new Map<string, { type: EntityType; d: Deferred }>()
   /** Highest seq at which this session learnt each entity's state (ack or data_update). */
@@ -505,8 +507,15 @@ export class SyncEngine {
     // Entities whose last queued change is now decided: take the server's stamp, then any
     // version that arrived while they were protected.
     const changes = new Map<EntityType, EntityChange>()
-    for (const s of settled) await this.settle(s.type, s.id, s.key, s.result, s.op, s.stamp, changes)
+    // Several changes of one entity may be decided in one batch: the last one counts.
+    const lastPerKey = new Map(settled.map((s) => [s.key, s]))
+    for (const s of lastPerKey.values()) await this.settle(s.type, s.id, s.key, s.result, s.op, s.stamp, changes)
     this.emitEntities(changes)
+    if (this.missingWinnerSeq !== null) {
+      const since = Math.max(0, Math.min(this.cursor ?? 0, this.missingWinnerSeq - 1))
+      this.missingWinnerSeq = null
+      this.requestInitialData(since)
+    }
     this.lastSyncAt = now
     await this.db.setMeta(META_LAST_SYNC, now)
     this.emitState()
@@ -536,13 +545,25 @@ export class SyncEngine {
           change(changes, type).put.push(updated)
         }
       }
+      const lost = result.applied === false
       const d = this.deferred.get(key)
-      if (d) {
-        this.deferred.delete(key)
-        const deferredTs = parseMs(d.d.op === 'put' ? (d.d.entity.updated_at ?? null) : d.d.updated_at) ?? 0
-        // An accepted delete is newer than whatever older version arrived while it was queued.
-        const staleAfterDelete = op === 'delete' && result.applied !== false && deferredTs < (parseMs(stamp) ?? 0)
-        if (!staleAfterDelete) await this.applyOne(type, d.d, false, changes)
+      this.deferred.delete(key)
+      const deferredTs = d ? parseMs(d.d.op === 'put' ? (d.d.entity.updated_at ?? null) : d.d.updated_at) : null
+      if (!lost) {
+        // Our version is stored: only a version received meanwhile that is not older replaces it.
+        const ours = parseMs(stamp)
+        if (d && deferredTs !== null && (ours === null || deferredTs >= ours)) await this.applyOne(type, d.d, true, changes)
+        return
+      }
+      // The server kept another version (stamped result.updated_at). If it already arrived while our
+      // change was queued, apply it; a tombstone from a delta load has no stamp but is the winner.
+      const winner = parseMs(result.updated_at ?? null)
+      if (d && (deferredTs === null || winner === null || deferredTs >= winner)) {
+        await this.applyOne(type, d.d, true, changes)
+      } else if (typeof result.seq === 'number') {
+        // Otherwise make sure it comes: the server normally sends it as a data_update, but that
+        // can be lost with a connection (a re-sent entry is only acknowledged again).
+        this.missingWinnerSeq = Math.min(this.missingWinnerSeq ?? Infinity, result.seq)
       }
     })
   }
