@@ -50,6 +50,9 @@ class FakeServer {
   tags = new Map<string, Version>()
   seen = new Map<string, { content: string; result: BatchItemResult }>()
   conns = new Set<Conn>()
+  /** Probability that an entry is refused as `overloaded` (retryable, nothing stored). */
+  overload = 0
+  random: () => number = Math.random
 
   private content(e: Record<string, unknown> | null): string {
     if (!e) return 'deleted'
@@ -69,6 +72,9 @@ class FakeServer {
     const content = JSON.stringify([e.operationType, e.entityId, e.payload])
     const prev = this.seen.get(e.id)
     if (prev) return { ...prev.result, duplicate: true }
+    if (this.random() < this.overload) {
+      return { id: e.id, status: 'failed', duplicate: false, reason: 'overloaded', detail: 'try later' }
+    }
     const deleted = e.operationType === 'delete'
     const p = (e.payload ?? {}) as Record<string, unknown>
     const ts = parseMs(p.updated_at as string) ?? e.timestamp!
@@ -123,6 +129,8 @@ async function run(seed: number, steps: number) {
   const r = rng(seed)
   let clock = Date.parse('2026-11-25T12:00:00.000Z')
   const server = new FakeServer()
+  server.random = r
+  server.overload = 0.1
   const clients = await Promise.all(
     [0, 1, 2].map(async (i) => {
       const db = new FinwiseDB(`conv-${seed}-${i}-${Math.random()}`)
@@ -174,7 +182,9 @@ async function run(seed: number, steps: number) {
   }
   // quiesce: everyone online, deliver until nothing moves
   for (const c of clients) if (!c.conn.online) await connect(c)
+  server.overload = 0
   for (let round = 0; round < 200; round++) {
+    clock += 120_000 // every backoff has expired
     let moved = false
     for (const c of clients) {
       await c.engine.flush()
@@ -190,7 +200,8 @@ async function run(seed: number, steps: number) {
       }
     }
     await settle()
-    if (!moved && clients.every((c) => c.conn.outbox.length === 0)) break
+    const queued = (await Promise.all(clients.map((c) => c.db.syncQueue.count()))).reduce((a, b) => a + b, 0)
+    if (!moved && queued === 0) break
   }
   const expected = await tenantDigest(server.live().map((v) => ['Tag', v.id, formatMs(v.ts)] as const))
   const names = Object.fromEntries(server.live().map((v) => [v.id, v.entity?.name]))
