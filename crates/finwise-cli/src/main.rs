@@ -1,5 +1,7 @@
 //! `finwise`: the FinWise Sync server and its tools.
 
+mod client_cmd;
+
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +13,8 @@ struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "FINWISE_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    client: client_cmd::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the sync server (HTTP + WebSocket on one port).
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(client_cmd::ClientCommand),
 }
 
 #[derive(Args)]
@@ -87,9 +93,9 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(json: bool) {
+fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FINWISE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -101,8 +107,18 @@ fn init_logging(json: bool) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    // Client commands print their own results; only warnings go to the log.
+    let level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "error" };
+    init_logging(cli.log_json, level);
     match cli.command {
+        Command::Client(cmd) => {
+            // One line with the cause and the next step; no backtrace for user errors.
+            if let Err(e) = client_cmd::run(cli.client, cmd).await {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Serve(args) => {
             let config = args.into_config();
             let listener = tokio::net::TcpListener::bind(config.addr).await?;

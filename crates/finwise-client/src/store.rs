@@ -468,9 +468,16 @@ impl Store {
         query_entries(&self.conn, "WHERE status = ?1 ORDER BY seq", params![status.as_str()])
     }
 
-    /// The earliest `next_attempt_ms` of pending entries, if any.
+    /// When the next entry may be sent: the earliest `next_attempt_ms` among the first queued
+    /// entry of each entity (later entries wait for their entity's first). `None`: nothing queued.
     pub fn next_attempt(&self) -> Result<Option<i64>> {
-        Ok(self.conn.query_row("SELECT MIN(next_attempt_ms) FROM queue WHERE status = 'pending'", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT MIN(q.next_attempt_ms) FROM queue q WHERE q.status = 'pending' AND q.seq = (
+                SELECT MIN(q2.seq) FROM queue q2 WHERE q2.entity_type = q.entity_type AND q2.entity_id = q.entity_id
+                AND q2.status IN ('pending', 'processing'))",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     // ----- meta -----

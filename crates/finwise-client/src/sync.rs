@@ -219,10 +219,27 @@ impl<'a> Conn<'a> {
             if pred(&v) {
                 return Ok(v);
             }
-            if v["type"] == "error" && v["code"] != "rate_limited" {
+            if v["type"] == "error" {
                 return Err(Error::Protocol(format!("{}: {}", v["code"].as_str().unwrap_or("error"), v["message"].as_str().unwrap_or(""))));
             }
             self.dispatch(&v)?;
+        }
+    }
+
+    /// Sends a request and waits for its answer; a request refused by the server's rate limit
+    /// is sent again after a backoff.
+    async fn request(&mut self, msg: &Value, what: &'static str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let mut attempt = 0;
+        loop {
+            self.send(msg).await?;
+            match self.wait_for(what, &pred).await {
+                Err(Error::Protocol(m)) if m.starts_with("rate_limited") && attempt < 10 => {
+                    let o = &self.inner.opts;
+                    tokio::time::sleep(backoff(o.retry_base, o.retry_max, attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -325,11 +342,14 @@ impl<'a> Conn<'a> {
         if let Some(s) = since {
             req["since"] = json!(s);
         }
-        self.send(&req).await?;
+        let mut first = Some(self.request(&req, "initial_data_load", |v| v["event_type"] == "initial_data_load").await?);
         let mut seen: HashSet<(EntityType, String)> = HashSet::new();
         let mut received = 0u64;
         loop {
-            let v = self.wait_for("initial_data_load", |v| v["event_type"] == "initial_data_load").await?;
+            let v = match first.take() {
+                Some(v) => v,
+                None => self.wait_for("initial_data_load", |v| v["event_type"] == "initial_data_load").await?,
+            };
             let reset = v["reset"].as_bool().unwrap_or(false);
             let authoritative = since.is_none() || reset;
             if reset {
@@ -361,8 +381,8 @@ impl<'a> Conn<'a> {
     }
 
     async fn status_request(&mut self) -> Result<Value> {
-        self.send(&json!({"type": "data_status_request", "tenant_id": self.inner.tenant, "entity_types": null})).await?;
-        self.wait_for("data_status_response", |v| v["type"] == "data_status_response").await
+        let req = json!({"type": "data_status_request", "tenant_id": self.inner.tenant, "entity_types": null});
+        self.request(&req, "data_status_response", |v| v["type"] == "data_status_response").await
     }
 
     /// Compares the local digest with the server's; on a difference pulls the delta (when the
@@ -414,8 +434,10 @@ impl<'a> Conn<'a> {
         self.push().await?;
         let full = self.inner.store().cursor()?.is_none();
         self.pull(full).await?;
-        // Entries refused with a retryable reason: wait for them when their turn is near.
-        for _ in 0..10 {
+        // Entries refused with a retryable reason: wait for them when their turn is near (each
+        // entry's retry budget bounds this loop).
+        let mut pushed_again = false;
+        for _ in 0..1000 {
             let Some(next) = self.inner.store().next_attempt()? else { break };
             let wait = next - time::now_ms();
             if wait > self.inner.opts.max_retry_wait.as_millis() as i64 {
@@ -425,6 +447,10 @@ impl<'a> Conn<'a> {
                 tokio::time::sleep(Duration::from_millis(wait as u64)).await;
             }
             self.push().await?;
+            pushed_again = true;
+        }
+        if pushed_again {
+            self.pull(false).await?;
         }
         self.report.converged = self.verify().await?;
         self.report.cursor = self.inner.store().cursor()?;
@@ -578,7 +604,11 @@ async fn run_connected(conn: &mut Conn<'_>, mut shutdown: Pin<&mut (dyn Future<O
     ping.tick().await;
     let mut verify = tokio::time::interval(inner.opts.verify_interval);
     verify.tick().await;
+    // Changes queued by another process sharing the store are noticed by polling the queue.
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.tick().await;
     enum Ev {
+        Poll,
         Shutdown,
         Local,
         Retry,
@@ -599,9 +629,11 @@ async fn run_connected(conn: &mut Conn<'_>, mut shutdown: Pin<&mut (dyn Future<O
             m = conn.read() => Ev::Msg(m),
             _ = ping.tick() => Ev::Ping,
             _ = verify.tick() => Ev::Verify,
+            _ = poll.tick() => Ev::Poll,
         };
         match ev {
             Ev::Shutdown => return Ok(()),
+            Ev::Poll => {}
             Ev::Local | Ev::Retry => {
                 conn.cycle().await?;
                 finish_cycle(conn)?;

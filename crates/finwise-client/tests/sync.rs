@@ -296,3 +296,26 @@ async fn watch_streams_changes_and_survives_a_server_restart() {
     assert_eq!(b.status().unwrap().connection, ConnectionState::Offline);
     assert_eq!(a.local_digest().unwrap(), b.local_digest().unwrap());
 }
+
+#[tokio::test]
+async fn overloaded_entries_are_retried_with_backoff_until_they_land() {
+    let server = TestServer::start_with(|c| {
+        c.messages_per_second = 3;
+        c.message_burst = 3;
+    })
+    .await;
+    server.register("hank").await;
+    let auth = server.login("hank").await;
+    let tenant = auth.create_tenant("Home").await.unwrap().uuid;
+    let dir = tempfile::tempdir().unwrap();
+    let a = device(&auth, &tenant, dir.path());
+    for i in 0..30 {
+        a.create(EntityType::Tag, json!({"name": format!("t{i}")})).unwrap();
+    }
+    // Six batches of five against a budget of three messages per second.
+    let r = a.sync_once().await.unwrap();
+    assert!(r.retried > 0, "the rate limit refused some batches: {r:?}");
+    assert_eq!((r.acked, r.failed, r.duplicates), (30, 0, 0), "{r:?}");
+    assert_eq!(r.converged, Some(true), "{r:?}");
+    assert_eq!(r.cursor, Some(30));
+}

@@ -18,6 +18,10 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let tmp = tempfile::tempdir().unwrap();
         let config = Config {
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -26,6 +30,8 @@ impl TestServer {
             heartbeat_interval: Duration::from_secs(3600),
             ..Config::default()
         };
+        let mut config = config;
+        tweak(&mut config);
         let mut s = TestServer { addr: config.addr, config, _tmp: tmp, stop: None, task: None };
         s.run().await;
         s

@@ -1,0 +1,204 @@
+//! Drives the `finwise` binary: `serve` on port 0, and two "terminals" (two FINWISE_HOMEs)
+//! logged in as the same user.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, ChildStdout, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_finwise");
+const PASSWORD: &str = "correct horse battery";
+
+struct Server {
+    child: Child,
+    url: String,
+    _stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("FINWISE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("finwise serve starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+        Server { child, url, _stdout: stdout, _dir: dir }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cmd(home: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("FINWISE_HOME", home).env("FINWISE_PASSWORD", PASSWORD).env_remove("RUST_BACKTRACE").env_remove("FINWISE_LOG");
+    c
+}
+
+fn finwise(home: &Path, args: &[&str]) -> Output {
+    cmd(home).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = finwise(home, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "finwise {args:?} failed:\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+fn json(home: &Path, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let s = ok(home, &a);
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {s}"))
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(home: &Path, args: &[&str]) -> String {
+    let out = finwise(home, args);
+    assert!(!out.status.success(), "finwise {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn two_terminals_log_in_edit_sync_and_watch() {
+    let server = Server::start();
+    let (t1, t2, t3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (h1, h2) = (t1.path(), t2.path());
+
+    // Clear errors with the next step.
+    let e = fails(t3.path(), &["accounts", "ls"]);
+    assert!(e.contains("not logged in") && e.contains("finwise login"), "{e}");
+    assert!(!e.contains("backtrace"), "{e}");
+
+    let out = ok(h1, &["login", "--server", &server.url, "--email", "ann@example.org", "--register", "--name", "Ann"]);
+    assert!(out.contains("logged in"), "{out}");
+    let e = fails(h1, &["accounts", "ls"]);
+    assert!(e.contains("finwise tenant create"), "{e}");
+    let t = json(h1, &["tenant", "create", "Household"]);
+    let tenant = t["uuid"].as_str().unwrap().to_owned();
+
+    // The second terminal logs in and picks the only tenant by itself.
+    let v = json(h2, &["login", "--server", &server.url, "--email", "ann@example.org"]);
+    assert_eq!(v["tenant"], tenant.as_str());
+    let list = json(h2, &["tenant", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    ok(h2, &["tenant", "use", "household"]);
+
+    // Terminal 1 works offline-first: local writes, then one sync.
+    let e = fails(h1, &["accounts", "add", "name=Giro"]);
+    assert!(e.contains("groups add"), "{e}");
+    ok(h1, &["groups", "add", "name=Banks"]);
+    let acc = json(h1, &["accounts", "add", "name=Giro", "group=Banks", "balance=1200.5"]);
+    assert_eq!(acc["balance"], 1200.5);
+    ok(h1, &["categories", "add", "name=Food"]);
+    ok(h1, &["transactions", "add", "amount=-12.5", "description=Coffee", "category=Food"]);
+    let st = json(h1, &["status"]);
+    assert_eq!(st["status"]["queue"]["pending"], 4);
+    let r = json(h1, &["sync"]);
+    assert_eq!((r["acked"].as_u64(), r["converged"].as_bool()), (Some(4), Some(true)), "{r}");
+
+    // Terminal 2 receives everything.
+    let r = json(h2, &["sync"]);
+    assert_eq!(r["received"], 4, "{r}");
+    let accounts = json(h2, &["accounts", "ls"]);
+    assert_eq!(accounts[0]["name"], "Giro");
+    let table = ok(h2, &["transactions", "ls"]);
+    assert!(table.contains("Coffee") && table.contains("Giro") && table.contains("Food") && table.contains("-12.50"), "{table}");
+
+    // Terminal 2 watches; terminal 1 adds an account and syncs; the watcher prints it.
+    let mut watcher = cmd(h2).args(["sync", "--watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |pred: &dyn Fn(&Value) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("watcher never printed {what}"));
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    };
+    wait_for(&|v| v["event"] == "connection" && v["state"] == "online", "online");
+    ok(h1, &["accounts", "add", "name=Savings", "group=Banks"]);
+    ok(h1, &["sync"]);
+    let v = wait_for(&|v| v["event"] == "change" && v["entity"]["name"] == "Savings", "the new account");
+    assert_eq!((v["origin"].as_str(), v["operation"].as_str()), (Some("remote"), Some("create")));
+
+    // A change queued by another process on the watched home is pushed by the watcher.
+    ok(h2, &["accounts", "edit", "Giro", "balance=99"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        ok(h1, &["sync"]);
+        let acc = json(h1, &["accounts", "show", "Giro"]);
+        if acc["balance"] == 99.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher did not push the edit");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    // Delete, sync both; the stores agree.
+    ok(h1, &["transactions", "rm", "Coffee"]);
+    ok(h1, &["sync"]);
+    ok(h2, &["sync"]);
+    assert_eq!(json(h2, &["transactions", "ls"]).as_array().unwrap().len(), 0);
+    let (s1, s2) = (json(h1, &["status"]), json(h2, &["status"]));
+    assert_eq!(s1["status"]["local_digest"], s2["status"]["local_digest"]);
+    assert_eq!(s1["status"]["converged"], true);
+    assert_eq!(s2["status"]["server_digest"], s2["status"]["local_digest"]);
+    let human = ok(h1, &["status"]);
+    assert!(human.contains("queue") && human.contains("0 pending") && human.contains("reachable"), "{human}");
+}
+
+#[test]
+fn offline_changes_stay_queued_and_errors_name_the_next_step() {
+    let server = Server::start();
+    let t = tempfile::tempdir().unwrap();
+    let h = t.path();
+    ok(h, &["login", "--server", &server.url, "--email", "bo@example.org", "--register"]);
+    ok(h, &["tenant", "create", "Home"]);
+    ok(h, &["tags", "add", "name=Holiday"]);
+    drop(server);
+    let e = fails(h, &["sync"]);
+    assert!(e.contains("cannot reach the server") && e.contains("finwise sync"), "{e}");
+    let st = json(h, &["status"]);
+    assert_eq!(st["status"]["queue"]["pending"], 1);
+    assert_eq!(st["server_reachable"], false);
+    let e = fails(h, &["login", "--server", "http://127.0.0.1:1", "--email", "bo@example.org"]);
+    assert!(e.contains("cannot reach"), "{e}");
+    let e = fails(h, &["tags", "rm", "nothing-like-this"]);
+    assert!(e.contains("finwise tags ls"), "{e}");
+}
