@@ -1,6 +1,6 @@
 // Helpers for the end-to-end tests: the real server binary, Debian's chromium, a WebSocket probe.
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -12,9 +12,23 @@ export const DIST_DIR = path.join(WEB_DIR, 'dist')
 export const SHOTS_DIR = path.join(WEB_DIR, 'e2e', 'screenshots')
 const REPO_DIR = path.resolve(WEB_DIR, '..')
 
-/** Builds web/dist when it is missing (the server serves it at `/`). */
+function newestMtime(dir) {
+  let newest = 0
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs)
+  }
+  return newest
+}
+
+/** Builds web/dist when it is missing or older than the sources (the server serves it at `/`). */
 export function ensureBuilt() {
-  if (existsSync(path.join(DIST_DIR, 'index.html')) && existsSync(path.join(DIST_DIR, 'sw.js'))) return
+  const index = path.join(DIST_DIR, 'index.html')
+  const fresh =
+    existsSync(index) &&
+    existsSync(path.join(DIST_DIR, 'sw.js')) &&
+    statSync(index).mtimeMs >= Math.max(newestMtime(path.join(WEB_DIR, 'src')), statSync(path.join(WEB_DIR, 'index.html')).mtimeMs)
+  if (fresh) return
   const r = spawnSync('npx', ['vite', 'build'], { cwd: WEB_DIR, stdio: 'inherit' })
   if (r.status !== 0) throw new Error('vite build failed')
 }
