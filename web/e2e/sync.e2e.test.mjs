@@ -169,6 +169,16 @@ test('two browsers sync one tenant live, offline, and after a reload', async (t)
       message: 'balance 957,50 in B',
     })
     await screenshot(B.page, '05-accounts')
+    // editing a transaction in A changes the balance in B
+    await rowWith(A.page, 'tx-row', 'Wocheneinkauf').getByTestId('edit-tx').click()
+    await tid(A.page, 'tx-amount').fill('40')
+    await tid(A.page, 'add-tx').click()
+    await eventually(async () => (await rowWith(B.page, 'account-row', 'Girokonto').getByTestId('account-balance').textContent()).includes('960,00'), {
+      message: 'balance 960,00 in B after the edit',
+    })
+    await nav(B.page, 'Tags')
+    await screenshot(B.page, '05b-tags')
+    await nav(B.page, 'Accounts')
     await assertConverged('after live edits')
   })
 
