@@ -240,6 +240,7 @@ async fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
             Err(e) => return Err(explain(e, &server)),
         }
     }
+    let previous = Auth::load(&ctx.session_file()).ok().map(|a| a.session());
     let auth = match Auth::login(&server, &a.email, &password, Some(ctx.session_file())).await {
         Ok(a) => a,
         Err(Error::Http { status: 401, .. }) => bail!("wrong e-mail or password (new here? add `--register`)"),
@@ -248,10 +249,15 @@ async fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
     };
     // Pick the tenant when the choice is obvious.
     let tenants = auth.tenants().await.map_err(|e| explain(e, &server))?;
-    if tenants.len() == 1 {
+    let kept = previous
+        .filter(|p| p.server == server && p.user_id == auth.user_id())
+        .and_then(|p| p.tenant)
+        .and_then(|id| tenants.iter().find(|t| t.uuid == id));
+    let pick = kept.or(if tenants.len() == 1 { tenants.first() } else { None });
+    if let Some(t) = pick {
         auth.update_session(|s| {
-            s.tenant = Some(tenants[0].uuid.clone());
-            s.tenant_name = Some(tenants[0].name.clone());
+            s.tenant = Some(t.uuid.clone());
+            s.tenant_name = Some(t.name.clone());
         })?;
     }
     let s = auth.session();
@@ -745,6 +751,7 @@ async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
     let mut changes = client.changes();
     let mut conn = client.connection();
     let printer = tokio::spawn(async move {
+        let mut shown: Option<ConnectionState> = None;
         loop {
             tokio::select! {
                 c = changes.recv() => match c {
@@ -761,6 +768,10 @@ async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
                 r = conn.changed() => {
                     if r.is_err() { break; }
                     let s = *conn.borrow_and_update();
+                    if s == ConnectionState::Connecting || shown == Some(s) {
+                        continue;
+                    }
+                    shown = Some(s);
                     if json_out {
                         println!("{}", json!({"event": "connection", "state": s}));
                     } else {
@@ -785,6 +796,14 @@ async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
         .await;
     printer.abort();
     res.map_err(|e| explain(e, &server))
+}
+
+fn state_word(s: ConnectionState) -> &'static str {
+    match s {
+        ConnectionState::Online => "online",
+        ConnectionState::Connecting => "connecting",
+        ConnectionState::Offline => "offline, reconnecting",
+    }
 }
 
 async fn status(ctx: &Ctx) -> Result<()> {
@@ -812,7 +831,10 @@ async fn status(ctx: &Ctx) -> Result<()> {
     println!("server       {} ({})", session.server, if reachable { "reachable" } else { "unreachable" });
     println!("user         {}", session.email);
     println!("tenant       {} ({})", session.tenant_name.unwrap_or_default(), session.tenant.unwrap_or_default());
-    println!("connection   none open by this command (`finwise sync --watch` stays connected)");
+    match &st.watcher {
+        Some(w) => println!("connection   {} via `finwise sync --watch` (pid {}) since {}", state_word(w.state), w.pid, w.since),
+        None => println!("connection   none (no `finwise sync --watch` running on this store; `finwise sync` connects once)"),
+    }
     println!("queue        {} pending, {} in flight, {} failed", st.queue.pending, st.queue.processing, st.queue.failed);
     println!("cursor       {}", st.cursor.map(|c| c.to_string()).unwrap_or_else(|| "none (never synced)".into()));
     println!("last sync    {}", st.last_sync.as_deref().unwrap_or("never"));

@@ -150,6 +150,9 @@ fn two_terminals_log_in_edit_sync_and_watch() {
         }
     };
     wait_for(&|v| v["event"] == "connection" && v["state"] == "online", "online");
+    let st = json(h2, &["status"]);
+    assert_eq!(st["status"]["watcher"]["state"], "online", "{st}");
+    assert!(ok(h2, &["status"]).contains("online via `finwise sync --watch`"));
     ok(h1, &["accounts", "add", "name=Savings", "group=Banks"]);
     ok(h1, &["sync"]);
     let v = wait_for(&|v| v["event"] == "change" && v["entity"]["name"] == "Savings", "the new account");
@@ -169,6 +172,7 @@ fn two_terminals_log_in_edit_sync_and_watch() {
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
+    assert!(json(h2, &["status"])["status"]["watcher"].is_null(), "a killed watcher is not reported");
 
     // Delete, sync both; the stores agree.
     ok(h1, &["transactions", "rm", "Coffee"]);

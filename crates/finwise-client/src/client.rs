@@ -7,7 +7,7 @@ use std::{
 };
 
 use finwise_protocol::{messages::Operation, time, EntityType, ValidationError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -79,7 +79,7 @@ impl Default for ClientOptions {
 }
 
 /// The state of the link to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectionState {
     Offline,
@@ -101,6 +101,25 @@ pub struct SyncStatus {
     pub local_digest: String,
     pub server_digest: Option<String>,
     pub last_error: Option<String>,
+    /// A `watch` running on this store, possibly in another process (e.g. `finwise sync --watch`).
+    pub watcher: Option<WatcherInfo>,
+}
+
+/// What a running [`Client::watch`] records in the store, so other processes can show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatcherInfo {
+    pub state: ConnectionState,
+    pub pid: u32,
+    /// When the state last changed (wire timestamp).
+    pub since: String,
+}
+
+impl WatcherInfo {
+    /// Whether the recording process still runs (Linux: checked in /proc; elsewhere assumed).
+    fn alive(&self) -> bool {
+        let proc_dir = Path::new("/proc");
+        !proc_dir.exists() || proc_dir.join(self.pid.to_string()).exists()
+    }
 }
 
 /// What one `sync_once` did.
@@ -148,6 +167,15 @@ impl Inner {
     pub fn publish(&self, changes: Vec<Change>) {
         for c in changes {
             let _ = self.changes.send(c);
+        }
+    }
+
+    /// Publishes the connection state of a running watch and records it in the store.
+    pub fn watch_state(&self, state: ConnectionState) {
+        self.conn_state.send_replace(state);
+        let info = WatcherInfo { state, pid: std::process::id(), since: time::format_ms(time::now_ms()) };
+        if let Ok(text) = serde_json::to_string(&info) {
+            let _ = self.store().set_meta("watch", &text);
         }
     }
 
@@ -302,7 +330,8 @@ impl Client {
             converged: store.meta("converged")?.map(|s| s == "true"),
             local_digest: store.digest()?,
             server_digest: store.meta("server_digest")?,
-            last_error: self.inner.last_error.lock().expect("error lock").clone().or(store.meta("last_error")?),
+            last_error: self.inner.last_error.lock().expect("error lock").clone().or(store.meta("last_error")?.filter(|e| !e.is_empty())),
+            watcher: store.meta("watch")?.and_then(|t| serde_json::from_str::<WatcherInfo>(&t).ok()).filter(WatcherInfo::alive),
         })
     }
 

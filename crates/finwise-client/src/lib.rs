@@ -23,7 +23,7 @@ pub mod store;
 mod sync;
 
 pub use auth::{normalize_server, Auth, Session, Tenant};
-pub use client::{Client, ClientOptions, ConnectionState, Progress, ProgressFn, SyncReport, SyncStatus};
+pub use client::{Client, ClientOptions, ConnectionState, Progress, ProgressFn, SyncReport, SyncStatus, WatcherInfo};
 pub use error::{Error, Result};
 pub use finwise_protocol::{messages::Operation, EntityType};
 pub use store::{Change, EntryStatus, Origin, QueueCounts, QueueEntry};

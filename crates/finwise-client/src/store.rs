@@ -494,6 +494,11 @@ impl Store {
         Ok(())
     }
 
+    pub fn delete_meta(&self, key: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM meta WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+
     /// The delta cursor: the tenant `seq` of the last load applied.
     pub fn cursor(&self) -> Result<Option<i64>> {
         Ok(self.meta("cursor")?.and_then(|s| s.parse().ok()))

@@ -410,6 +410,11 @@ impl<'a> Conn<'a> {
             if local == server {
                 let s = self.inner.store();
                 s.set_meta("converged", "true")?;
+                // Equal digests: the store holds every change up to the server's seq, so the
+                // cursor may move there (watch mode applies updates without loads).
+                if let Some(seq) = st["seq"].as_i64().filter(|seq| cursor.is_none_or(|c| *seq > c)) {
+                    s.set_cursor(seq)?;
+                }
                 self.report.digest = Some(local);
                 return Ok(Some(true));
             }
@@ -538,7 +543,7 @@ impl Client {
         let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(shutdown);
         let mut attempt = 0u32;
         loop {
-            inner.conn_state.send_replace(ConnectionState::Connecting);
+            inner.watch_state(ConnectionState::Connecting);
             let conn = tokio::select! {
                 _ = shutdown.as_mut() => break,
                 c = Conn::open(inner) => c,
@@ -546,7 +551,7 @@ impl Client {
             let err = match conn {
                 Ok(mut conn) => {
                     attempt = 0;
-                    inner.conn_state.send_replace(ConnectionState::Online);
+                    inner.watch_state(ConnectionState::Online);
                     inner.set_error(None);
                     info!(tenant = %inner.tenant, "connected");
                     match run_connected(&mut conn, shutdown.as_mut()).await {
@@ -561,11 +566,11 @@ impl Client {
             };
             inner.store().release_processing()?;
             if matches!(err, Error::SessionExpired(_) | Error::Forbidden(_)) {
-                inner.conn_state.send_replace(ConnectionState::Offline);
+                inner.watch_state(ConnectionState::Offline);
                 inner.set_error(Some(err.to_string()));
                 return Err(err);
             }
-            inner.conn_state.send_replace(ConnectionState::Offline);
+            inner.watch_state(ConnectionState::Offline);
             let delay = backoff(inner.opts.reconnect_base, inner.opts.reconnect_max, attempt);
             attempt = attempt.saturating_add(1);
             warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sync connection lost; reconnecting");
@@ -576,7 +581,8 @@ impl Client {
             }
         }
         inner.store().release_processing()?;
-        inner.conn_state.send_replace(ConnectionState::Offline);
+        inner.watch_state(ConnectionState::Offline);
+        let _ = inner.store().delete_meta("watch");
         Ok(())
     }
 
