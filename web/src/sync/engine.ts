@@ -345,11 +345,6 @@ export class SyncEngine {
     this.emitState()
   }
 
-  setConnectionState(state: ConnectionState): void {
-    this.connection = state
-    this.emitState()
-  }
-
   private clearInFlight(): void {
     this.inFlight = null
     if (this.inFlightTimer) clearTimeout(this.inFlightTimer)
@@ -636,7 +631,13 @@ export class SyncEngine {
         return this.handleDataStatus(msg as unknown as DataStatusResponse)
       case 'error':
         this.log('server error', msg)
-        if (typeof msg.code === 'string' && msg.code === 'batch_too_large') await this.onOffline('online')
+        if (msg.code === 'batch_too_large' && this.inFlight) {
+          // The whole batch was refused: send it again in smaller pieces.
+          this.batchLimit = Math.max(1, Math.floor(this.inFlight.size / 2))
+          this.clearInFlight()
+          await this.requeueProcessing()
+          await this.flush()
+        }
         return
       default:
         return
