@@ -34,11 +34,12 @@ export function ensureBuilt() {
 }
 
 /** Starts `finwise serve` on a free port with a fresh data dir; resolves with its base URL. */
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], { dataDir, port = 0 } = {}) {
   const bin = process.env.FINWISE_BIN ?? path.join(REPO_DIR, 'target', 'debug', 'finwise')
   if (!existsSync(bin)) throw new Error(`server binary not found: ${bin} (cargo build -p finwise-cli, or set FINWISE_BIN)`)
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'finwise-e2e-'))
-  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', dataDir, '--web-dir', DIST_DIR, ...extraArgs], {
+  const ownDir = !dataDir
+  dataDir ??= mkdtempSync(path.join(tmpdir(), 'finwise-e2e-'))
+  const child = spawn(bin, ['serve', '--addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--web-dir', DIST_DIR, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   })
@@ -59,11 +60,16 @@ export async function startServer(extraArgs = []) {
   })
   return {
     base,
+    dataDir,
+    port: Number(new URL(base).port),
     log: () => log,
-    async stop() {
-      child.kill('SIGTERM')
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)))
-      rmSync(dataDir, { recursive: true, force: true })
+    /** Stops the server; its data dir is removed unless `keepData`. */
+    async stop({ keepData = false } = {}) {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM')
+        await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)))
+      }
+      if (ownDir && !keepData) rmSync(dataDir, { recursive: true, force: true })
     },
   }
 }

@@ -25,6 +25,7 @@ after(async () => {
   if (process.env.E2E_LOGS) for (const p of [A, B]) if (p) console.log(p.logs.join('\n'))
   await browser?.close()
   await server?.stop()
+  await server?.cleanup?.stop()
 })
 
 /** On failure, show what the pages logged; later steps are skipped. */
@@ -248,6 +249,23 @@ test('two browsers sync one tenant live, offline, and after a reload', async (t)
     await nav(A.page, 'Transactions')
     await rowWith(A.page, 'tx-row', 'Offline-Kaffee').waitFor()
     await assertConverged('after the offline round trip')
+  })
+
+  await step(t, 'the server restarts; both browsers reconnect and sync what was made meanwhile', async () => {
+    const first = server
+    await first.stop({ keepData: true })
+    await eventually(async () => (await tid(A.page, 'sync-connection').textContent()) !== 'online', { message: 'A notices' })
+    await nav(A.page, 'Recipients')
+    await addNamed(A.page, 'Recipients', 'Während des Neustarts')
+    assert.ok((await pendingCount(A.page)) >= 1)
+    server = await startServer([], { dataDir: first.dataDir, port: first.port })
+    server.cleanup = first
+    for (const p of [A, B]) {
+      await eventually(async () => (await tid(p.page, 'sync-connection').textContent()) === 'online', { message: 'reconnected', timeout: 40_000 })
+    }
+    await nav(B.page, 'Recipients')
+    await rowWith(B.page, 'item-row', 'Während des Neustarts').waitFor({ timeout: 20_000 })
+    await assertConverged('after the server restart')
   })
 
   await step(t, 'a change the server refuses shows up as failed, and can be discarded', async () => {
