@@ -55,3 +55,26 @@ test('an expired access token is refreshed before reconnecting', async () => {
   assert.ok(refreshes.length >= 1, 'the client used the refresh grant')
   assert.match(refreshes[0], /^grant_type=refresh_token&refresh_token=/)
 })
+
+test('a socket upgrade refused with 401 leads to a refresh and a working connection', async () => {
+  const { page, context } = P
+  const connection = () => page.getByTestId('sync-connection').textContent()
+  await context.setOffline(true)
+  await eventually(async () => (await connection()) === 'offline', { message: 'offline' })
+  // a token the server refuses, although the client believes it valid for an hour
+  await page.evaluate(() => {
+    const s = JSON.parse(localStorage.getItem('finwise.session'))
+    s.accessToken = 'not-a-valid-token'
+    s.expiresAt = Date.now() + 3_600_000
+    s.ttlMs = 3_600_000
+    localStorage.setItem('finwise.session', JSON.stringify(s))
+  })
+  await page.reload()
+  await page.getByTestId('sync-connection').waitFor()
+  const before = await page.evaluate(() => JSON.parse(localStorage.getItem('finwise.session')).accessToken)
+  assert.equal(before, 'not-a-valid-token')
+  await context.setOffline(false)
+  await eventually(async () => (await connection()) === 'online', { message: 'online with a refreshed token', timeout: 20_000 })
+  const after = await page.evaluate(() => JSON.parse(localStorage.getItem('finwise.session')).accessToken)
+  assert.notEqual(after, 'not-a-valid-token')
+})
