@@ -211,11 +211,21 @@ impl<'a> Conn<'a> {
         Ok(())
     }
 
-    /// Reads until `pred` matches, applying everything else. `error` messages fail the wait.
+    /// Reads until `pred` matches, applying everything else. `error` messages fail the wait; so
+    /// does a silent link (nothing at all for three ping intervals: presumed dead).
     async fn wait_for(&mut self, what: &'static str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = tokio::time::Instant::now() + self.inner.opts.request_timeout;
+        let opts = &self.inner.opts;
+        let deadline = tokio::time::Instant::now() + opts.request_timeout;
+        let silence = opts.request_timeout.min(opts.ping_interval * 3);
         loop {
-            let v = tokio::time::timeout_at(deadline, self.read()).await.map_err(|_| Error::Timeout(what))??;
+            let until = deadline.min(tokio::time::Instant::now() + silence);
+            let v = match tokio::time::timeout_at(until, self.read()).await {
+                Ok(r) => r?,
+                Err(_) if until < deadline => {
+                    return Err(Error::Connect(format!("no answer from the server while waiting for {what}: connection presumed dead")))
+                }
+                Err(_) => return Err(Error::Timeout(what)),
+            };
             if pred(&v) {
                 return Ok(v);
             }

@@ -319,3 +319,133 @@ async fn overloaded_entries_are_retried_with_backoff_until_they_land() {
     assert_eq!(r.converged, Some(true), "{r:?}");
     assert_eq!(r.cursor, Some(30));
 }
+
+#[tokio::test]
+async fn a_tie_is_restamped_by_the_server_and_both_clients_converge() {
+    let server = TestServer::start().await;
+    server.register("ivy").await;
+    let (auth_a, auth_b) = (server.login("ivy").await, server.login("ivy").await);
+    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = device(&auth_a, &tenant, dir_a.path());
+    let b = device(&auth_b, &tenant, dir_b.path());
+    let t = a.create(EntityType::Tag, json!({"name": "x"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    // Both devices edit with the very same updated_at (as two clocks may produce).
+    let ms = finwise_protocol::time::now_ms() + 10;
+    for (dir, auth, name) in [(&dir_a, &auth_a, "tie A"), (&dir_b, &auth_b, "tie B")] {
+        let path = Client::store_path(dir.path(), &auth.user_id(), &tenant);
+        let mut store = finwise_client::store::Store::open(&path).unwrap();
+        let e = EntityType::Tag.def().normalize(&json!({"id": t, "name": name}), ms).unwrap();
+        store.local_change(EntityType::Tag, &t, Operation::Update, Some(&e), ms).unwrap();
+    }
+    a.sync_once().await.unwrap();
+    // B's tie arrives later: the server keeps B's edit, restamped to ms + 1, and tells B.
+    let r = b.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.lost, r.converged), (1, 0, Some(true)), "{r:?}");
+    let tb = b.get(EntityType::Tag, &t).unwrap().unwrap();
+    assert_eq!(tb["name"], "tie B");
+    assert_eq!(tb["updated_at"], finwise_protocol::time::format_ms(ms + 1));
+    a.sync_once().await.unwrap();
+    assert_eq!(dump(&a), dump(&b));
+}
+
+#[tokio::test]
+async fn a_store_that_differs_from_the_server_is_repaired_by_a_full_resync() {
+    let server = TestServer::start().await;
+    server.register("jack").await;
+    let auth = server.login("jack").await;
+    let tenant = auth.create_tenant("Home").await.unwrap().uuid;
+    let dir = tempfile::tempdir().unwrap();
+    let a = device(&auth, &tenant, dir.path());
+    let keep = a.create(EntityType::Tag, json!({"name": "real"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.sync_once().await.unwrap();
+    // Corrupt the local store behind the client's back: a ghost row and a lost row.
+    let path = Client::store_path(dir.path(), &auth.user_id(), &tenant);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute(
+        "INSERT INTO entities (type, id, data, updated_at_ms, deleted) VALUES ('Tag', 'ghost', '{\"id\":\"ghost\",\"name\":\"boo\"}', 1, 0)",
+        [],
+    )
+    .unwrap();
+    db.execute("DELETE FROM entities WHERE id = ?1", [&keep]).unwrap();
+    drop(db);
+    let r = a.sync_once().await.unwrap();
+    assert!(r.full_load, "{r:?}");
+    assert_eq!(r.converged, Some(true), "{r:?}");
+    assert!(a.get(EntityType::Tag, "ghost").unwrap().is_none());
+    assert!(a.get(EntityType::Tag, &keep).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn many_changes_of_one_entity_arrive_in_order_across_batches() {
+    let server = TestServer::start().await;
+    server.register("kim").await;
+    let (auth_a, auth_b) = (server.login("kim").await, server.login("kim").await);
+    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = device(&auth_a, &tenant, dir_a.path());
+    let b = device(&auth_b, &tenant, dir_b.path());
+    let t = a.create(EntityType::Tag, json!({"name": "v0"})).unwrap()["id"].as_str().unwrap().to_owned();
+    for i in 1..=12 {
+        a.update(EntityType::Tag, &t, json!({"name": format!("v{i}")})).unwrap();
+    }
+    a.delete(EntityType::Tag, &t).unwrap();
+    let again = a.create(EntityType::Tag, json!({"id": t, "name": "reborn"})).unwrap();
+    assert_eq!(again["id"], t.as_str());
+    let r = a.sync_once().await.unwrap();
+    // Fifteen entries in batches of five, every one applied in order (none lost to a newer one).
+    assert_eq!((r.acked, r.lost, r.cursor, r.converged), (15, 0, Some(15), Some(true)), "{r:?}");
+    b.sync_once().await.unwrap();
+    assert_eq!(b.get(EntityType::Tag, &t).unwrap().unwrap()["name"], "reborn");
+}
+
+#[tokio::test]
+async fn watch_finds_a_dead_link_by_health_checks_and_resumes_by_delta() {
+    let server = TestServer::start().await;
+    let proxy = common::Proxy::start(server.addr).await;
+    server.register("lena").await;
+    let auth_a = server.login("lena").await;
+    // B talks to the server through the proxy.
+    let auth_b = Arc::new(Auth::login(&proxy.url(), "lena@example.org", "correct horse battery", None).await.unwrap());
+    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = device(&auth_a, &tenant, dir_a.path());
+    let b = device(&auth_b, &tenant, dir_b.path());
+    let mut changes = b.changes();
+    let mut conn = b.connection();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let b = b.clone();
+        tokio::spawn(async move { b.watch(async { let _ = stop_rx.await; }).await })
+    };
+    let online = |conn: &mut tokio::sync::watch::Receiver<ConnectionState>| {
+        let mut conn = conn.clone();
+        async move { tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s == ConnectionState::Online)).await.is_ok() }
+    };
+    assert!(online(&mut conn).await);
+
+    // A frozen link: nothing flows, nothing closes. The pings go unanswered; B reconnects.
+    proxy.freeze();
+    tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s != ConnectionState::Online)).await.unwrap().unwrap();
+    let t1 = a.create(EntityType::Tag, json!({"name": "while frozen"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.sync_once().await.unwrap();
+    let c = next_remote(&mut changes).await.expect("B resumes and catches up");
+    assert_eq!(c.id, t1);
+
+    // A cut link: B sees the close at once, reconnects, and catches up by delta.
+    assert!(online(&mut conn).await);
+    proxy.cut();
+    let t2 = a.create(EntityType::Tag, json!({"name": "while cut"})).unwrap()["id"].as_str().unwrap().to_owned();
+    a.sync_once().await.unwrap();
+    let c = next_remote(&mut changes).await.expect("B catches up after the cut");
+    assert_eq!(c.id, t2);
+    assert!(online(&mut conn).await);
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), watcher).await.unwrap().unwrap().unwrap();
+    let r = b.sync_once().await.unwrap();
+    assert_eq!(r.converged, Some(true));
+    assert_eq!(dump(&a), dump(&b));
+}

@@ -119,3 +119,80 @@ pub fn dump(c: &Client) -> Vec<(finwise_client::EntityType, Vec<serde_json::Map<
         (*t, l)
     }).collect()
 }
+
+/// A TCP proxy in front of the server that can cut its connections (the client sees them close)
+/// or freeze them (bytes stop flowing, sockets stay open: a dead link only health checks find).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    next_gen: Arc<std::sync::atomic::AtomicU64>,
+    frozen_below: Arc<std::sync::atomic::AtomicU64>,
+    cut_tx: tokio::sync::watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let next_gen = Arc::new(AtomicU64::new(0));
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let (cut_tx, cut_rx) = tokio::sync::watch::channel(0u64);
+        let (ng, fb) = (Arc::clone(&next_gen), Arc::clone(&frozen_below));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((down, _)) = listener.accept().await else { return };
+                let gen = ng.fetch_add(1, Ordering::SeqCst);
+                let Ok(up) = tokio::net::TcpStream::connect(target).await else { continue };
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                for (r, w) in [(Box::new(dr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>), (Box::new(ur), Box::new(dw))] {
+                    let (fb, mut cut) = (Arc::clone(&fb), cut_rx.clone());
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let (mut r, mut w) = (r, w);
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = tokio::select! {
+                                n = r.read(&mut buf) => match n { Ok(0) | Err(_) => return, Ok(n) => n },
+                                _ = cut.wait_for(|g| *g > gen) => return,
+                            };
+                            if gen < fb.load(Ordering::SeqCst) {
+                                // Frozen: hold the sockets open, forward nothing, until cut.
+                                let _ = cut.wait_for(|g| *g > gen).await;
+                                return;
+                            }
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Proxy { addr, next_gen, frozen_below, cut_tx, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Existing connections stop forwarding (new ones work).
+    pub fn freeze(&self) {
+        use std::sync::atomic::Ordering;
+        self.frozen_below.store(self.next_gen.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Existing connections are closed (new ones work).
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.cut_tx.send_replace(self.next_gen.load(Ordering::SeqCst));
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut_tx.send_replace(u64::MAX);
+    }
+}
