@@ -72,7 +72,22 @@ export const useAppStore = defineStore('app', () => {
     return t
   }
 
+  let selecting: { id: string; done: Promise<void> } | null = null
+
+  /** Opens a tenant (one at a time: a second call for the same tenant waits for the first). */
   async function selectTenant(id: string) {
+    if (selecting?.id === id) return selecting.done
+    while (selecting) await selecting.done.catch(() => {})
+    const done = doSelectTenant(id)
+    selecting = { id, done }
+    try {
+      await done
+    } finally {
+      selecting = null
+    }
+  }
+
+  async function doSelectTenant(id: string) {
     if (!session.value) throw new Error('not logged in')
     if (sync.value?.tenantId === id) return
     await leaveTenant()
