@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS queue (
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     reason TEXT,
-    finished_ms INTEGER
+    finished_ms INTEGER,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_entity ON queue (entity_type, entity_id, status);
 CREATE INDEX IF NOT EXISTS queue_status ON queue (status, seq);
@@ -141,8 +142,44 @@ CREATE TABLE IF NOT EXISTS meta (
 const KEEP_DONE_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// The local SQLite store. Synchronous; the client wraps it in a mutex (every call is short).
+///
+/// Several processes may share a store (a `finwise sync --watch` and the commands of another
+/// shell). Entries in flight are marked with the instance that sent them (`pid:uuid`), so one
+/// process never puts another live process's in-flight entries back into the queue.
 pub struct Store {
     conn: Connection,
+    instance: String,
+}
+
+/// The store instances open in this process.
+static LIVE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|i| *i != self.instance);
+        }
+    }
+}
+
+/// Whether the instance that marked an entry `processing` is gone (its answers will never come).
+fn owner_gone(owner: Option<&str>) -> bool {
+    let Some(owner) = owner else { return true };
+    let Some(pid) = owner.split(':').next().and_then(|p| p.parse::<u32>().ok()) else { return true };
+    if pid == std::process::id() {
+        return !LIVE.lock().map(|l| l.iter().any(|i| i == owner)).unwrap_or(false);
+    }
+    // Another process: alive while /proc/<pid> exists (without /proc we cannot tell: gone).
+    let proc_dir = Path::new("/proc");
+    !(proc_dir.exists() && proc_dir.join(pid.to_string()).exists())
+}
+
+fn new_instance() -> String {
+    let id = format!("{}:{}", std::process::id(), uuid::Uuid::new_v4());
+    if let Ok(mut live) = LIVE.lock() {
+        live.push(id.clone());
+    }
+    id
 }
 
 fn op_str(op: Operation) -> &'static str {
@@ -174,8 +211,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
-        let store = Store { conn };
-        store.release_processing()?;
+        let store = Store { conn, instance: new_instance() };
+        store.release_orphans()?;
         store.conn.execute(
             "DELETE FROM queue WHERE status = 'done' AND finished_ms < ?1",
             params![time::now_ms() - KEEP_DONE_MS],
@@ -187,7 +224,7 @@ impl Store {
     pub fn open_in_memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(Store { conn, instance: new_instance() })
     }
 
     // ----- entities -----
@@ -398,7 +435,10 @@ impl Store {
             out.push(e);
         }
         for e in &mut out {
-            tx.execute("UPDATE queue SET status = 'processing', attempts = attempts + 1 WHERE id = ?1", params![e.id])?;
+            tx.execute(
+                "UPDATE queue SET status = 'processing', attempts = attempts + 1, owner = ?2 WHERE id = ?1",
+                params![e.id, self.instance],
+            )?;
             e.status = EntryStatus::Processing;
             e.attempts += 1;
         }
@@ -433,9 +473,33 @@ impl Store {
         Ok(())
     }
 
-    /// Entries still `processing` (sent, no answer: the connection broke) go back to `pending`.
+    /// This instance's entries still `processing` (sent, no answer: the connection broke) go
+    /// back to `pending`.
     pub fn release_processing(&self) -> Result<usize> {
-        Ok(self.conn.execute("UPDATE queue SET status = 'pending' WHERE status = 'processing'", [])?)
+        Ok(self.conn.execute(
+            "UPDATE queue SET status = 'pending', owner = NULL WHERE status = 'processing' AND owner = ?1",
+            params![self.instance],
+        )?)
+    }
+
+    /// Entries left `processing` by an instance that is gone (a process that died or a client
+    /// dropped before the answers came) go back to `pending`; they are resent with the same ids.
+    pub fn release_orphans(&self) -> Result<usize> {
+        let owners: Vec<Option<String>> = {
+            let mut stmt = self.conn.prepare("SELECT DISTINCT owner FROM queue WHERE status = 'processing'")?;
+            let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut n = 0;
+        for owner in owners {
+            if owner_gone(owner.as_deref()) {
+                n += self.conn.execute(
+                    "UPDATE queue SET status = 'pending', owner = NULL WHERE status = 'processing' AND owner IS ?1",
+                    params![owner],
+                )?;
+            }
+        }
+        Ok(n)
     }
 
     /// Puts failed entries back into the queue (`finwise sync --retry-failed`).
@@ -648,6 +712,24 @@ mod tests {
         let batch = s.take_batch(2000, 10).unwrap();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[0].id, a.id);
+    }
+
+    #[test]
+    fn only_entries_of_gone_instances_are_released_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut a = Store::open(&path).unwrap();
+        a.local_change(EntityType::Tag, "t", Operation::Create, Some(&tag("t", "A", 10)), 10).unwrap();
+        assert_eq!(a.take_batch(100, 10).unwrap().len(), 1);
+        // Another instance (e.g. a command in another shell) leaves A's entry in flight.
+        let b = Store::open(&path).unwrap();
+        assert_eq!(b.queue_counts().unwrap().processing, 1);
+        assert_eq!(b.release_processing().unwrap(), 0);
+        drop(a);
+        // A is gone without its answer: the next open puts the entry back into the queue.
+        let c = Store::open(&path).unwrap();
+        let counts = c.queue_counts().unwrap();
+        assert_eq!((counts.pending, counts.processing), (1, 0));
     }
 
     #[test]
