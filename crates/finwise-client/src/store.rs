@@ -416,10 +416,17 @@ impl Store {
     /// `processing`. An entity whose earlier entry is waiting (backoff) or already in flight
     /// holds back its later entries, so each entity's changes reach the server in order.
     pub fn take_batch(&mut self, now_ms: i64, max: usize) -> Result<Vec<QueueEntry>> {
+        self.take_batch_bounded(now_ms, max, usize::MAX)
+    }
+
+    /// [`Store::take_batch`] that also stops once the payloads add up to `max_bytes` (at least
+    /// one entry is always taken), so a batch stays under the server's message size limit.
+    pub fn take_batch_bounded(&mut self, now_ms: i64, max: usize, max_bytes: usize) -> Result<Vec<QueueEntry>> {
         let tx = self.conn.transaction()?;
         let all = query_entries(&tx, "WHERE status IN ('pending', 'processing') ORDER BY seq", [])?;
         let mut blocked: HashSet<(EntityType, String)> = HashSet::new();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for e in all {
             if out.len() >= max {
                 break;
@@ -432,6 +439,11 @@ impl Store {
                 blocked.insert(key);
                 continue;
             }
+            let size = e.payload.to_string().len() + 256;
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
             out.push(e);
         }
         for e in &mut out {
@@ -730,6 +742,19 @@ mod tests {
         let c = Store::open(&path).unwrap();
         let counts = c.queue_counts().unwrap();
         assert_eq!((counts.pending, counts.processing), (1, 0));
+    }
+
+    #[test]
+    fn batches_are_bounded_in_bytes() {
+        let mut s = Store::open_in_memory().unwrap();
+        for i in 0..10 {
+            let id = format!("t{i}");
+            let note = "x".repeat(1000);
+            let e = EntityType::Tag.def().normalize(&json!({"id": id, "name": note}), 10).unwrap();
+            s.local_change(EntityType::Tag, &id, Operation::Create, Some(&e), 10).unwrap();
+        }
+        assert_eq!(s.take_batch_bounded(100, 100, 3000).unwrap().len(), 2);
+        assert_eq!(s.take_batch_bounded(100, 100, 10).unwrap().len(), 1, "at least one entry");
     }
 
     #[test]

@@ -36,6 +36,18 @@ use crate::{
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Payload bytes per batch: well under the server's default 8 MiB batch limit.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Errors that retrying cannot fix: `watch` gives up on them instead of reconnecting forever.
+fn permanent(e: &Error) -> bool {
+    match e {
+        Error::SessionExpired(_) | Error::Forbidden(_) => true,
+        Error::Http { status, .. } => (400..500).contains(status) && *status != 408 && *status != 429,
+        _ => false,
+    }
+}
+
 /// Exponential backoff with "equal jitter": a random delay in `[d/2, d]`, `d = min(max, base·2^n)`.
 pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempt.min(20));
@@ -267,7 +279,7 @@ impl<'a> Conn<'a> {
         };
         let mut sent = 0u64;
         loop {
-            let batch = self.inner.store().take_batch(time::now_ms(), self.inner.opts.batch_size.clamp(1, 1000))?;
+            let batch = self.inner.store().take_batch_bounded(time::now_ms(), self.inner.opts.batch_size.clamp(1, 1000), MAX_BATCH_BYTES)?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -575,7 +587,7 @@ impl Client {
                 Err(e) => e,
             };
             inner.store().release_processing()?;
-            if matches!(err, Error::SessionExpired(_) | Error::Forbidden(_)) {
+            if permanent(&err) {
                 inner.watch_state(ConnectionState::Offline);
                 inner.set_error(Some(err.to_string()));
                 return Err(err);

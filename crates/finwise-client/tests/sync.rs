@@ -449,3 +449,28 @@ async fn watch_finds_a_dead_link_by_health_checks_and_resumes_by_delta() {
     assert_eq!(r.converged, Some(true));
     assert_eq!(dump(&a), dump(&b));
 }
+
+#[tokio::test]
+async fn watch_gives_up_on_what_retrying_cannot_fix() {
+    let server = TestServer::start().await;
+    server.register("mia").await;
+    server.register("ned").await;
+    let (mia, ned) = (server.login("mia").await, server.login("ned").await);
+    let foreign = ned.create_tenant("Ned's").await.unwrap().uuid;
+    let dir = tempfile::tempdir().unwrap();
+    let c = device(&mia, &foreign, dir.path());
+    let err = c.sync_once().await.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err}");
+    let err = tokio::time::timeout(Duration::from_secs(10), c.watch(std::future::pending())).await.expect("no endless retry").unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err}");
+    assert!(c.status().unwrap().last_error.unwrap().contains("denied"));
+    // A revoked session: the refresh token is refused.
+    let mut s = mia.session();
+    s.access_token = "bad".into();
+    s.refresh_token = "bad".into();
+    let revoked = Arc::new(Auth::from_session(s, None));
+    let tenant = mia.create_tenant("Mia's").await.unwrap().uuid;
+    let c = device(&revoked, &tenant, dir.path());
+    let err = tokio::time::timeout(Duration::from_secs(10), c.watch(std::future::pending())).await.expect("no endless retry").unwrap_err();
+    assert!(matches!(err, Error::SessionExpired(_)), "{err}");
+}
