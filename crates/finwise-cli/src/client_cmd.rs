@@ -726,7 +726,23 @@ fn change_line(c: &Change) -> String {
 }
 
 async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
-    let client = ctx.client_with(progress_options(!ctx.json && std::io::stderr().is_terminal()))?;
+    let mut opts = progress_options(!a.watch && !ctx.json && std::io::stderr().is_terminal());
+    if a.watch {
+        // In watch mode, say when queued changes went out (they may come from other shells).
+        let json_out = ctx.json;
+        opts.progress = Some(Arc::new(move |p: &Progress| {
+            if let Progress::Pushing { sent, total } = p {
+                if sent >= total {
+                    if json_out {
+                        println!("{}", json!({"event": "sent", "count": sent}));
+                    } else {
+                        println!("→ sent {sent} queued change{}", if *sent == 1 { "" } else { "s" });
+                    }
+                }
+            }
+        }));
+    }
+    let client = ctx.client_with(opts)?;
     let server = client.auth().server();
     if a.retry_failed {
         let n = client.retry_failed()?;

@@ -160,6 +160,7 @@ fn two_terminals_log_in_edit_sync_and_watch() {
 
     // A change queued by another process on the watched home is pushed by the watcher.
     ok(h2, &["accounts", "edit", "Giro", "balance=99"]);
+    wait_for(&|v| v["event"] == "sent" && v["count"] == 1, "that it sent the edit");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         ok(h1, &["sync"]);
