@@ -423,28 +423,34 @@ impl Store {
     /// one entry is always taken), so a batch stays under the server's message size limit.
     pub fn take_batch_bounded(&mut self, now_ms: i64, max: usize, max_bytes: usize) -> Result<Vec<QueueEntry>> {
         let tx = self.conn.transaction()?;
-        let all = query_entries(&tx, "WHERE status IN ('pending', 'processing') ORDER BY seq", [])?;
-        let mut blocked: HashSet<(EntityType, String)> = HashSet::new();
         let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for e in all {
-            if out.len() >= max {
-                break;
+        {
+            // Scanned lazily in queue order: a batch reads about as many rows as it takes.
+            let sql = format!("SELECT {ENTRY_COLUMNS} FROM queue WHERE status IN ('pending', 'processing') ORDER BY seq");
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query([])?;
+            let mut blocked: HashSet<(EntityType, String)> = HashSet::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                if out.len() >= max {
+                    break;
+                }
+                let e = row_to_entry(row)?;
+                let key = (e.entity_type, e.entity_id.clone());
+                if blocked.contains(&key) {
+                    continue;
+                }
+                if e.status == EntryStatus::Processing || e.next_attempt_ms > now_ms {
+                    blocked.insert(key);
+                    continue;
+                }
+                let size = row.get_ref(5)?.as_str().map(str::len).unwrap_or(0) + 256;
+                if !out.is_empty() && bytes + size > max_bytes {
+                    break;
+                }
+                bytes += size;
+                out.push(e);
             }
-            let key = (e.entity_type, e.entity_id.clone());
-            if blocked.contains(&key) {
-                continue;
-            }
-            if e.status == EntryStatus::Processing || e.next_attempt_ms > now_ms {
-                blocked.insert(key);
-                continue;
-            }
-            let size = e.payload.to_string().len() + 256;
-            if !out.is_empty() && bytes + size > max_bytes {
-                break;
-            }
-            bytes += size;
-            out.push(e);
         }
         for e in &mut out {
             tx.execute(
@@ -652,29 +658,31 @@ fn apply_one(tx: &Transaction<'_>, t: EntityType, entity: &Map<String, Value>, d
     Ok(Some(Change { entity_type: t, id: id.to_owned(), operation, origin: Origin::Remote, entity: (!deleted).then(|| entity.clone()) }))
 }
 
+const ENTRY_COLUMNS: &str =
+    "seq, id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status, attempts, next_attempt_ms, last_error, reason";
+
+fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueEntry> {
+    Ok(QueueEntry {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        entity_type: parse_type(&r.get::<_, String>(2)?),
+        entity_id: r.get(3)?,
+        operation: parse_op(&r.get::<_, String>(4)?),
+        payload: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
+        timestamp: r.get(6)?,
+        updated_at_ms: r.get(7)?,
+        status: EntryStatus::parse(&r.get::<_, String>(8)?),
+        attempts: r.get::<_, i64>(9)? as u32,
+        next_attempt_ms: r.get(10)?,
+        last_error: r.get(11)?,
+        reason: r.get(12)?,
+    })
+}
+
 fn query_entries<P: rusqlite::Params>(conn: &Connection, where_clause: &str, p: P) -> Result<Vec<QueueEntry>> {
-    let sql = format!(
-        "SELECT seq, id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status, attempts, next_attempt_ms, last_error, reason
-         FROM queue {where_clause}"
-    );
+    let sql = format!("SELECT {ENTRY_COLUMNS} FROM queue {where_clause}");
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(p, |r| {
-        Ok(QueueEntry {
-            seq: r.get(0)?,
-            id: r.get(1)?,
-            entity_type: parse_type(&r.get::<_, String>(2)?),
-            entity_id: r.get(3)?,
-            operation: parse_op(&r.get::<_, String>(4)?),
-            payload: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
-            timestamp: r.get(6)?,
-            updated_at_ms: r.get(7)?,
-            status: EntryStatus::parse(&r.get::<_, String>(8)?),
-            attempts: r.get::<_, i64>(9)? as u32,
-            next_attempt_ms: r.get(10)?,
-            last_error: r.get(11)?,
-            reason: r.get(12)?,
-        })
-    })?;
+    let rows = stmt.query_map(p, row_to_entry)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 

@@ -474,3 +474,40 @@ async fn watch_gives_up_on_what_retrying_cannot_fix() {
     let err = tokio::time::timeout(Duration::from_secs(10), c.watch(std::future::pending())).await.expect("no endless retry").unwrap_err();
     assert!(matches!(err, Error::SessionExpired(_)), "{err}");
 }
+
+#[tokio::test]
+async fn thousands_of_offline_changes_sync_in_batches_and_load_in_chunks() {
+    let server = TestServer::start().await;
+    server.register("pat").await;
+    let (auth_a, auth_b) = (server.login("pat").await, server.login("pat").await);
+    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let opts = finwise_client::ClientOptions { batch_size: 500, chunk_size: 1000, ..fast_options() };
+    let a = Client::open(Arc::clone(&auth_a), &tenant, dir_a.path(), opts.clone()).unwrap();
+    let progress = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = Client::open(Arc::clone(&auth_b), &tenant, dir_b.path(), finwise_client::ClientOptions {
+        progress: Some({
+            let p = Arc::clone(&progress);
+            Arc::new(move |e: &finwise_client::Progress| p.lock().unwrap().push(e.clone()))
+        }),
+        ..opts
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..3000 {
+        a.create(EntityType::Tag, json!({"name": format!("tag {i}")})).unwrap();
+    }
+    let queued = started.elapsed();
+    let r = a.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.converged), (3000, Some(true)), "{r:?}");
+    let pushed = started.elapsed();
+    let r = b.sync_once().await.unwrap();
+    assert_eq!((r.received, r.converged), (3000, Some(true)), "{r:?}");
+    eprintln!("queue 3000: {queued:?}, push: {:?}, full load: {:?}", pushed - queued, started.elapsed() - pushed);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The load came in chunks, with a known total for the progress bar.
+    let p = progress.lock().unwrap();
+    let loading: Vec<_> = p.iter().filter(|e| matches!(e, finwise_client::Progress::Loading { .. })).collect();
+    assert_eq!(loading.len(), 4, "{loading:?}");
+    assert_eq!(*loading[0], finwise_client::Progress::Loading { received: 1000, total: Some(3000) });
+}
