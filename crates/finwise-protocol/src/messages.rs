@@ -271,7 +271,7 @@ pub struct SyncAck {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
     /// The `updated_at` the server stored (differs from the client's after a tie-break).
-    #[ts(optional)]
+    #[ts(optional, rename = "updated_at")]
     #[serde(default, rename = "updated_at", skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
 }
@@ -511,7 +511,6 @@ pub enum OutgoingClientMessage {
     },
     DataStatusRequest {
         tenant_id: String,
-        #[ts(type = "Array<EntityType> | null")]
         entity_types: Option<Vec<EntityType>>,
     },
     TenantDisconnect { tenant_id: String, reason: String },

@@ -33,7 +33,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A send to a client that takes longer than this closes the connection.
     pub send_timeout: Duration,
-    /// Broadcast messages a connection may fall behind before it is closed with 1013.
+    /// Broadcast messages a connection may fall behind before it is closed with 1013. Must be well
+    /// above `max_group_commit`: one commit publishes its whole group at once.
     pub outbound_queue: usize,
     /// Entries a tenant writer may have queued before `overloaded` NACKs.
     pub tenant_queue: usize,
@@ -83,9 +84,9 @@ impl Default for Config {
             login_window: Duration::from_secs(15 * 60),
             heartbeat_interval: Duration::from_secs(30),
             send_timeout: Duration::from_secs(30),
-            outbound_queue: 1024,
+            outbound_queue: 8192,
             tenant_queue: 4096,
-            max_group_commit: 2000,
+            max_group_commit: 1000,
             max_in_flight: 512,
             web_dir: None,
             cors_origins: Vec::new(),

@@ -614,11 +614,9 @@ export class SyncEngine {
       case 'sync_batch_result':
         return this.handleResults((msg.results as BatchItemResult[]) ?? [])
       case 'sync_ack': {
-        // The wire key is `updated_at` (serde rename); the ts-rs declaration spells it `updatedAt`.
-        const a = msg as unknown as SyncAck & { updated_at?: string }
-        const updatedAt = a.updated_at ?? a.updatedAt
+        const a = msg as unknown as SyncAck
         return this.handleResults([
-          { id: a.id, status: 'processed', seq: a.seq, applied: a.applied, duplicate: !!a.duplicate, updated_at: updatedAt },
+          { id: a.id, status: 'processed', seq: a.seq, applied: a.applied, duplicate: !!a.duplicate, updated_at: a.updated_at },
         ])
       }
       case 'sync_nack': {

@@ -20,4 +20,4 @@ duplicate: boolean,
 /**
  * The `updated_at` the server stored (differs from the client's after a tie-break).
  */
-updatedAt?: string, };
+updated_at?: string, };

@@ -1,0 +1,604 @@
+//! `finwise-bench`: drives a real FinWise Sync server over real sockets and reports throughput,
+//! latency percentiles and server memory, with the ceilings measured by the same tool in the same
+//! run (a trivial server that acks without storing, and the raw SQLite upsert rate).
+//!
+//! The server is the release binary started as a child process (`--server-bin`), so its resident
+//! memory and open files can be read from /proc. Every figure in docs/PERFORMANCE.md comes from
+//! this tool; the command for each is given there.
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks for FinWise Sync (see docs/PERFORMANCE.md)")]
+struct Cli {
+    /// The server binary to start (built with `cargo build --release -p finwise-cli`).
+    #[arg(long, default_value = "target/release/finwise")]
+    server_bin: PathBuf,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand, Clone)]
+enum Workload {
+    /// Pipelined single entries from several connections, batches, and the two ceilings.
+    Ingest {
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        #[arg(long, default_value_t = 200_000)]
+        entries: usize,
+        /// Entries in flight per connection.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Spread the connections over this many tenants (1: all on one tenant, so each
+        /// connection also receives the others' changes).
+        #[arg(long, default_value_t = 1)]
+        tenants: usize,
+    },
+    /// One writer, many listeners on one tenant: latency from send to the last listener's receipt.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        listeners: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Many idle authenticated connections: server memory per connection.
+    Connections {
+        #[arg(long, default_value_t = 15_000)]
+        count: usize,
+    },
+    /// Full load of a large tenant, and a small delta after reconnect, at two tenant sizes.
+    Loads {
+        #[arg(long, default_value_t = 100_000)]
+        entities: usize,
+    },
+    /// Activity spread over many tenants; open files of the server during and after.
+    Tenants {
+        #[arg(long, default_value_t = 10_000)]
+        tenants: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.workload.clone() {
+        Workload::Ingest { connections, entries, window, batch_size, tenants: t } => {
+            ingest(&cli, connections, entries, window, batch_size, t).await
+        }
+        Workload::Fanout { listeners, rate, seconds } => fanout(&cli, listeners, rate, seconds).await,
+        Workload::Connections { count } => connections(&cli, count).await,
+        Workload::Loads { entities } => loads(&cli, entities).await,
+        Workload::Tenants { tenants: n } => tenants(&cli, n).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server under test
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(bin: &PathBuf, extra: &[&str]) -> Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--messages-per-second", "100000000"])
+            .args(extra)
+            .env("FINWISE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} (build it with cargo build --release -p finwise-cli)", bin.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let addr = line.trim().strip_prefix("listening on http://").context("server did not print its address")?.to_owned();
+        Ok(Server { child, addr, _dir: dir })
+    }
+
+    fn proc_status(&self, key: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory in KiB.
+    fn rss_kib(&self) -> u64 {
+        self.proc_status("VmRSS:")
+    }
+
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    fn open_db_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| std::fs::read_link(e.path()).is_ok_and(|p| p.to_string_lossy().ends_with(".db")))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Registers a user, logs in and creates a tenant; returns (token, tenant).
+async fn setup(addr: &str, tenants: usize) -> Result<(String, Vec<String>)> {
+    let http = reqwest::Client::new();
+    let name = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let email = format!("{name}@example.org");
+    let r = http
+        .post(format!("http://{addr}/register"))
+        .json(&json!({"name": name, "email": email, "password": "benchmark-password"}))
+        .send()
+        .await?;
+    if r.status() != 201 {
+        bail!("register: {}", r.text().await?);
+    }
+    let v: Value = http
+        .post(format!("http://{addr}/login"))
+        .json(&json!({"username_or_email": email, "password": "benchmark-password"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = v["access_token"].as_str().context("token")?.to_owned();
+    let mut ids = Vec::new();
+    let pb = progress(tenants as u64, "creating tenants");
+    for i in 0..tenants {
+        let id = uuid::Uuid::new_v4().to_string();
+        let r = http
+            .post(format!("http://{addr}/tenants"))
+            .bearer_auth(&token)
+            .json(&json!({"uuid": id, "name": format!("t{i}")}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("create tenant: {}", r.text().await?);
+        }
+        ids.push(id);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok((token, ids))
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: &str, tenant: &str, token: &str) -> Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await?;
+    let hello = ws.next().await.context("no greeting")??;
+    if !hello.to_text()?.contains("\"online\"") {
+        bail!("unexpected greeting {hello}");
+    }
+    Ok(ws)
+}
+
+fn tag_entry(tenant: &str, name: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(), "tenantId": tenant, "entityType": "Tag", "entityId": id,
+        "operationType": "create", "timestamp": finwise_protocol::time::now_ms() - 1000,
+        "payload": {"id": id, "name": name, "color": "primary", "updated_at": finwise_protocol::time::format_ms(finwise_protocol::time::now_ms() - 1000)},
+    })
+    .to_string()
+}
+
+fn progress(len: u64, msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(ProgressStyle::with_template("{msg:>20} [{bar:40}] {pos}/{len} {per_sec} eta {eta}").expect("template").progress_chars("=> "));
+    pb.set_message(msg);
+    pb
+}
+
+/// Latencies in microseconds → (p50, p99, max) in milliseconds.
+fn percentiles(mut v: Vec<u64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1000.0;
+    (at(0.50), at(0.99), *v.last().expect("non-empty") as f64 / 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+/// Sends `frames` over `conns` sockets with `window` in flight each; returns (rate/s, latencies).
+/// Each frame is answered by exactly one text frame (ack, nack or batch result).
+async fn pipeline(addr: &str, tenants: &[String], token: &str, conns: usize, window: usize, frames: Vec<Vec<String>>, weight: usize, label: &'static str) -> Result<(f64, Vec<u64>)> {
+    let total: usize = frames.iter().map(Vec::len).sum();
+    let pb = progress((total * weight) as u64, label);
+    let mut sockets = Vec::new();
+    for c in 0..conns {
+        sockets.push(connect(addr, &tenants[c % tenants.len()], token).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (ws, frames) in sockets.into_iter().zip(frames) {
+        let pb = pb.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let sem = Arc::new(Semaphore::new(window));
+            let times: Arc<Mutex<VecDeque<Instant>>> = Arc::new(Mutex::new(VecDeque::new()));
+            let n = frames.len();
+            let (s2, t2) = (Arc::clone(&sem), Arc::clone(&times));
+            let sender = tokio::spawn(async move {
+                for f in frames {
+                    s2.acquire().await.expect("semaphore").forget();
+                    t2.lock().expect("lock").push_back(Instant::now());
+                    if sink.send(Message::Text(f.into())).await.is_err() {
+                        break;
+                    }
+                }
+                sink
+            });
+            let mut lat = Vec::with_capacity(n);
+            let mut got = 0;
+            while got < n {
+                let Some(Ok(msg)) = stream.next().await else { break };
+                let Message::Text(t) = msg else { continue };
+                if t.starts_with("{\"type\":\"ping\"") || t.starts_with("{\"event_type\"") {
+                    continue;
+                }
+                got += 1;
+                if let Some(t0) = times.lock().expect("lock").pop_front() {
+                    lat.push(t0.elapsed().as_micros() as u64);
+                }
+                sem.add_permits(1);
+                pb.inc(weight as u64);
+            }
+            let _ = sender.await;
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    if all.len() != total {
+        bail!("{label}: {} of {total} answered", all.len());
+    }
+    Ok(((total * weight) as f64 / secs, all))
+}
+
+fn entry_frames(tenants: &[String], conns: usize, per_conn: usize) -> Vec<Vec<String>> {
+    (0..conns)
+        .map(|c| {
+            let tenant = &tenants[c % tenants.len()];
+            (0..per_conn).map(|i| format!("{{\"type\":\"process_sync_entry\",\"payload\":{}}}", tag_entry(tenant, &format!("c{c}-{i}")))).collect()
+        })
+        .collect()
+}
+
+/// A server that answers every entry with an ack and stores nothing: the load generator's ceiling.
+async fn trivial_server() -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener.into_std().expect("std")).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    let _ = ws.send(Message::Text(r#"{"type":"status","status":"online"}"#.into())).await;
+                    while let Some(Ok(Message::Text(t))) = ws.next().await {
+                        let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                        let id = v["payload"]["id"].as_str().unwrap_or_default();
+                        let ack = json!({"type": "sync_ack", "id": id, "status": "processed"}).to_string();
+                        if ws.send(Message::Text(ack.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+/// The raw SQLite ceiling: the same rows upserted in batched transactions, same pragmas.
+fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ceiling.db");
+    drop(finwise_server::storage::sqlite::SqliteTenant::open(&path)?);
+    let mut conn = finwise_server::storage::sqlite::open_rw(&path)?;
+    let def = finwise_protocol::EntityType::Tag.def();
+    let data: Vec<(String, String)> = (0..rows)
+        .map(|i| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let e = def.normalize(&json!({"id": id, "name": format!("r{i}"), "color": "primary"}), 1_790_000_000_000).expect("valid");
+            (id, Value::Object(e).to_string())
+        })
+        .collect();
+    let start = Instant::now();
+    for (n, chunk) in data.chunks(batch).enumerate() {
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms) VALUES ('Tag', ?1, ?2, 1790000000000, 0, ?3, 0)
+                 ON CONFLICT (entity_type, id) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+            )?;
+            for (i, (id, json)) in chunk.iter().enumerate() {
+                stmt.execute(rusqlite::params![id, (n * batch + i) as i64, json])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn ingest(cli: &Cli, conns: usize, entries: usize, window: usize, batch_size: usize, tenant_count: usize) -> Result<()> {
+    let per_conn = entries / conns;
+    println!("ingest: {conns} connections x {per_conn} entries on {tenant_count} tenant(s), window {window}");
+
+    let trivial = trivial_server().await?;
+    let fake = vec!["00000000-0000-4000-8000-000000000000".to_owned()];
+    let frames = entry_frames(&fake, conns, per_conn);
+    let (ceiling, lat) = pipeline(&trivial, &fake, "x", conns, window, frames, 1, "trivial server").await?;
+    let (p50, p99, max) = percentiles(lat);
+    println!("  trivial no-store server : {ceiling:>10.0} acks/s  p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
+
+    let sqlite = tokio::task::spawn_blocking(move || sqlite_ceiling(entries, 1000)).await??;
+    println!("  raw SQLite upserts      : {sqlite:>10.0} rows/s  (batches of 1000, WAL, synchronous=FULL)");
+
+    let server = Server::start(&cli.server_bin, &[])?;
+    let (token, tenants) = setup(&server.addr, tenant_count).await?;
+    let frames = entry_frames(&tenants, conns, per_conn);
+    let (rate, lat) = pipeline(&server.addr, &tenants, &token, conns, window, frames, 1, "single entries").await?;
+    let (p50, p99, max) = percentiles(lat);
+    println!("  server, single entries  : {rate:>10.0} acks/s  p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms  RSS {} KiB", server.rss_kib());
+    println!("    = {:.2} of the trivial server, {:.2} of raw SQLite", rate / ceiling, rate / sqlite);
+
+    let batches: Vec<Vec<String>> = (0..conns)
+        .map(|c| {
+            let tenant = &tenants[c % tenants.len()];
+            (0..per_conn / batch_size)
+                .map(|b| {
+                    let entries: Vec<String> = (0..batch_size).map(|i| tag_entry(tenant, &format!("b{c}-{b}-{i}"))).collect();
+                    format!("{{\"type\":\"process_sync_batch\",\"entries\":[{}]}}", entries.join(","))
+                })
+                .collect()
+        })
+        .collect();
+    let (brate, lat) = pipeline(&server.addr, &tenants, &token, conns, 8, batches, batch_size, "batches").await?;
+    let (p50, p99, max) = percentiles(lat);
+    println!("  server, batches of {batch_size:<4} : {brate:>10.0} entries/s  (per batch: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms)");
+    println!("    batches / single = {:.2}", brate / rate);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fan-out
+
+async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<()> {
+    let server = Server::start(&cli.server_bin, &[])?;
+    let (token, tenants) = setup(&server.addr, 1).await?;
+    let tenant = tenants[0].clone();
+    let n = (rate * seconds) as usize;
+    let origin = Instant::now();
+    let last_seen: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let received = Arc::new(AtomicUsize::new(0));
+    let pb = progress(listeners as u64, "connecting");
+    let mut tasks = Vec::new();
+    for _ in 0..listeners {
+        let mut ws = connect(&server.addr, &tenant, &token).await?;
+        let (last_seen, received) = (Arc::clone(&last_seen), Arc::clone(&received));
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < n {
+                let Some(Ok(Message::Text(t))) = ws.next().await else { break };
+                // Cheap extraction of the message number from `"name":"f<i>"`.
+                let Some(pos) = t.find("\"name\":\"f") else { continue };
+                let digits: String = t[pos + 9..].chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(i) = digits.parse::<usize>() {
+                    last_seen[i].fetch_max(origin.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    received.fetch_add(1, Ordering::Relaxed);
+                    got += 1;
+                }
+            }
+        }));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let rss_idle = server.rss_kib();
+    let mut writer = connect(&server.addr, &tenant, &token).await?;
+    let mut sent_at = vec![0u64; n];
+    let pb = progress(n as u64, "sending");
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    for (i, slot) in sent_at.iter_mut().enumerate() {
+        tick.tick().await;
+        let frame = format!("{{\"type\":\"process_sync_entry\",\"payload\":{}}}", tag_entry(&tenant, &format!("f{i}")));
+        *slot = origin.elapsed().as_micros() as u64;
+        writer.send(Message::Text(frame.into())).await?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < n * listeners && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = received.load(Ordering::Relaxed);
+    let lat: Vec<u64> = (0..n).map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
+    let (p50, p99, max) = percentiles(lat);
+    println!(
+        "fanout: {listeners} listeners, {rate} changes/s for {seconds} s = {} deliveries/s; delivered {got} of {}",
+        rate as usize * listeners,
+        n * listeners
+    );
+    println!("  send -> last listener: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms; server RSS {rss_idle} KiB idle, {} KiB after", server.rss_kib());
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections
+
+async fn connections(cli: &Cli, count: usize) -> Result<()> {
+    let server = Server::start(&cli.server_bin, &[])?;
+    let (token, tenants) = setup(&server.addr, 10).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss_kib();
+    let pb = progress(count as u64, "connecting");
+    let mut sockets = Vec::with_capacity(count);
+    let start = Instant::now();
+    for i in 0..count {
+        sockets.push(connect(&server.addr, &tenants[i % tenants.len()], &token).await?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let took = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss_kib();
+    println!(
+        "connections: {count} idle authenticated WebSockets on 10 tenants, opened in {:.1} s ({:.0}/s)",
+        took.as_secs_f64(),
+        count as f64 / took.as_secs_f64()
+    );
+    println!(
+        "  server RSS {before} KiB before, {after} KiB after: {:.2} KiB per connection; server fds {}",
+        (after.saturating_sub(before)) as f64 / count as f64,
+        server.open_fds()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loads
+
+async fn fill(addr: &str, tenant: &str, token: &str, n: usize) -> Result<()> {
+    let batch = 1000;
+    let frames: Vec<String> = (0..n.div_ceil(batch))
+        .map(|b| {
+            let k = batch.min(n - b * batch);
+            let entries: Vec<String> = (0..k).map(|i| tag_entry(tenant, &format!("l{b}-{i}"))).collect();
+            format!("{{\"type\":\"process_sync_batch\",\"entries\":[{}]}}", entries.join(","))
+        })
+        .collect();
+    pipeline(addr, &[tenant.to_owned()], token, 1, 4, vec![frames], batch, "filling").await?;
+    Ok(())
+}
+
+async fn request(ws: &mut Ws, req: Value, until: impl Fn(&str) -> bool) -> Result<(Duration, String)> {
+    let start = Instant::now();
+    ws.send(Message::Text(req.to_string().into())).await?;
+    loop {
+        let Some(Ok(Message::Text(t))) = ws.next().await else { bail!("socket closed") };
+        if until(&t) {
+            return Ok((start.elapsed(), t.to_string()));
+        }
+    }
+}
+
+async fn loads(cli: &Cli, entities: usize) -> Result<()> {
+    let server = Server::start(&cli.server_bin, &[])?;
+    let (token, tenants) = setup(&server.addr, 2).await?;
+    for (tenant, size) in [(&tenants[0], 1_000usize), (&tenants[1], entities)] {
+        fill(&server.addr, tenant, &token, size).await?;
+        let mut full_times = Vec::new();
+        let mut cursor = 0;
+        for _ in 0..5 {
+            let mut ws = connect(&server.addr, tenant, &token).await?;
+            let (d, text) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
+            let v: Value = serde_json::from_str(&text)?;
+            let n = v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0);
+            if n != size {
+                bail!("load returned {n} of {size}");
+            }
+            cursor = v["seq"].as_i64().unwrap_or(0);
+            full_times.push(d.as_micros() as u64);
+        }
+        let (fp50, _, fmax) = percentiles(full_times);
+        let mut writer = connect(&server.addr, tenant, &token).await?;
+        let mut delta_times = Vec::new();
+        for _ in 0..50 {
+            for i in 0..10 {
+                let frame = json!({"type": "process_sync_entry", "payload": serde_json::from_str::<Value>(&tag_entry(tenant, &format!("d{i}")))?});
+                request(&mut writer, frame, |t| t.contains("\"sync_ack\"")).await?;
+            }
+            let mut ws = connect(&server.addr, tenant, &token).await?;
+            let (d, text) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
+            let v: Value = serde_json::from_str(&text)?;
+            let n = v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0);
+            if n != 10 {
+                bail!("delta returned {n} of 10");
+            }
+            cursor = v["seq"].as_i64().unwrap_or(cursor);
+            delta_times.push(d.as_micros() as u64);
+        }
+        let (dp50, dp99, dmax) = percentiles(delta_times);
+        println!("loads: tenant of {size} entities");
+        println!("  full load end to end (request -> whole message parsed): median {fp50:.1} ms, max {fmax:.1} ms (5 runs)");
+        println!("  delta of 10 after reconnect: p50 {dp50:.2} ms  p99 {dp99:.2} ms  max {dmax:.2} ms (50 runs); server RSS {} KiB", server.rss_kib());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants
+
+async fn tenants(cli: &Cli, count: usize) -> Result<()> {
+    let server = Server::start(&cli.server_bin, &["--idle-tenant-secs", "5"])?;
+    let (token, ids) = setup(&server.addr, count).await?;
+    println!("tenants: {count} tenants created; open .db files now {}", server.open_db_files());
+    let pb = progress(count as u64, "one change each");
+    let start = Instant::now();
+    let mut peak = 0;
+    for (i, t) in ids.iter().enumerate() {
+        let mut ws = connect(&server.addr, t, &token).await?;
+        let frame = json!({"type": "process_sync_entry", "payload": serde_json::from_str::<Value>(&tag_entry(t, "x"))?});
+        request(&mut ws, frame, |m| m.contains("\"sync_ack\"")).await?;
+        if i % 500 == 0 {
+            peak = peak.max(server.open_db_files());
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!("  {count} connect+change+ack round trips in {secs:.1} s ({:.0} tenants/s); open .db files peak {peak}", count as f64 / secs);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    println!("  after 8 s idle: open .db files {} (auth.db stays open), server fds {}, RSS {} KiB", server.open_db_files(), server.open_fds(), server.rss_kib());
+    Ok(())
+}
