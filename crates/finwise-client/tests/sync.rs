@@ -412,7 +412,13 @@ async fn watch_finds_a_dead_link_by_health_checks_and_resumes_by_delta() {
     let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = device(&auth_a, &tenant, dir_a.path());
-    let b = device(&auth_b, &tenant, dir_b.path());
+    let b = Client::open(
+        Arc::clone(&auth_b),
+        &tenant,
+        dir_b.path(),
+        finwise_client::ClientOptions { ping_interval: Duration::from_millis(500), ..fast_options() },
+    )
+    .unwrap();
     let mut changes = b.changes();
     let mut conn = b.connection();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -96,7 +96,9 @@ pub fn fast_options() -> ClientOptions {
         request_timeout: Duration::from_secs(10),
         reconnect_base: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
-        ping_interval: Duration::from_millis(500),
+        // A silent link is declared dead after three intervals: short enough for the tests,
+        // long enough for a loaded CI machine.
+        ping_interval: Duration::from_secs(2),
         verify_interval: Duration::from_secs(2),
         retry_base: Duration::from_millis(50),
         retry_max: Duration::from_millis(500),
