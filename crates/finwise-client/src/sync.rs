@@ -273,6 +273,8 @@ impl<'a> Conn<'a> {
 
     /// Sends the queue in batches, in order per entity, and handles every result.
     async fn push(&mut self) -> Result<()> {
+        // Entries in flight of an instance that is gone since this store was opened.
+        self.inner.store().release_orphans()?;
         let total = {
             let c = self.inner.store().queue_counts()?;
             c.pending + c.processing
