@@ -80,3 +80,66 @@ async fn random_offline_edits_converge() {
         run(seed, 150).await;
     }
 }
+
+/// One device stays connected (`watch`) while it and the others edit at random.
+#[tokio::test]
+async fn random_edits_with_a_watching_device_converge() {
+    let seeds: u64 = std::env::var("FINWISE_RANDOM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    for seed in 100..100 + seeds {
+        let server = TestServer::start().await;
+        server.register("watch").await;
+        let first = server.login("watch").await;
+        let tenant = first.create_tenant("Home").await.unwrap().uuid;
+        let auths = vec![first, server.login("watch").await, server.login("watch").await];
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let devices: Vec<Client> = (0..3).map(|i| device(&auths[i], &tenant, dirs[i].path())).collect();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let watcher = {
+            let w = devices[0].clone();
+            tokio::spawn(async move { w.watch(async { let _ = stop_rx.await; }).await })
+        };
+        let ids: Vec<String> = (0..6).map(|i| format!("00000000-0000-4000-8000-00000000000{i}")).collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        for step in 0..120 {
+            let d = rng.random_range(0..devices.len());
+            let c = &devices[d];
+            let id = &ids[rng.random_range(0..ids.len())];
+            match rng.random_range(0..100) {
+                0..=39 => {
+                    let name = format!("s{step} d{d}");
+                    if c.get(EntityType::Tag, id).unwrap().is_some() {
+                        c.update(EntityType::Tag, id, json!({"name": name})).unwrap();
+                    } else {
+                        c.create(EntityType::Tag, json!({"id": id, "name": name})).unwrap();
+                    }
+                }
+                40..=59 => {
+                    if c.get(EntityType::Tag, id).unwrap().is_some() {
+                        c.delete(EntityType::Tag, id).unwrap();
+                    }
+                }
+                _ if d != 0 => {
+                    c.sync_once().await.unwrap();
+                }
+                _ => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(rng.random_range(0..5))).await;
+        }
+        // Let the watcher push what it has, then stop it and settle everyone.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = stop_tx.send(());
+        watcher.await.unwrap().unwrap();
+        for _ in 0..2 {
+            for c in &devices {
+                c.sync_once().await.unwrap();
+            }
+        }
+        let reference = dump(&devices[0]);
+        for (i, c) in devices.iter().enumerate() {
+            let st = c.status().unwrap();
+            assert_eq!((st.queue.pending, st.queue.processing, st.queue.failed), (0, 0, 0), "seed {seed} device {i}");
+            assert_eq!(st.converged, Some(true), "seed {seed} device {i}");
+            assert_eq!(dump(c), reference, "seed {seed} device {i}");
+        }
+    }
+}
