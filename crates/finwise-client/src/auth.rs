@@ -53,6 +53,47 @@ pub struct Auth {
     http: reqwest::Client,
     session: Mutex<Session>,
     file: Option<PathBuf>,
+    /// One refresh at a time in this process (a refresh token works once: two concurrent
+    /// refreshes with it would make the server revoke the whole session).
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+/// A lock file next to the session file: one refresh at a time across processes.
+struct FileLock(PathBuf);
+
+impl FileLock {
+    async fn acquire(session_file: &Path) -> FileLock {
+        let path = session_file.with_extension("json.lock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return FileLock(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A lock older than 30 s belongs to a process that died while refreshing.
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(30));
+                    if stale || std::time::Instant::now() > deadline {
+                        let _ = std::fs::remove_file(&path);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                }
+                // The directory is not writable or similar: refresh without the lock.
+                Err(_) => return FileLock(PathBuf::new()),
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 fn http_client() -> reqwest::Client {
@@ -143,14 +184,14 @@ impl Auth {
         if session.access_token.is_empty() || session.user_id.is_empty() {
             return Err(Error::Protocol("login answer without uuid or access_token".into()));
         }
-        let auth = Auth { http, session: Mutex::new(session), file };
+        let auth = Auth { http, session: Mutex::new(session), file, refresh_lock: tokio::sync::Mutex::new(()) };
         auth.save()?;
         Ok(auth)
     }
 
     /// A session from memory (`file`: where to persist refreshed tokens).
     pub fn from_session(session: Session, file: Option<PathBuf>) -> Auth {
-        Auth { http: http_client(), session: Mutex::new(session), file }
+        Auth { http: http_client(), session: Mutex::new(session), file, refresh_lock: tokio::sync::Mutex::new(()) }
     }
 
     /// Loads a session file written by [`Auth::login`] or [`Auth::save`].
@@ -201,24 +242,34 @@ impl Auth {
         self.session().access_token
     }
 
-    /// Rotates the token pair with the refresh token. Another process sharing the session file
-    /// may have rotated it already: then its (newer) pair is adopted instead.
+    /// Rotates the token pair with the refresh token. Refreshes are serialised within the
+    /// process and, through a lock file beside the session file, across processes sharing it;
+    /// a pair rotated meanwhile by someone else is adopted instead of refreshing again.
     pub async fn refresh(&self) -> Result<String> {
-        let used = self.session().refresh_token;
-        if let Some(path) = &self.file {
-            if let Ok(disk) = std::fs::read_to_string(path).map_err(Error::from).and_then(|t| Ok(serde_json::from_str::<Session>(&t)?)) {
-                if disk.refresh_token != used && disk.user_id == self.user_id() {
+        let seen = self.session().refresh_token;
+        let _in_process = self.refresh_lock.lock().await;
+        let current = self.session();
+        if current.refresh_token != seen {
+            return Ok(current.access_token);
+        }
+        let _across_processes = match &self.file {
+            Some(path) => {
+                let lock = FileLock::acquire(path).await;
+                let disk = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<Session>(&t).ok());
+                if let Some(disk) = disk.filter(|d| d.refresh_token != seen && d.user_id == current.user_id) {
                     let mut s = self.session.lock().expect("session lock");
                     s.access_token = disk.access_token.clone();
                     s.refresh_token = disk.refresh_token;
                     return Ok(disk.access_token);
                 }
+                Some(lock)
             }
-        }
+            None => None,
+        };
         let resp = self
             .http
-            .post(format!("{}/token", self.server()))
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", used.as_str())])
+            .post(format!("{}/token", current.server))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", seen.as_str())])
             .send()
             .await?;
         if resp.status().as_u16() == 401 || resp.status().as_u16() == 400 {

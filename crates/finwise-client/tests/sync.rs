@@ -517,3 +517,38 @@ async fn thousands_of_offline_changes_sync_in_batches_and_load_in_chunks() {
     assert_eq!(loading.len(), 4, "{loading:?}");
     assert_eq!(*loading[0], finwise_client::Progress::Loading { received: 1000, total: Some(3000) });
 }
+
+#[tokio::test]
+async fn concurrent_refreshes_share_one_rotation() {
+    let server = TestServer::start().await;
+    server.register("quin").await;
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("session.json");
+    let auth = Auth::login(&server.url(), "quin@example.org", "correct horse battery", Some(file.clone())).await.unwrap();
+    auth.create_tenant("Home").await.unwrap();
+    // Expire the access token in the file; two "processes" load the session from it.
+    auth.update_session(|s| s.access_token = "expired".into()).unwrap();
+    let (p1, p2) = (Arc::new(Auth::load(&file).unwrap()), Arc::new(Auth::load(&file).unwrap()));
+    // Within each process several requests hit the 401 at once; across processes too.
+    let calls = [&p1, &p1, &p2, &p2, &p1, &p2];
+    let results = futures_join_all(calls.iter().map(|a| a.tenants())).await;
+    for r in results {
+        assert_eq!(r.unwrap().len(), 1, "a reused refresh token would have revoked the session");
+    }
+    // Exactly one rotation happened: both hold the pair that is on disk, and it still works.
+    let disk = Auth::load(&file).unwrap().session();
+    assert_eq!(p1.session().refresh_token, disk.refresh_token);
+    assert_eq!(p2.session().refresh_token, disk.refresh_token);
+    assert!(!file.with_extension("json.lock").exists());
+    p1.update_session(|s| s.access_token = "expired".into()).unwrap();
+    assert_eq!(p1.tenants().await.unwrap().len(), 1);
+}
+
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let handles: Vec<_> = futs.collect();
+    for f in futures_util::future::join_all(handles).await {
+        out.push(f);
+    }
+    out
+}
