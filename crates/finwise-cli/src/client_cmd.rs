@@ -210,11 +210,24 @@ pub async fn run(g: GlobalArgs, cmd: ClientCommand) -> Result<()> {
     }
 }
 
+/// Reads the password from stdin; on a terminal without echo (via `stty`, where there is one).
 fn read_password() -> Result<String> {
     eprint!("password: ");
     std::io::stderr().flush()?;
+    let tty = std::io::stdin().is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
+    };
+    if tty {
+        stty("-echo");
+    }
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        stty("echo");
+        eprintln!();
+    }
+    read?;
     let p = line.trim_end_matches(['\r', '\n']).to_owned();
     if p.is_empty() {
         bail!("no password given: pass --password or set FINWISE_PASSWORD");

@@ -35,11 +35,10 @@ async fn run(seed: u64, steps: usize) {
                     c.create(EntityType::Tag, json!({"id": id, "name": name})).unwrap();
                 }
             }
-            30..=44 => {
-                if c.get(EntityType::Tag, id).unwrap().is_some() {
-                    c.delete(EntityType::Tag, id).unwrap();
-                }
+            30..=44 if c.get(EntityType::Tag, id).unwrap().is_some() => {
+                c.delete(EntityType::Tag, id).unwrap();
             }
+            30..=44 => {}
             45..=74 => {
                 c.sync_once().await.unwrap();
             }
@@ -90,7 +89,7 @@ async fn random_edits_with_a_watching_device_converge() {
         server.register("watch").await;
         let first = server.login("watch").await;
         let tenant = first.create_tenant("Home").await.unwrap().uuid;
-        let auths = vec![first, server.login("watch").await, server.login("watch").await];
+        let auths = [first, server.login("watch").await, server.login("watch").await];
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let devices: Vec<Client> = (0..3).map(|i| device(&auths[i], &tenant, dirs[i].path())).collect();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -113,11 +112,10 @@ async fn random_edits_with_a_watching_device_converge() {
                         c.create(EntityType::Tag, json!({"id": id, "name": name})).unwrap();
                     }
                 }
-                40..=59 => {
-                    if c.get(EntityType::Tag, id).unwrap().is_some() {
-                        c.delete(EntityType::Tag, id).unwrap();
-                    }
+                40..=59 if c.get(EntityType::Tag, id).unwrap().is_some() => {
+                    c.delete(EntityType::Tag, id).unwrap();
                 }
+                40..=59 => {}
                 _ if d != 0 => {
                     c.sync_once().await.unwrap();
                 }
