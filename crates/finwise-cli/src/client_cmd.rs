@@ -875,6 +875,11 @@ async fn status(ctx: &Ctx) -> Result<()> {
     };
     println!("in sync      {conv}");
     println!("digest       {}", st.local_digest);
+    if let Some(off) = st.clock_offset_ms.filter(|o| o.abs() >= 2000) {
+        let dir = if off > 0 { "ahead of" } else { "behind" };
+        let warn = if off > 240_000 { ": changes will be refused (clock_skew); set the clock right" } else { "" };
+        println!("clock        {:.0} s {dir} the server's{warn}", off.abs() as f64 / 1000.0);
+    }
     if let Some(e) = st.last_error.as_deref().filter(|e| !e.is_empty()) {
         println!("last error   {e}");
     }

@@ -103,6 +103,9 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// A `watch` running on this store, possibly in another process (e.g. `finwise sync --watch`).
     pub watcher: Option<WatcherInfo>,
+    /// Local clock minus the server's at the last connection, in ms (positive: ahead). Changes
+    /// stamped more than the server's limit (default 5 min) ahead are refused with `clock_skew`.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// What a running [`Client::watch`] records in the store, so other processes can show it.
@@ -331,6 +334,7 @@ impl Client {
             local_digest: store.digest()?,
             server_digest: store.meta("server_digest")?,
             last_error: self.inner.last_error.lock().expect("error lock").clone().or(store.meta("last_error")?.filter(|e| !e.is_empty())),
+            clock_offset_ms: store.meta("clock_offset_ms")?.and_then(|s| s.parse().ok()),
             watcher: store.meta("watch")?.and_then(|t| serde_json::from_str::<WatcherInfo>(&t).ok()).filter(WatcherInfo::alive),
         })
     }

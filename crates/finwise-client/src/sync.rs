@@ -111,6 +111,12 @@ async fn connect(inner: &Inner) -> Result<Ws> {
                     Ok(Some(Ok(Message::Text(t)))) => {
                         let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
                         if v["type"] == "status" && v["status"] == "online" {
+                            // How far the local clock is from the server's (network delay
+                            // included): changes stamped too far ahead are refused (clock_skew).
+                            if let Some(server_ms) = v["server_time"].as_str().and_then(time::parse_ms) {
+                                let offset = time::now_ms() - server_ms;
+                                let _ = inner.store().set_meta("clock_offset_ms", &offset.to_string());
+                            }
                             Ok(ws)
                         } else {
                             Err(Error::Protocol(format!("unexpected greeting {v}")))

@@ -102,6 +102,7 @@ async fn two_clients_edit_offline_and_converge_to_the_server() {
         assert_eq!((st.queue.pending, st.queue.processing, st.queue.failed), (0, 0, 0));
         assert_eq!(st.server_digest.as_deref(), Some(st.local_digest.as_str()));
         assert!(st.last_sync.is_some());
+        assert!(st.clock_offset_ms.unwrap().abs() < 5000, "same machine, same clock");
     }
 }
 
