@@ -100,6 +100,11 @@ pub enum TenantCommand {
 #[derive(Subcommand)]
 pub enum EntityCommand {
     /// Add one: fields as KEY=VALUE (values are JSON when they parse, else text).
+    ///
+    /// Keys are the entity's fields (a wrong key is refused with the list of fields). References
+    /// take a name or an id: group= (accounts, categories), account=, category=, recipient=;
+    /// type= is an account's accountType. Required fields you leave out get sensible values
+    /// (balance 0, today's date, the only group or account, ...).
     Add {
         #[arg(value_name = "KEY=VALUE")]
         fields: Vec<String>,
@@ -421,6 +426,11 @@ fn fields(client: &Client, t: EntityType, args: &[String]) -> Result<Map<String,
             bail!("'{a}' is not KEY=VALUE (e.g. name=Giro balance=100)");
         };
         let (key, target) = resolve_key(t, k.trim());
+        let fields = t.def().fields;
+        if !fields.iter().any(|f| f.name == key || f.alias == Some(key.as_str())) {
+            let names: Vec<&str> = fields.iter().map(|f| f.name).filter(|n| *n != "id").collect();
+            bail!("{} has no field '{k}'; its fields: {}", noun(t).0, names.join(", "));
+        }
         let value = match target {
             Some(rt) if !v.is_empty() && v != "null" => Value::from(find(client, rt, v)?["id"].as_str().unwrap_or(v).to_owned()),
             _ => parse_value(v),

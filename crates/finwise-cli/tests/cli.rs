@@ -204,6 +204,8 @@ fn offline_changes_stay_queued_and_errors_name_the_next_step() {
     assert_eq!(st["server_reachable"], false);
     let e = fails(h, &["login", "--server", "http://127.0.0.1:1", "--email", "bo@example.org"]);
     assert!(e.contains("cannot reach"), "{e}");
+    let e = fails(h, &["tags", "add", "nmae=typo"]);
+    assert!(e.contains("no field 'nmae'") && e.contains("name, parentTagId"), "{e}");
     let e = fails(h, &["tags", "rm", "nothing-like-this"]);
     assert!(e.contains("finwise tags ls"), "{e}");
 }
