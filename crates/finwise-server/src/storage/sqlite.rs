@@ -60,7 +60,7 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> {
 
 /// Opens a database for writing with the durability settings every file of ours uses.
 pub fn open_rw(path: &Path) -> Result<Connection> {
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let conn = Connection::open(path)?;
