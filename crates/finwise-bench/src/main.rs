@@ -521,13 +521,15 @@ async fn fill(addr: &str, tenant: &str, token: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-async fn request(ws: &mut Ws, req: Value, until: impl Fn(&str) -> bool) -> Result<(Duration, String)> {
+/// Sends `req` and waits for the first answer `until` accepts; the time includes parsing it.
+async fn request(ws: &mut Ws, req: Value, until: impl Fn(&str) -> bool) -> Result<(Duration, Value)> {
     let start = Instant::now();
     ws.send(Message::Text(req.to_string().into())).await?;
     loop {
         let Some(Ok(Message::Text(t))) = ws.next().await else { bail!("socket closed") };
         if until(&t) {
-            return Ok((start.elapsed(), t.to_string()));
+            let v: Value = serde_json::from_str(&t)?;
+            return Ok((start.elapsed(), v));
         }
     }
 }
@@ -541,8 +543,7 @@ async fn loads(cli: &Cli, entities: usize) -> Result<()> {
         let mut cursor = 0;
         for _ in 0..5 {
             let mut ws = connect(&server.addr, tenant, &token).await?;
-            let (d, text) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
-            let v: Value = serde_json::from_str(&text)?;
+            let (d, v) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
             let n = v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0);
             if n != size {
                 bail!("load returned {n} of {size}");
@@ -559,8 +560,7 @@ async fn loads(cli: &Cli, entities: usize) -> Result<()> {
                 request(&mut writer, frame, |t| t.contains("\"sync_ack\"")).await?;
             }
             let mut ws = connect(&server.addr, tenant, &token).await?;
-            let (d, text) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
-            let v: Value = serde_json::from_str(&text)?;
+            let (d, v) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
             let n = v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0);
             if n != 10 {
                 bail!("delta returned {n} of 10");

@@ -276,8 +276,10 @@ impl TenantReader for SqliteReader {
 
     fn live_since(&mut self, since: i64, visit: &mut dyn FnMut(EntityType, &str) -> bool) -> Result<()> {
         let Some(c) = &self.conn else { return Ok(()) };
+        // A delta walks the seq index (cost proportional to the delta, not the tenant); a full
+        // load walks the primary key, so it needs no sort.
         let sql = if since > 0 {
-            "SELECT entity_type, data FROM entities WHERE seq > ?1 AND deleted = 0 ORDER BY entity_type, id"
+            "SELECT entity_type, data FROM entities INDEXED BY entities_by_seq WHERE seq > ?1 AND deleted = 0 ORDER BY seq"
         } else {
             "SELECT entity_type, data FROM entities WHERE deleted = 0 AND ?1 = 0 ORDER BY entity_type, id"
         };
@@ -296,7 +298,7 @@ impl TenantReader for SqliteReader {
     fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>> {
         let Some(c) = &self.conn else { return Ok(Vec::new()) };
         let mut stmt =
-            c.prepare_cached("SELECT entity_type, id FROM entities WHERE seq > ?1 AND deleted = 1 ORDER BY entity_type, id")?;
+            c.prepare_cached("SELECT entity_type, id FROM entities INDEXED BY entities_by_seq WHERE seq > ?1 AND deleted = 1 ORDER BY seq")?;
         let rows = stmt.query_map([since], |r| Ok((parse_type(r.get(0)?)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
