@@ -1,8 +1,9 @@
 //! `finwise`: the FinWise Sync server and its tools.
 
 mod client_cmd;
+mod ops;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use finwise_server::Config;
@@ -23,73 +24,101 @@ struct Cli {
 enum Command {
     /// Run the sync server (HTTP + WebSocket on one port).
     Serve(ServeArgs),
+    /// Print the effective server configuration (secrets masked) and where each value came from.
+    Config(ServeArgs),
+    /// Take a consistent copy of every database while the server runs.
+    Backup(ops::backup::BackupArgs),
+    /// Restore a backup into a data dir (the server must not be running on it).
+    Restore(ops::backup::RestoreArgs),
+    /// Import a FinWise 0.4 (Python backend) data directory.
+    ImportLegacy(ops::legacy::ImportArgs),
+    /// Check a data dir and print what is wrong and how to fix it.
+    Doctor(ops::doctor::DoctorArgs),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
 }
 
-#[derive(Args)]
+/// Server settings given as flags. Each one overrides the same key from the environment
+/// (`FINWISE_<KEY>`), which overrides the config file (`--config`), which overrides the default;
+/// `finwise config` prints the result.
+#[derive(Args, Default)]
 struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "FINWISE_ADDR", default_value = "127.0.0.1:8000")]
-    addr: SocketAddr,
-    /// Directory for auth.db, the tenant databases and the JWT secret.
-    #[arg(long, env = "FINWISE_DATA_DIR", default_value = "data")]
-    data_dir: PathBuf,
-    /// Let FinWise 0.4 clients without a token use the server (no authentication for them).
-    #[arg(long, env = "FINWISE_ALLOW_LEGACY_CLIENTS")]
+    /// TOML configuration file (keys as printed by `finwise config`).
+    #[arg(long, env = "FINWISE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8000; env FINWISE_ADDR].
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Directory for auth.db, the tenant databases and the JWT secret [default: data; env FINWISE_DATA_DIR].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Let FinWise 0.4 clients without a token use the server (no authentication for them)
+    /// [env FINWISE_ALLOW_LEGACY_CLIENTS].
+    #[arg(long)]
     allow_legacy_clients: bool,
-    /// JWT signing secret (default: generated and kept in <data-dir>/jwt.secret).
-    #[arg(long, env = "FINWISE_JWT_SECRET", hide_env_values = true)]
+    /// JWT signing secret (default: generated and kept in <data-dir>/jwt.secret) [env FINWISE_JWT_SECRET].
+    #[arg(long)]
     jwt_secret: Option<String>,
-    /// Access token lifetime in seconds.
-    #[arg(long, env = "FINWISE_ACCESS_TOKEN_TTL", default_value_t = 15 * 60)]
-    access_token_ttl: u64,
-    /// Refresh token lifetime in seconds.
-    #[arg(long, env = "FINWISE_REFRESH_TOKEN_TTL", default_value_t = 60 * 24 * 3600)]
-    refresh_token_ttl: u64,
-    /// Refuse new registrations.
-    #[arg(long, env = "FINWISE_DISABLE_REGISTRATION")]
+    /// Access token lifetime in seconds [default: 900; env FINWISE_ACCESS_TOKEN_TTL].
+    #[arg(long)]
+    access_token_ttl: Option<u64>,
+    /// Refresh token lifetime in seconds [default: 60 days; env FINWISE_REFRESH_TOKEN_TTL].
+    #[arg(long)]
+    refresh_token_ttl: Option<u64>,
+    /// Refuse new registrations [env FINWISE_DISABLE_REGISTRATION or FINWISE_REGISTRATION_ENABLED=false].
+    #[arg(long)]
     disable_registration: bool,
-    /// Largest accepted `updated_at` lead over the server clock, in seconds.
-    #[arg(long, env = "FINWISE_MAX_CLOCK_SKEW", default_value_t = 300)]
-    max_clock_skew: u64,
-    /// Days tombstones are kept for delta sync.
-    #[arg(long, env = "FINWISE_TOMBSTONE_DAYS", default_value_t = 90)]
-    tombstone_days: u64,
-    /// Messages per second per connection (token bucket; burst is twice this).
-    #[arg(long, env = "FINWISE_MESSAGES_PER_SECOND", default_value_t = 5000)]
-    messages_per_second: u32,
-    /// Seconds a tenant may be idle before its database file is closed.
-    #[arg(long, env = "FINWISE_IDLE_TENANT_SECS", default_value_t = 60)]
-    idle_tenant_secs: u64,
-    /// Directory of the built web client served at `/` (default: web/dist when it exists).
-    #[arg(long, env = "FINWISE_WEB_DIR")]
+    /// Largest accepted `updated_at` lead over the server clock, in seconds [default: 300; env FINWISE_MAX_CLOCK_SKEW].
+    #[arg(long)]
+    max_clock_skew: Option<u64>,
+    /// Days tombstones are kept for delta sync [default: 90; env FINWISE_TOMBSTONE_DAYS].
+    #[arg(long)]
+    tombstone_days: Option<u64>,
+    /// Messages per second per connection (token bucket; burst is twice this)
+    /// [default: 5000; env FINWISE_MESSAGES_PER_SECOND].
+    #[arg(long)]
+    messages_per_second: Option<u32>,
+    /// Seconds a tenant may be idle before its database file is closed [default: 60; env FINWISE_IDLE_TENANT_SECS].
+    #[arg(long)]
+    idle_tenant_secs: Option<u64>,
+    /// Directory of the built web client served at `/` (default: web/dist when it exists) [env FINWISE_WEB_DIR].
+    #[arg(long)]
     web_dir: Option<PathBuf>,
-    /// Allowed CORS origins, comma-separated (default: any origin).
-    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
-    cors_origins: Vec<String>,
+    /// Allowed CORS origins, comma-separated (default: any origin) [env FINWISE_CORS_ORIGINS or CORS_ORIGINS].
+    #[arg(long, value_delimiter = ',')]
+    cors_origins: Option<Vec<String>>,
 }
 
 impl ServeArgs {
-    fn into_config(self) -> Config {
-        let d = Config::default();
-        Config {
+    fn flags(&self) -> finwise_server::config::Settings {
+        finwise_server::config::Settings {
             addr: self.addr,
-            data_dir: self.data_dir,
-            allow_legacy_clients: self.allow_legacy_clients,
-            jwt_secret: self.jwt_secret,
-            access_token_ttl: Duration::from_secs(self.access_token_ttl),
-            refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl),
-            registration_enabled: !self.disable_registration,
-            max_clock_skew: Duration::from_secs(self.max_clock_skew),
-            tombstone_horizon: Duration::from_secs(self.tombstone_days * 24 * 3600),
+            data_dir: self.data_dir.clone(),
+            allow_legacy_clients: self.allow_legacy_clients.then_some(true),
+            jwt_secret: self.jwt_secret.clone(),
+            access_token_ttl: self.access_token_ttl,
+            refresh_token_ttl: self.refresh_token_ttl,
+            registration_enabled: self.disable_registration.then_some(false),
+            max_clock_skew: self.max_clock_skew,
+            tombstone_days: self.tombstone_days,
             messages_per_second: self.messages_per_second,
-            message_burst: self.messages_per_second.saturating_mul(2),
-            idle_tenant_close: Duration::from_secs(self.idle_tenant_secs),
-            web_dir: self.web_dir.or_else(|| Some(PathBuf::from("web/dist"))),
-            cors_origins: self.cors_origins,
-            ..d
+            idle_tenant_secs: self.idle_tenant_secs,
+            web_dir: self.web_dir.clone(),
+            cors_origins: self.cors_origins.clone(),
+            ..Default::default()
         }
+    }
+
+    /// The effective configuration: flags > environment > file > defaults.
+    fn resolve(&self) -> anyhow::Result<finwise_server::config::Resolved> {
+        use finwise_server::config::{resolve, Settings};
+        let file = match &self.config {
+            Some(p) => Settings::from_file(p)?,
+            None => Settings::default(),
+        };
+        let env = Settings::from_env(|k| std::env::var(k).ok())?;
+        let defaults = Config { web_dir: Some(PathBuf::from("web/dist")), ..Config::default() };
+        Ok(resolve(defaults, &file, &env, &self.flags()))
     }
 }
 
@@ -109,6 +138,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Client commands print their own results; only warnings go to the log.
     let level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "error" };
+    let level = if matches!(cli.command, Command::ImportLegacy(_) | Command::Backup(_) | Command::Restore(_) | Command::Doctor(_)) {
+        "warn"
+    } else {
+        level
+    };
     init_logging(cli.log_json, level);
     match cli.command {
         Command::Client(cmd) => {
@@ -119,8 +153,17 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Config(args) => {
+            let r = args.resolve()?;
+            print!("{}", r.to_toml());
+            Ok(())
+        }
+        Command::Backup(a) => ops::exit_on_error(ops::backup::backup(a)),
+        Command::Restore(a) => ops::exit_on_error(ops::backup::restore(a)),
+        Command::ImportLegacy(a) => ops::exit_on_error(ops::legacy::import(a)),
+        Command::Doctor(a) => ops::exit_on_error(ops::doctor::doctor(a)),
         Command::Serve(args) => {
-            let config = args.into_config();
+            let config = args.resolve()?.config;
             let listener = tokio::net::TcpListener::bind(config.addr).await?;
             // Tests and scripts read the actual port from this line.
             println!("listening on http://{}", listener.local_addr()?);

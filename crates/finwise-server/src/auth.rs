@@ -178,6 +178,23 @@ impl AuthStore {
         Ok(())
     }
 
+    /// Inserts a tenant with its id, name and timestamps, and its owner as member (legacy import).
+    /// Idempotent: an existing tenant with this id keeps its row; the owner membership is ensured.
+    pub fn import_tenant(&self, tenant: &Tenant) -> Result<(), AuthError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO tenants (id, name, user_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![tenant.uuid, tenant.name, tenant.user_id, tenant.created_at, tenant.updated_at],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO members (tenant_id, user_id, role) VALUES (?1, ?2, 'owner')",
+            params![tenant.uuid, tenant.user_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The user whose name or e-mail is `login` (case-insensitive), with the password hash.
     pub fn find_login(&self, login: &str) -> Result<Option<(User, String)>, AuthError> {
         let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1 OR name = ?1 LIMIT 1");

@@ -93,3 +93,292 @@ impl Default for Config {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Layered configuration: defaults < file (TOML) < environment < command-line flags.
+
+/// One layer of settings (a TOML file, the environment, the flags): every key optional.
+/// Durations are whole seconds; `tombstone_days` is days.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub addr: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub allow_legacy_clients: Option<bool>,
+    pub jwt_secret: Option<String>,
+    pub access_token_ttl: Option<u64>,
+    pub refresh_token_ttl: Option<u64>,
+    pub registration_enabled: Option<bool>,
+    pub max_clock_skew: Option<u64>,
+    pub tombstone_days: Option<u64>,
+    pub messages_per_second: Option<u32>,
+    pub idle_tenant_secs: Option<u64>,
+    pub heartbeat_interval: Option<u64>,
+    pub send_timeout: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub max_batch_bytes: Option<usize>,
+    pub outbound_queue: Option<usize>,
+    pub tenant_queue: Option<usize>,
+    pub max_group_commit: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub web_dir: Option<PathBuf>,
+    pub cors_origins: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum KeyKind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+/// Every key with its kind; the environment variable is `FINWISE_<KEY>` (upper case).
+const KEYS: &[(&str, KeyKind)] = &[
+    ("addr", KeyKind::Str),
+    ("data_dir", KeyKind::Str),
+    ("allow_legacy_clients", KeyKind::Bool),
+    ("jwt_secret", KeyKind::Str),
+    ("access_token_ttl", KeyKind::Int),
+    ("refresh_token_ttl", KeyKind::Int),
+    ("registration_enabled", KeyKind::Bool),
+    ("max_clock_skew", KeyKind::Int),
+    ("tombstone_days", KeyKind::Int),
+    ("messages_per_second", KeyKind::Int),
+    ("idle_tenant_secs", KeyKind::Int),
+    ("heartbeat_interval", KeyKind::Int),
+    ("send_timeout", KeyKind::Int),
+    ("max_message_bytes", KeyKind::Int),
+    ("max_batch_bytes", KeyKind::Int),
+    ("outbound_queue", KeyKind::Int),
+    ("tenant_queue", KeyKind::Int),
+    ("max_group_commit", KeyKind::Int),
+    ("max_in_flight", KeyKind::Int),
+    ("web_dir", KeyKind::Str),
+    ("cors_origins", KeyKind::List),
+];
+
+/// Keys whose values are secrets: masked when printed.
+pub const SECRET_KEYS: &[&str] = &["jwt_secret"];
+
+/// An error in a configuration source, naming the source and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub message: String,
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+impl Settings {
+    /// Reads a TOML file. Unknown keys are errors (a typo must not be silently ignored).
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { source_name: name.clone(), message: format!("cannot read: {e}") })?;
+        toml::from_str(&text).map_err(|e| ConfigError { source_name: name, message: e.to_string() })
+    }
+
+    /// Reads `FINWISE_<KEY>` variables through `lookup` (plus the older names
+    /// `FINWISE_DISABLE_REGISTRATION` and `CORS_ORIGINS`).
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let mut table = toml::Table::new();
+        let err = |var: &str, m: String| ConfigError { source_name: format!("environment variable {var}"), message: m };
+        for (key, kind) in KEYS {
+            let var = format!("FINWISE_{}", key.to_ascii_uppercase());
+            let raw = match lookup(&var) {
+                Some(v) => v,
+                None if *key == "cors_origins" => match lookup("CORS_ORIGINS") {
+                    Some(v) => v,
+                    None => continue,
+                },
+                None => continue,
+            };
+            let value = match kind {
+                KeyKind::Str => toml::Value::String(raw),
+                KeyKind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| err(&var, format!("'{raw}' is not a whole number")))?),
+                KeyKind::Bool => toml::Value::Boolean(parse_bool(&raw).ok_or_else(|| err(&var, format!("'{raw}' is not true/false")))?),
+                KeyKind::List => toml::Value::Array(
+                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+                ),
+            };
+            table.insert((*key).into(), value);
+        }
+        if let Some(v) = lookup("FINWISE_DISABLE_REGISTRATION") {
+            if !table.contains_key("registration_enabled") {
+                let b = parse_bool(&v).ok_or_else(|| err("FINWISE_DISABLE_REGISTRATION", format!("'{v}' is not true/false")))?;
+                table.insert("registration_enabled".into(), toml::Value::Boolean(!b));
+            }
+        }
+        Settings::deserialize_table(table).map_err(|m| ConfigError { source_name: "environment".into(), message: m })
+    }
+
+    fn deserialize_table(t: toml::Table) -> Result<Settings, String> {
+        toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| e.to_string())
+    }
+
+    fn to_table(&self) -> toml::Table {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        }
+    }
+
+    /// Every key set from a full configuration (what the defaults layer looks like).
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            addr: Some(c.addr),
+            data_dir: Some(c.data_dir.clone()),
+            allow_legacy_clients: Some(c.allow_legacy_clients),
+            jwt_secret: c.jwt_secret.clone(),
+            access_token_ttl: Some(c.access_token_ttl.as_secs()),
+            refresh_token_ttl: Some(c.refresh_token_ttl.as_secs()),
+            registration_enabled: Some(c.registration_enabled),
+            max_clock_skew: Some(c.max_clock_skew.as_secs()),
+            tombstone_days: Some(c.tombstone_horizon.as_secs() / (24 * 3600)),
+            messages_per_second: Some(c.messages_per_second),
+            idle_tenant_secs: Some(c.idle_tenant_close.as_secs()),
+            heartbeat_interval: Some(c.heartbeat_interval.as_secs()),
+            send_timeout: Some(c.send_timeout.as_secs()),
+            max_message_bytes: Some(c.max_message_bytes),
+            max_batch_bytes: Some(c.max_batch_bytes),
+            outbound_queue: Some(c.outbound_queue),
+            tenant_queue: Some(c.tenant_queue),
+            max_group_commit: Some(c.max_group_commit),
+            max_in_flight: Some(c.max_in_flight),
+            web_dir: c.web_dir.clone(),
+            cors_origins: Some(c.cors_origins.clone()),
+        }
+    }
+
+    /// Applies the keys that are set over `base`.
+    pub fn apply(&self, base: Config) -> Config {
+        let secs = Duration::from_secs;
+        let mps = self.messages_per_second.unwrap_or(base.messages_per_second);
+        Config {
+            addr: self.addr.unwrap_or(base.addr),
+            data_dir: self.data_dir.clone().unwrap_or(base.data_dir),
+            allow_legacy_clients: self.allow_legacy_clients.unwrap_or(base.allow_legacy_clients),
+            jwt_secret: self.jwt_secret.clone().or(base.jwt_secret),
+            access_token_ttl: self.access_token_ttl.map(secs).unwrap_or(base.access_token_ttl),
+            refresh_token_ttl: self.refresh_token_ttl.map(secs).unwrap_or(base.refresh_token_ttl),
+            registration_enabled: self.registration_enabled.unwrap_or(base.registration_enabled),
+            max_clock_skew: self.max_clock_skew.map(secs).unwrap_or(base.max_clock_skew),
+            tombstone_horizon: self.tombstone_days.map(|d| secs(d * 24 * 3600)).unwrap_or(base.tombstone_horizon),
+            messages_per_second: mps,
+            message_burst: if self.messages_per_second.is_some() { mps.saturating_mul(2) } else { base.message_burst },
+            idle_tenant_close: self.idle_tenant_secs.map(secs).unwrap_or(base.idle_tenant_close),
+            heartbeat_interval: self.heartbeat_interval.map(secs).unwrap_or(base.heartbeat_interval),
+            send_timeout: self.send_timeout.map(secs).unwrap_or(base.send_timeout),
+            max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
+            max_batch_bytes: self.max_batch_bytes.unwrap_or(base.max_batch_bytes),
+            outbound_queue: self.outbound_queue.unwrap_or(base.outbound_queue),
+            tenant_queue: self.tenant_queue.unwrap_or(base.tenant_queue),
+            max_group_commit: self.max_group_commit.unwrap_or(base.max_group_commit),
+            max_in_flight: self.max_in_flight.unwrap_or(base.max_in_flight),
+            web_dir: self.web_dir.clone().or(base.web_dir),
+            cors_origins: self.cors_origins.clone().unwrap_or(base.cors_origins),
+            ..base
+        }
+    }
+}
+
+/// The effective configuration and, per key, which layer set it.
+pub struct Resolved {
+    pub config: Config,
+    /// `(key, value as TOML, source)` in key order; secrets masked.
+    pub entries: Vec<(String, String, &'static str)>,
+}
+
+impl Resolved {
+    /// The effective configuration as a TOML document with the source of each key as a comment.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from("# effective configuration (precedence: flag > env > file > default)\n");
+        for (k, v, src) in &self.entries {
+            if *src == "unset" {
+                let why = if k == "jwt_secret" { "generated and kept in <data_dir>/jwt.secret" } else { "none" };
+                out.push_str(&format!("# {k} is unset ({why})\n"));
+            } else {
+                out.push_str(&format!("{k} = {v}  # {src}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Layers `file`, `env` and `flags` (each optional key) over `defaults`.
+pub fn resolve(defaults: Config, file: &Settings, env: &Settings, flags: &Settings) -> Resolved {
+    let layers: [(&'static str, toml::Table); 4] = [
+        ("default", Settings::from_config(&defaults).to_table()),
+        ("file", file.to_table()),
+        ("env", env.to_table()),
+        ("flag", flags.to_table()),
+    ];
+    let config = flags.apply(env.apply(file.apply(defaults)));
+    let mut entries = Vec::new();
+    for (key, _) in KEYS {
+        let found = layers.iter().rev().find_map(|(src, t)| t.get(*key).map(|v| (*src, v.clone())));
+        let (src, shown) = match found {
+            Some((src, _)) if SECRET_KEYS.contains(key) => (src, "\"***\"".to_owned()),
+            Some((src, v)) => (src, v.to_string()),
+            None => ("unset", String::new()),
+        };
+        entries.push(((*key).to_owned(), shown, src));
+    }
+    Resolved { config, entries }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_flag_env_file_default() {
+        let file: Settings = toml::from_str(
+            "addr = \"0.0.0.0:9000\"\ndata_dir = \"/file\"\nmessages_per_second = 10\njwt_secret = \"file-secret\"\n",
+        )
+        .unwrap();
+        let env = Settings::from_env(|k| match k {
+            "FINWISE_DATA_DIR" => Some("/env".into()),
+            "FINWISE_MESSAGES_PER_SECOND" => Some("20".into()),
+            "CORS_ORIGINS" => Some("https://a.example, https://b.example".into()),
+            "FINWISE_DISABLE_REGISTRATION" => Some("true".into()),
+            _ => None,
+        })
+        .unwrap();
+        let flags = Settings { messages_per_second: Some(30), ..Settings::default() };
+        let r = resolve(Config::default(), &file, &env, &flags);
+        assert_eq!(r.config.addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(r.config.data_dir, PathBuf::from("/env"));
+        assert_eq!(r.config.messages_per_second, 30);
+        assert_eq!(r.config.message_burst, 60);
+        assert!(!r.config.registration_enabled);
+        assert_eq!(r.config.cors_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(r.config.max_in_flight, Config::default().max_in_flight);
+        let text = r.to_toml();
+        assert!(text.contains("messages_per_second = 30  # flag"), "{text}");
+        assert!(text.contains("data_dir = \"/env\"  # env"), "{text}");
+        assert!(text.contains("addr = \"0.0.0.0:9000\"  # file"), "{text}");
+        assert!(text.contains("max_in_flight = 512  # default"), "{text}");
+        assert!(text.contains("jwt_secret = \"***\"  # file"), "{text}");
+        assert!(!text.contains("file-secret"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = std::env::temp_dir().join(format!("finwise-cfg-{}", std::process::id()));
+        std::fs::write(&dir, "adr = \"x\"\n").unwrap();
+        let e = Settings::from_file(&dir).unwrap_err();
+        assert!(e.to_string().contains("adr"), "{e}");
+        let _ = std::fs::remove_file(&dir);
+        let e = Settings::from_env(|k| (k == "FINWISE_MAX_IN_FLIGHT").then(|| "many".into())).unwrap_err();
+        assert!(e.to_string().contains("FINWISE_MAX_IN_FLIGHT"), "{e}");
+    }
+}

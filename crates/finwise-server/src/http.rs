@@ -182,6 +182,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ping", get(ping))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/api/v1/websocket/health", get(websocket_health))
         .route("/api/v1/sync/data-status/{tenant_id}", get(data_status))
         .route("/ws_finwise/ws/{tenant_id}", get(ws_upgrade));
@@ -189,7 +190,38 @@ pub fn router(app: Arc<App>) -> Router {
         let index = dir.join("index.html");
         r = r.fallback_service(tower_http::services::ServeDir::new(dir).fallback(tower_http::services::ServeFile::new(index)));
     }
-    r.layer(cors).with_state(app)
+    let with_ids = axum::middleware::from_fn_with_state(Arc::clone(&app), request_span);
+    r.layer(cors).layer(with_ids).with_state(app)
+}
+
+/// Gives every HTTP request a span with a request id (the client's `x-request-id` when it sends a
+/// sane one, else a fresh one), so every log line of the request carries it; echoes the id in the
+/// response and counts the response status.
+async fn request_span(State(app): AppState, req: Request, next: axum::middleware::Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    app.metrics.http(res.status().as_u16());
+    span.in_scope(|| tracing::debug!(status = res.status().as_u16(), "answered"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+async fn metrics(State(app): AppState) -> Response {
+    app.metrics.open_tenants.set(app.writers.open_count() as i64);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -253,7 +285,9 @@ async fn check_credentials(app: &Arc<App>, addr: SocketAddr, login: &str, passwo
         }
     }
     let auth = Arc::clone(&app.auth);
-    let login_key = account_key.clone();
+    // Looked up as typed: the columns compare ASCII case-insensitively, and lower-casing here
+    // would break names with upper-case non-ASCII letters ("Ölsen").
+    let login_key = login.trim().to_owned();
     let found = blocking(move || {
         let Some((user, hash)) = auth.find_login(&login_key)? else {
             // Same work as a real check, so timing does not reveal which accounts exist.
@@ -537,9 +571,25 @@ async fn ready(State(app): AppState) -> Response {
     let dir = app.data.tenants_dir();
     let probe = dir.join(".ready-probe");
     let writable = std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe)).is_ok();
-    let body = json!({ "ready": writable, "data_dir_writable": writable, "migrations_applied": true });
-    let status = if writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let auth_db = app.data.auth_db();
+    let migrations = tokio::task::spawn_blocking(move || auth_schema_version(&auth_db)).await.ok().flatten();
+    let migrated = migrations == Some(auth::AUTH_SCHEMA_VERSION as i64);
+    let ok = writable && migrated;
+    let body = json!({
+        "ready": ok,
+        "data_dir_writable": writable,
+        "migrations_applied": migrated,
+        "auth_schema_version": migrations,
+        "expected_auth_schema_version": auth::AUTH_SCHEMA_VERSION,
+    });
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
+}
+
+/// `PRAGMA user_version` of the auth database, read on a fresh read-only connection.
+fn auth_schema_version(path: &std::path::Path) -> Option<i64> {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).ok()
 }
 
 async fn websocket_health(State(app): AppState) -> Json<Value> {

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod loads;
+pub mod metrics;
 pub mod storage;
 pub mod writer;
 pub mod ws;
@@ -61,6 +62,7 @@ pub struct App {
     pub hub: Arc<hub::Hub>,
     pub login_throttle_account: auth::Throttle,
     pub login_throttle_address: auth::Throttle,
+    pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
     next_conn: AtomicU64,
 }
@@ -77,9 +79,11 @@ impl App {
         };
         let keys = auth::TokenKeys::new(&secret, config.access_token_ttl, config.refresh_token_ttl);
         let hub = Arc::new(hub::Hub::new(config.outbound_queue));
+        let metrics = Arc::new(metrics::Metrics::new());
         let writers = writer::Writers::new(
             data.clone(),
             Arc::clone(&hub),
+            Arc::clone(&metrics),
             writer::WriterConfig {
                 queue_capacity: config.tenant_queue,
                 max_group: config.max_group_commit,
@@ -97,6 +101,7 @@ impl App {
             keys,
             writers,
             hub,
+            metrics,
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
         }))

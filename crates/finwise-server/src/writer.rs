@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     engine::{self, Item, Outcome},
     hub::{Event, Hub},
+    metrics::Metrics,
     storage::sqlite::{DataDir, SqliteTenant},
     TenantId,
 };
@@ -68,23 +69,28 @@ struct Slot {
 pub struct Writers {
     data: DataDir,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
     cfg: WriterConfig,
     slots: Mutex<HashMap<TenantId, Slot>>,
     next_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Writers {
-    pub fn new(data: DataDir, hub: Arc<Hub>, cfg: WriterConfig) -> Arc<Self> {
-        Arc::new(Writers { data, hub, cfg, slots: Mutex::new(HashMap::new()), next_generation: 0.into() })
+    pub fn new(data: DataDir, hub: Arc<Hub>, metrics: Arc<Metrics>, cfg: WriterConfig) -> Arc<Self> {
+        Arc::new(Writers { data, hub, metrics, cfg, slots: Mutex::new(HashMap::new()), next_generation: 0.into() })
     }
 
     /// Queues a job for a tenant, starting its writer when needed. Never blocks.
     pub fn submit(self: &Arc<Self>, tenant: &TenantId, job: Job) -> Result<(), SubmitError> {
         let mut slots = self.slots.lock().expect("writers lock");
         let mut job = job;
+        let weight = job.weight() as i64;
         if let Some(slot) = slots.get(tenant) {
             match slot.tx.try_send(job) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.metrics.writer_queue_depth.inc_by(weight);
+                    return Ok(());
+                }
                 Err(mpsc::TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
                 Err(mpsc::TrySendError::Disconnected(j)) => {
                     slots.remove(tenant);
@@ -95,6 +101,7 @@ impl Writers {
         let (tx, rx) = mpsc::sync_channel(self.cfg.queue_capacity);
         let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tx.try_send(job).map_err(|_| SubmitError::Overloaded)?;
+        self.metrics.writer_queue_depth.inc_by(weight);
         let me = Arc::clone(self);
         let t = tenant.clone();
         std::thread::Builder::new()
@@ -142,6 +149,7 @@ impl Writers {
                 error!(tenant = %tenant, error = %e, "cannot open tenant database; refusing its writes (retryable)");
                 self.retire(&tenant, generation);
                 while let Ok(job) = rx.try_recv() {
+                    self.metrics.writer_queue_depth.dec_by(job.weight() as i64);
                     fail_job(job, &format!("tenant database unavailable: {e}"));
                 }
                 return;
@@ -194,10 +202,12 @@ impl Writers {
                     Err(_) => break,
                 }
             }
+            self.metrics.writer_queue_depth.dec_by(weight as i64);
             if !self.process(&tenant, &mut db, jobs) {
                 self.retire(&tenant, generation);
                 // Anything that raced into the queue is answered rather than dropped.
                 while let Ok(job) = rx.try_recv() {
+                    self.metrics.writer_queue_depth.dec_by(job.weight() as i64);
                     fail_job(job, "tenant is closing");
                 }
                 return;
@@ -208,6 +218,8 @@ impl Writers {
     /// Applies a group of jobs in one transaction. Returns false when a `Close` was among them.
     fn process(&self, tenant: &TenantId, db: &mut SqliteTenant, jobs: Vec<Job>) -> bool {
         let now = finwise_protocol::time::now_ms();
+        let entries: usize = jobs.iter().map(|j| if let Job::Entries { items, .. } = j { items.len() } else { 0 }).sum();
+        let started = std::time::Instant::now();
         let result = db.write(|txn| {
             let mut all = Vec::with_capacity(jobs.len());
             for job in &jobs {
@@ -222,6 +234,10 @@ impl Writers {
             Ok(all)
         });
         let mut keep_running = true;
+        if entries > 0 {
+            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.commit_batch_entries.observe(entries as f64);
+        }
         match result {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();
@@ -247,6 +263,7 @@ impl Writers {
                 }
             }
             Err(e) => {
+                self.metrics.commit_failures.inc();
                 error!(tenant = %tenant, error = %e, "commit failed; the group is refused with storage_error (retryable)");
                 for job in jobs {
                     if let Job::Close { .. } = job {

@@ -23,7 +23,7 @@ use futures_util::{
 };
 use serde_json::json;
 use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::{
     engine::{self, Item, Outcome, Reply},
@@ -65,7 +65,9 @@ enum Stop {
 
 impl Conn {
     async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
-        match tokio::time::timeout(self.app.config.send_timeout, self.sink.send(Message::Text(text.into()))).await {
+        let text: Utf8Bytes = text.into();
+        self.app.metrics.message_out(text.as_str());
+        match tokio::time::timeout(self.app.config.send_timeout, self.sink.send(Message::Text(text))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Stop::Closed),
             Err(_) => {
@@ -100,6 +102,17 @@ impl Conn {
             Pending::Single(o) => (o, false),
             Pending::Batch(o) => (o, true),
         };
+        for o in &outs {
+            match &o.reply {
+                Reply::Ack(_) => {
+                    self.app.metrics.acks.inc();
+                }
+                Reply::Nack(n) => {
+                    let reason = serde_json::to_value(n.reason).ok();
+                    self.app.metrics.nack(reason.as_ref().and_then(|v| v.as_str()).unwrap_or("other"));
+                }
+            };
+        }
         if batch {
             let results = outs
                 .iter()
@@ -130,9 +143,19 @@ impl Conn {
 
 const MAX_IN_FLIGHT_FLOOR: usize = 1;
 
-/// Runs one connection until it closes.
+/// Runs one connection until it closes, inside a `conn` span (connection id, tenant, user) so
+/// that every log line of the connection carries them.
 pub async fn run(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>) {
     let id = app.next_conn_id();
+    let span = info_span!("conn", conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"));
+    app.metrics.connections_total.inc();
+    app.metrics.connections_open.inc();
+    let metrics = Arc::clone(&app.metrics);
+    run_conn(app, socket, tenant, user, id).instrument(span).await;
+    metrics.connections_open.dec();
+}
+
+async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>, id: u64) {
     let (sink, mut stream) = socket.split();
     let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
     info!(conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"), "connected");
@@ -267,8 +290,21 @@ async fn handle_text(c: &mut Conn, pending: &mut FuturesOrdered<BoxFuture<'stati
     let rate_ok = c.take_token();
     let msg = match parsed {
         Ok(m) => m,
-        Err(e) => return c.send_json(&ErrorMessage::from(e)).await,
+        Err(e) => {
+            c.app.metrics.message_in("invalid");
+            return c.send_json(&ErrorMessage::from(e)).await;
+        }
     };
+    c.app.metrics.message_in(match &msg {
+        ClientMessage::ProcessSyncEntry(_) => "process_sync_entry",
+        ClientMessage::ProcessSyncBatch(_) => "process_sync_batch",
+        ClientMessage::RequestInitialData { .. } => "request_initial_data",
+        ClientMessage::Ping { .. } => "ping",
+        ClientMessage::DataStatusRequest { .. } => "data_status_request",
+        ClientMessage::TenantDisconnect { .. } => "tenant_disconnect",
+        ClientMessage::ConnectionStatusRequest => "connection_status_request",
+        ClientMessage::QueueStatus { .. } => "queue_status",
+    });
     let now = time::now_ms();
     let limits = c.app.engine_limits();
     let prepare = |e: finwise_protocol::messages::SyncQueueEntry| -> Item {

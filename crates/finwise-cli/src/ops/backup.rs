@@ -1,0 +1,158 @@
+//! `finwise backup` and `finwise restore`.
+//!
+//! A backup is a directory with `auth.db`, `tenants/<id>.db`, `jwt.secret` and `MANIFEST.json`.
+//! Each database is copied with `VACUUM INTO` on a read-only connection: SQLite writes a
+//! consistent snapshot of the file as of one read transaction, while the server keeps writing
+//! (WAL readers never block the writer). `auth.db` is copied first, so a tenant created during
+//! the backup may have its file without its row; `finwise doctor` reports such a file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::json;
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Directory to write the backup to (created; must be empty if it exists).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// The server's data dir [default: FINWISE_DATA_DIR, the config file's data_dir, or data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// A directory written by `finwise backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data dir to restore into; must not hold a database yet (stop the server first).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+fn open_ro(path: &Path) -> anyhow::Result<Connection> {
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    c.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(c)
+}
+
+/// Copies one database consistently with `VACUUM INTO`.
+pub fn copy_db(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    let c = open_ro(src)?;
+    let target = dst.to_str().context("backup path is not UTF-8")?;
+    c.execute("VACUUM INTO ?1", [target]).with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    Ok(())
+}
+
+/// `PRAGMA integrity_check` of a file: `Ok(())` or the first problems it reports.
+pub fn integrity(path: &Path) -> anyhow::Result<Result<(), String>> {
+    let c = open_ro(path)?;
+    let mut stmt = c.prepare("PRAGMA integrity_check")?;
+    let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(rows.into_iter().take(5).collect::<Vec<_>>().join("; ")))
+    }
+}
+
+#[cfg(unix)]
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+#[cfg(not(unix))]
+fn owner_only(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    let data = super::data_dir(a.data_dir);
+    let auth = data.join("auth.db");
+    if !auth.exists() {
+        bail!("{} holds no auth.db: is this the server's data dir? (--data-dir)", data.display());
+    }
+    if a.to.exists() && std::fs::read_dir(&a.to)?.next().is_some() {
+        bail!("{} is not empty; back up into a new directory", a.to.display());
+    }
+    std::fs::create_dir_all(a.to.join("tenants")).with_context(|| format!("cannot create {}", a.to.display()))?;
+    let started = chrono::Utc::now();
+    copy_db(&auth, &a.to.join("auth.db"))?;
+    let mut tenants = Vec::new();
+    for (id, path) in super::tenant_files(&data)? {
+        let dst = a.to.join("tenants").join(format!("{id}.db"));
+        match copy_db(&path, &dst) {
+            Ok(()) => tenants.push(json!({"tenant": id, "bytes": std::fs::metadata(&dst)?.len()})),
+            // Deleted between listing and copying.
+            Err(_) if !path.exists() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let secret = data.join("jwt.secret");
+    if secret.exists() {
+        std::fs::copy(&secret, a.to.join("jwt.secret"))?;
+        owner_only(&a.to.join("jwt.secret"))?;
+    }
+    let manifest = json!({
+        "format": "finwise-backup-1",
+        "started_at": started.to_rfc3339(),
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "source": data.display().to_string(),
+        "auth_schema_version": finwise_server::auth::AUTH_SCHEMA_VERSION,
+        "tenant_schema_version": finwise_server::storage::sqlite::TENANT_SCHEMA_VERSION,
+        "jwt_secret": secret.exists(),
+        "tenants": tenants,
+    });
+    std::fs::write(a.to.join("MANIFEST.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    println!(
+        "backup of {} written to {}: auth.db, {} tenant database(s){}",
+        data.display(),
+        a.to.display(),
+        tenants.len(),
+        if secret.exists() { ", jwt.secret (keep it private: it signs tokens)" } else { "" }
+    );
+    Ok(())
+}
+
+pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
+    let auth = a.from.join("auth.db");
+    if !auth.exists() {
+        bail!("{} is not a finwise backup: it holds no auth.db", a.from.display());
+    }
+    if a.data_dir.join("auth.db").exists() || !super::tenant_files(&a.data_dir)?.is_empty() {
+        bail!(
+            "{} already holds databases; restore into an empty directory (stop the server, move the old data dir aside)",
+            a.data_dir.display()
+        );
+    }
+    let mut files = vec![(auth, a.data_dir.join("auth.db"))];
+    for (id, path) in super::tenant_files(&a.from)? {
+        files.push((path, a.data_dir.join("tenants").join(format!("{id}.db"))));
+    }
+    for (src, _) in &files {
+        if let Err(problem) = integrity(src)? {
+            bail!("{} fails its integrity check ({problem}); nothing was restored", src.display());
+        }
+    }
+    std::fs::create_dir_all(a.data_dir.join("tenants")).with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    for (src, dst) in &files {
+        // A consistent copy again (the backup files are plain databases; this also compacts).
+        copy_db(src, dst)?;
+    }
+    let secret = a.from.join("jwt.secret");
+    if secret.exists() {
+        std::fs::copy(&secret, a.data_dir.join("jwt.secret"))?;
+        owner_only(&a.data_dir.join("jwt.secret"))?;
+    }
+    println!(
+        "restored {} tenant database(s) and auth.db into {}{}",
+        files.len() - 1,
+        a.data_dir.display(),
+        if secret.exists() { " (with jwt.secret: existing sessions stay valid)" } else { " (no jwt.secret in the backup: users log in again)" }
+    );
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! `finwise import-legacy`: imports a FinWise 0.4 (Python backend) data directory.
+//!
+//! 0.4 keeps a central database (`users.db`: users, tenants) and one file per tenant
+//! (`finwiseTenantDB_<uuid>.db`, one table per entity type, camelCase columns). See
+//! `finwise-0.4-storage.md`. Users keep their id and bcrypt hash (verified at login, then
+//! rehashed with Argon2id); tenants keep id, name, owner and timestamps; every entity keeps its
+//! fields and its `updatedAt` as the version (`updated_at`). Columns are read by name, so files
+//! with an older schema (missing columns) import with the defaults. Running it again is safe:
+//! users and tenants are updated in place, entities are written only when newer.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use finwise_protocol::{
+    entity::{Kind, Presence},
+    time, EntityType,
+};
+use finwise_server::{
+    auth::{AuthStore, Tenant, User},
+    storage::{sqlite::SqliteTenant, EntityRecord},
+    TenantId,
+};
+use rusqlite::{types::ValueRef, Connection, OpenFlags};
+use serde_json::{Map, Value};
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The 0.4 backend's data: a directory holding `db/users.db` (or `users.db`) and
+    /// `tenant_databases/` (beside it or one level up), or the backend root containing `data/`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The central database file, when it is not found under --from (0.4: HOST_DB_PATH/users.db).
+    #[arg(long)]
+    pub central_db: Option<PathBuf>,
+    /// The tenant directory, when it is not found under --from (0.4: TENANT_DATABASE_DIR / HOST_TENANT_DB_PATH).
+    #[arg(long)]
+    pub tenant_dir: Option<PathBuf>,
+    /// The data dir to import into (the server must not be running on it).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub users: usize,
+    pub users_without_password: usize,
+    pub tenants: usize,
+    pub entities: BTreeMap<&'static str, usize>,
+    pub unchanged: usize,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+const ENTITY_TYPES: [EntityType; 9] = [
+    EntityType::AccountGroup,
+    EntityType::CategoryGroup,
+    EntityType::Recipient,
+    EntityType::Tag,
+    EntityType::AutomationRule,
+    EntityType::PlanningTransaction,
+    EntityType::Account,
+    EntityType::Category,
+    EntityType::Transaction,
+];
+
+fn open_ro(path: &Path) -> anyhow::Result<Connection> {
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // Fails here, with a clear message, when the file is not a database.
+    c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        .with_context(|| format!("{} is not a readable SQLite database", path.display()))?;
+    Ok(c)
+}
+
+/// Finds the central database and the tenant directory under `from`.
+pub fn locate(from: &Path, central: Option<&Path>, tenants: Option<&Path>) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    if !from.is_dir() && central.is_none() {
+        bail!("{} is not a directory (give the 0.4 data directory with --from)", from.display());
+    }
+    let central = match central {
+        Some(c) => c.to_path_buf(),
+        None => ["users.db", "db/users.db", "data/db/users.db"]
+            .iter()
+            .map(|p| from.join(p))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "no 0.4 central database under {} (looked for users.db, db/users.db, data/db/users.db); give it with --central-db",
+                    from.display()
+                )
+            })?,
+    };
+    let tenants = match tenants {
+        Some(t) => Some(t.to_path_buf()),
+        None => ["tenant_databases", "data/tenant_databases", "../tenant_databases"]
+            .iter()
+            .map(|p| from.join(p))
+            .find(|p| p.is_dir()),
+    };
+    Ok((central, tenants))
+}
+
+/// Reads every row of `table` as column name → SQLite value.
+fn rows(conn: &Connection, table: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
+    let exists: bool = conn
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(()))
+        .is_ok();
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))?;
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    let mut out = Vec::new();
+    let mut q = stmt.query([])?;
+    while let Some(row) = q.next()? {
+        let mut m = Map::new();
+        for (i, n) in names.iter().enumerate() {
+            let v = match row.get_ref(i)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(x) => Value::from(x),
+                ValueRef::Real(x) => Value::from(x),
+                ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(_) => Value::Null,
+            };
+            m.insert(n.clone(), v);
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// 0.4's naive UTC text (`2026-11-25 14:54:43.851705`) as the API form (`…T14:54:43.851705`).
+fn naive_iso(s: Option<String>) -> String {
+    match s {
+        Some(s) => s.replacen(' ', "T", 1),
+        None => finwise_server::auth::naive_now(),
+    }
+}
+
+/// A 0.4 row as a wire payload: booleans, JSON lists and money converted by the field kinds.
+fn payload(t: EntityType, row: &Map<String, Value>) -> Map<String, Value> {
+    let mut p = Map::new();
+    for field in t.def().fields {
+        let Some(v) = row.get(field.name) else { continue };
+        let v = match (field.kind, v) {
+            (Kind::JsonList | Kind::StrList, Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+            // NUMERIC columns hold binary doubles; 0.4 served them with two decimals.
+            (Kind::Num | Kind::Money, Value::Number(n)) if n.is_f64() => {
+                Value::from((n.as_f64().unwrap_or(0.0) * 100.0).round() / 100.0)
+            }
+            _ => v.clone(),
+        };
+        p.insert(field.name.to_owned(), v);
+    }
+    p
+}
+
+/// The version of a row: its `updatedAt`, else `createdAt`, else now.
+fn version_ms(row: &Map<String, Value>) -> i64 {
+    ["updatedAt", "createdAt"]
+        .iter()
+        .filter_map(|k| row.get(*k).and_then(Value::as_str).and_then(time::parse_ms))
+        .next()
+        .unwrap_or_else(time::now_ms)
+}
+
+/// Normalises a row; a value our protocol cannot hold in an optional or defaulted field (an
+/// unknown enum value, a malformed date) is replaced by the field's default, with a warning.
+fn normalize(t: EntityType, row: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<(String, Map<String, Value>, i64), String> {
+    let id = row.get("id").and_then(Value::as_str).ok_or("a row without an id")?.to_owned();
+    let ms = version_ms(row);
+    let mut p = payload(t, row);
+    for _ in 0..t.def().fields.len() {
+        match t.def().normalize(&Value::Object(p.clone()), ms) {
+            Ok(m) => return Ok((id, m, ms)),
+            Err(e) => {
+                let field = t.def().fields.iter().find(|f| f.name == e.field);
+                match field {
+                    Some(f) if !matches!(f.presence, Presence::Required) && p.contains_key(f.name) => {
+                        warnings.push(format!(
+                            "{} {id}: {} = {} cannot be kept ({}); the default is used",
+                            t.as_str(),
+                            f.name,
+                            p[f.name],
+                            e.message
+                        ));
+                        p.remove(f.name);
+                    }
+                    _ => return Err(format!("{} {id}: {e}", t.as_str())),
+                }
+            }
+        }
+    }
+    Err(format!("{} {id}: cannot be normalised", t.as_str()))
+}
+
+pub fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let data = super::data_dir(a.data_dir.clone());
+    let s = run(&a.from, a.central_db.as_deref(), a.tenant_dir.as_deref(), &data, true)?;
+    println!("imported into {}:", data.display());
+    println!(
+        "  users:    {} ({} without a password: they cannot log in until one is set)",
+        s.users, s.users_without_password
+    );
+    println!("  tenants:  {}", s.tenants);
+    for (t, n) in &s.entities {
+        println!("  {t:<20} {n}");
+    }
+    if s.unchanged > 0 {
+        println!("  unchanged (already imported, same or newer here): {}", s.unchanged);
+    }
+    for w in &s.warnings {
+        println!("warning: {w}");
+    }
+    for e in &s.errors {
+        eprintln!("error: {e}");
+    }
+    if !s.errors.is_empty() {
+        bail!("{} item(s) could not be imported (listed above); everything else was", s.errors.len());
+    }
+    println!("users log in with their 0.4 passwords; start the server with: finwise serve --data-dir {}", data.display());
+    Ok(())
+}
+
+/// Imports `from` into the data dir `data`; `progress` draws a progress bar on a terminal.
+pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data: &Path, progress: bool) -> anyhow::Result<Summary> {
+    let (central, tenant_dir) = locate(from, central, tenant_dir)?;
+    let src = open_ro(&central)?;
+    for table in ["users", "tenants"] {
+        let ok = src.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(())).is_ok();
+        if !ok {
+            bail!("{} has no '{table}' table: it is not a FinWise 0.4 central database", central.display());
+        }
+    }
+    std::fs::create_dir_all(data.join("tenants")).with_context(|| format!("cannot create {}", data.display()))?;
+    let auth = AuthStore::open(&data.join("auth.db")).map_err(|e| anyhow::anyhow!("{}: {e}", data.join("auth.db").display()))?;
+    let mut s = Summary::default();
+
+    // Users.
+    let mut imported_users = Vec::new();
+    for row in rows(&src, "users")? {
+        let get = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let Some(uuid) = get("uuid") else {
+            s.errors.push("a user row without a uuid".into());
+            continue;
+        };
+        let Some(email) = get("email") else {
+            s.errors.push(format!("user {uuid}: no e-mail"));
+            continue;
+        };
+        let mut name = get("name").unwrap_or_else(|| email.split('@').next().unwrap_or("user").to_owned());
+        // Names are unique here (0.4 only checked at registration): a clash gets a suffix.
+        if let Some((other, _)) = auth.find_login(&name)?.filter(|(u, _)| u.uuid != uuid) {
+            let renamed = format!("{name} ({})", &uuid[..8.min(uuid.len())]);
+            s.warnings.push(format!("user {uuid}: name '{name}' is taken by {}; imported as '{renamed}'", other.uuid));
+            name = renamed;
+        }
+        if let Some((other, _)) = auth.find_login(&email)?.filter(|(u, _)| u.uuid != uuid) {
+            s.errors.push(format!("user {uuid}: e-mail {email} already belongs to user {} here", other.uuid));
+            continue;
+        }
+        let hash = match get("hashed_password") {
+            Some(h) => h,
+            None => {
+                s.users_without_password += 1;
+                // Matches no password: the account exists (tenants keep their owner) but cannot log in.
+                "!no-password".to_owned()
+            }
+        };
+        let user = User {
+            name,
+            email,
+            uuid: uuid.clone(),
+            created_at: naive_iso(get("createdAt")),
+            updated_at: naive_iso(get("updatedAt")),
+        };
+        auth.import_user(&user, &hash)?;
+        imported_users.push(uuid);
+        s.users += 1;
+    }
+
+    // Tenants, with their files.
+    let mut work = Vec::new();
+    for row in rows(&src, "tenants")? {
+        let get = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let raw = get("uuid").unwrap_or_default();
+        let Some(id) = TenantId::parse(&raw) else {
+            s.errors.push(format!("tenant '{raw}': the id is not a canonical lowercase UUID; not imported"));
+            continue;
+        };
+        let Some(owner) = get("user_id").filter(|u| imported_users.contains(u)) else {
+            s.errors.push(format!("tenant {id}: its owner {} is not among the users; not imported", get("user_id").unwrap_or_default()));
+            continue;
+        };
+        let tenant = Tenant {
+            name: get("name").unwrap_or_else(|| "Imported".into()),
+            uuid: id.as_str().to_owned(),
+            user_id: owner,
+            created_at: naive_iso(get("createdAt")),
+            updated_at: naive_iso(get("updatedAt")),
+        };
+        auth.import_tenant(&tenant)?;
+        s.tenants += 1;
+        let file = tenant_dir.as_ref().map(|d| d.join(format!("finwiseTenantDB_{id}.db"))).filter(|f| f.is_file());
+        match file {
+            Some(f) => work.push((id, f)),
+            None => s.warnings.push(format!("tenant {id} ('{}') has no database file: imported without data", tenant.name)),
+        }
+    }
+    if let Some(dir) = &tenant_dir {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = n.strip_prefix("finwiseTenantDB_").and_then(|r| r.strip_suffix(".db")) {
+                    if !work.iter().any(|(t, _)| t.as_str() == id) {
+                        s.warnings.push(format!("{n}: no tenant row in the central database (a deleted tenant in 0.4); skipped"));
+                    }
+                }
+            }
+        }
+    }
+
+    // Read every tenant first (counting for the progress bar), then write.
+    let mut loaded = Vec::new();
+    let mut total = 0u64;
+    for (id, file) in work {
+        let conn = match open_ro(&file) {
+            Ok(c) => c,
+            Err(e) => {
+                s.errors.push(format!("tenant {id}: {e:#}"));
+                continue;
+            }
+        };
+        let mut tables = Vec::new();
+        for t in ENTITY_TYPES {
+            let r = rows(&conn, t.collection()).with_context(|| format!("{}: table {}", file.display(), t.collection()))?;
+            total += r.len() as u64;
+            tables.push((t, r));
+        }
+        loaded.push((id, tables));
+    }
+    let bar = if progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:20} [{bar:40}] {pos}/{len} entities ({eta})")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    let now = time::now_ms();
+    for (id, tables) in loaded {
+        bar.set_message(id.as_str()[..8].to_owned());
+        let path = data.join("tenants").join(format!("{id}.db"));
+        let mut db = SqliteTenant::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut records = Vec::new();
+        for (t, rows) in tables {
+            for row in rows {
+                match normalize(t, &row, &mut s.warnings) {
+                    Ok(r) => records.push((t, r)),
+                    Err(e) => s.errors.push(format!("tenant {id}: {e}")),
+                }
+            }
+        }
+        let (written, unchanged) = db
+            .write(|txn| {
+                let mut written: Vec<EntityType> = Vec::new();
+                let mut unchanged = 0;
+                for (t, (eid, entity, ms)) in &records {
+                    if txn.entity(*t, eid)?.is_some_and(|old| old.updated_at_ms >= *ms) {
+                        unchanged += 1;
+                        continue;
+                    }
+                    let seq = txn.next_seq();
+                    txn.put_entity(&EntityRecord {
+                        entity_type: *t,
+                        id: eid.clone(),
+                        seq,
+                        updated_at_ms: *ms,
+                        deleted: false,
+                        data: Value::Object(entity.clone()).to_string(),
+                        changed_at_ms: now,
+                    })?;
+                    written.push(*t);
+                }
+                Ok((written, unchanged))
+            })
+            .map_err(|e| anyhow::anyhow!("tenant {id}: writing {}: {e}", path.display()))?;
+        for t in written {
+            *s.entities.entry(t.collection()).or_default() += 1;
+        }
+        s.unchanged += unchanged;
+        bar.inc(records.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(s)
+}

@@ -1,0 +1,151 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format), one registry per [`crate::App`].
+//!
+//! Names: `finwise_connections_total`, `finwise_connections_open`, `finwise_messages_in_total{type}`,
+//! `finwise_messages_out_total{type}`, `finwise_acks_total`, `finwise_nacks_total{reason}`,
+//! `finwise_commit_batch_entries` (histogram), `finwise_commit_seconds` (histogram),
+//! `finwise_commit_failures_total`, `finwise_writer_queue_depth`, `finwise_open_tenants`,
+//! `finwise_http_requests_total{status}`.
+
+use std::sync::Mutex;
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric of one server.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub connections_total: Counter,
+    pub connections_open: Gauge,
+    pub messages_in: Family<Labels, Counter>,
+    pub messages_out: Family<Labels, Counter>,
+    pub acks: Counter,
+    pub nacks: Family<Labels, Counter>,
+    pub commit_batch_entries: Histogram,
+    pub commit_seconds: Histogram,
+    pub commit_failures: Counter,
+    /// Entries queued on tenant writers and not yet taken into a commit (all tenants).
+    pub writer_queue_depth: Gauge,
+    pub open_tenants: Gauge,
+    pub http_requests: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            connections_total: Counter::default(),
+            connections_open: Gauge::default(),
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            acks: Counter::default(),
+            nacks: Family::default(),
+            commit_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            commit_failures: Counter::default(),
+            writer_queue_depth: Gauge::default(),
+            open_tenants: Gauge::default(),
+            http_requests: Family::default(),
+        };
+        // Counter names get `_total` appended by the encoder.
+        r.register("finwise_connections", "WebSocket connections accepted", m.connections_total.clone());
+        r.register("finwise_connections_open", "WebSocket connections open now", m.connections_open.clone());
+        r.register("finwise_messages_in", "WebSocket messages received, by type", m.messages_in.clone());
+        r.register("finwise_messages_out", "WebSocket messages sent, by type", m.messages_out.clone());
+        r.register("finwise_acks", "sync entries acknowledged (sync_ack)", m.acks.clone());
+        r.register("finwise_nacks", "sync entries refused (sync_nack), by reason", m.nacks.clone());
+        r.register("finwise_commit_batch_entries", "entries in one group commit", m.commit_batch_entries.clone());
+        r.register("finwise_commit_seconds", "duration of one group commit transaction", m.commit_seconds.clone());
+        r.register("finwise_commit_failures", "group commits that failed (storage_error)", m.commit_failures.clone());
+        r.register("finwise_writer_queue_depth", "entries queued on tenant writers, all tenants", m.writer_queue_depth.clone());
+        r.register("finwise_open_tenants", "tenant databases open (running writers)", m.open_tenants.clone());
+        r.register("finwise_http_requests", "HTTP requests answered, by status", m.http_requests.clone());
+        *m.registry.lock().expect("metrics registry") = r;
+        m
+    }
+
+    pub fn message_in(&self, kind: &str) {
+        self.messages_in.get_or_create(&vec![("type", kind.to_owned())]).inc();
+    }
+
+    /// Counts an outgoing text by its `type` (or `event_type`) field.
+    pub fn message_out(&self, text: &str) {
+        self.messages_out.get_or_create(&vec![("type", message_type(text).to_owned())]).inc();
+    }
+
+    pub fn nack(&self, reason: &str) {
+        self.nacks.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+    }
+
+    pub fn http(&self, status: u16) {
+        self.http_requests.get_or_create(&vec![("status", status.to_string())]).inc();
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        encode(&mut out, &r).expect("encoding metrics into a String");
+        out
+    }
+}
+
+/// The `type` (or `event_type`) of a server message, read from its first bytes; a bounded label.
+pub fn message_type(text: &str) -> &str {
+    let mut n = text.len().min(256);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    let head = &text[..n];
+    for key in ["\"type\":\"", "\"event_type\":\""] {
+        if let Some(i) = head.find(key) {
+            let rest = &head[i + key.len()..];
+            if let Some(end) = rest.find('"') {
+                let v = &rest[..end];
+                if !v.is_empty() && v.len() <= 48 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return v;
+                }
+            }
+        }
+    }
+    "other"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_types() {
+        assert_eq!(message_type(r#"{"type":"sync_ack","id":"x"}"#), "sync_ack");
+        assert_eq!(message_type(r#"{"event_type":"initial_data_load","payload":{}}"#), "initial_data_load");
+        assert_eq!(message_type(r#"{"a":1}"#), "other");
+        assert_eq!(message_type(r#"{"type":"evil label\n"}"#), "other");
+    }
+
+    #[test]
+    fn renders() {
+        let m = Metrics::new();
+        m.message_in("ping");
+        m.acks.inc();
+        let t = m.render();
+        assert!(t.contains("finwise_messages_in_total{type=\"ping\"} 1"), "{t}");
+        assert!(t.contains("finwise_acks_total 1"), "{t}");
+    }
+}
