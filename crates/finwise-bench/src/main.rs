@@ -72,6 +72,13 @@ enum Workload {
     Loads {
         #[arg(long, default_value_t = 100_000)]
         entities: usize,
+        /// Request chunked loads of this many entities per message (protocol v2) and report
+        /// the server's peak memory while the load is sent.
+        #[arg(long)]
+        chunk_size: Option<usize>,
+        /// Full loads per tenant size.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// Activity spread over many tenants; open files of the server during and after.
     Tenants {
@@ -89,7 +96,7 @@ async fn main() -> Result<()> {
         }
         Workload::Fanout { listeners, rate, seconds } => fanout(&cli, listeners, rate, seconds).await,
         Workload::Connections { count } => connections(&cli, count).await,
-        Workload::Loads { entities } => loads(&cli, entities).await,
+        Workload::Loads { entities, chunk_size, runs } => loads(&cli, entities, chunk_size, runs).await,
         Workload::Tenants { tenants: n } => tenants(&cli, n).await,
     }
 }
@@ -442,7 +449,20 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
     }
     pb.finish_and_clear();
     let rss_idle = server.rss_kib();
-    let mut writer = connect(&server.addr, &tenant, &token).await?;
+    let (mut writer, mut writer_rx) = connect(&server.addr, &tenant, &token).await?.split();
+    // Acks arrive in order: the i-th ack is the commit of change i.
+    let acked_at = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+    let acks = Arc::clone(&acked_at);
+    let ack_reader = tokio::spawn(async move {
+        let mut i = 0;
+        while i < n {
+            let Some(Ok(Message::Text(t))) = writer_rx.next().await else { break };
+            if t.contains("\"sync_ack\"") {
+                acks[i].store(origin.elapsed().as_micros() as u64, Ordering::Relaxed);
+                i += 1;
+            }
+        }
+    });
     let mut sent_at = vec![0u64; n];
     let pb = progress(n as u64, "sending");
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
@@ -459,7 +479,12 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = received.load(Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(5), ack_reader).await;
     let lat: Vec<u64> = (0..n).map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
+    let commit: Vec<u64> = (0..n).map(|i| acked_at[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
+    let spread: Vec<u64> = (0..n).map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(acked_at[i].load(Ordering::Relaxed))).collect();
+    let (c50, c99, cmax) = percentiles(commit);
+    let (s50, s99, smax) = percentiles(spread);
     let (p50, p99, max) = percentiles(lat);
     println!(
         "fanout: {listeners} listeners, {rate} changes/s for {seconds} s = {} deliveries/s; delivered {got} of {}",
@@ -467,6 +492,8 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
         n * listeners
     );
     println!("  send -> last listener: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms; server RSS {rss_idle} KiB idle, {} KiB after", server.rss_kib());
+    println!("    of which send -> writer's ack (commit + fsync): p50 {c50:.2} ms  p99 {c99:.2} ms  max {cmax:.2} ms");
+    println!("    and writer's ack -> last listener (fan-out):    p50 {s50:.2} ms  p99 {s99:.2} ms  max {smax:.2} ms");
     for t in tasks {
         t.abort();
     }
@@ -534,22 +561,55 @@ async fn request(ws: &mut Ws, req: Value, until: impl Fn(&str) -> bool) -> Resul
     }
 }
 
-async fn loads(cli: &Cli, entities: usize) -> Result<()> {
+/// A chunked full load; returns (time, entities, cursor, peak server RSS while it was sent).
+async fn chunked_load(server: &Server, ws: &mut Ws, tenant: &str, chunk: usize) -> Result<(Duration, usize, i64, u64)> {
+    let start = Instant::now();
+    ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": chunk}).to_string().into())).await?;
+    let (mut n, mut peak) = (0, server.rss_kib());
+    loop {
+        let Some(Ok(Message::Text(t))) = ws.next().await else { bail!("socket closed") };
+        if !t.starts_with("{\"event_type\":\"initial_data_load\"") {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&t)?;
+        n += v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0);
+        peak = peak.max(server.rss_kib());
+        if v.get("more").is_none() {
+            return Ok((start.elapsed(), n, v["seq"].as_i64().unwrap_or(0), peak));
+        }
+    }
+}
+
+async fn loads(cli: &Cli, entities: usize, chunk: Option<usize>, runs: usize) -> Result<()> {
     let server = Server::start(&cli.server_bin, &[])?;
     let (token, tenants) = setup(&server.addr, 2).await?;
     for (tenant, size) in [(&tenants[0], 1_000usize), (&tenants[1], entities)] {
         fill(&server.addr, tenant, &token, size).await?;
         let mut full_times = Vec::new();
         let mut cursor = 0;
-        for _ in 0..5 {
+        let rss_before = server.rss_kib();
+        let mut peak = 0;
+        for _ in 0..runs {
             let mut ws = connect(&server.addr, tenant, &token).await?;
-            let (d, v) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
-            let n = v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0);
+            let (d, n, seq) = match chunk {
+                Some(c) => {
+                    let (d, n, seq, p) = chunked_load(&server, &mut ws, tenant, c).await?;
+                    peak = peak.max(p);
+                    (d, n, seq)
+                }
+                None => {
+                    let (d, v) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
+                    (d, v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0), v["seq"].as_i64().unwrap_or(0))
+                }
+            };
             if n != size {
                 bail!("load returned {n} of {size}");
             }
-            cursor = v["seq"].as_i64().unwrap_or(0);
+            cursor = seq;
             full_times.push(d.as_micros() as u64);
+        }
+        if let Some(c) = chunk {
+            println!("  chunked loads of {c}: server RSS {rss_before} KiB before, peak {peak} KiB while sending");
         }
         let (fp50, _, fmax) = percentiles(full_times);
         let mut writer = connect(&server.addr, tenant, &token).await?;
@@ -570,7 +630,7 @@ async fn loads(cli: &Cli, entities: usize) -> Result<()> {
         }
         let (dp50, dp99, dmax) = percentiles(delta_times);
         println!("loads: tenant of {size} entities");
-        println!("  full load end to end (request -> whole message parsed): median {fp50:.1} ms, max {fmax:.1} ms (5 runs)");
+        println!("  full load end to end (request -> every message parsed): median {fp50:.1} ms, max {fmax:.1} ms ({runs} runs)");
         println!("  delta of 10 after reconnect: p50 {dp50:.2} ms  p99 {dp99:.2} ms  max {dmax:.2} ms (50 runs); server RSS {} KiB", server.rss_kib());
     }
     Ok(())
