@@ -595,3 +595,74 @@ async fn doctor_finds_planted_problems_and_names_the_fix() {
     assert!(problem("jwt.secret is readable by others").contains("chmod 600"));
     assert!(out.contains("problem(s) found"), "{out}");
 }
+
+// ---- logs ----
+
+/// `--log-json`: every line of a connection carries its `conn` id and tenant, every line of an
+/// HTTP request its `request_id`; the human format shows the same spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_connection_and_request_ids() {
+    for json_logs in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"]).arg(dir.path());
+        if json_logs {
+            cmd.arg("--log-json");
+        }
+        let mut child = cmd
+            .env("FINWISE_LOG", "debug")
+            .env_remove("FINWISE_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let addr: SocketAddr = line.trim().strip_prefix("listening on http://").unwrap().parse().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        let server = Server { addr, stop: None, task: None };
+        for _ in 0..200 {
+            if reqwest::get(server.url("/ready")).await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let (_, token) = server.register("logs", "correct horse battery").await;
+        let tenant = server.tenant(&token).await;
+        let mut ws = server.ws(&tenant, &token).await;
+        let e = tag_entry(&tenant, &uuid::Uuid::new_v4().to_string(), "x");
+        ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
+        ws.recv_until(|v| v["type"] == "sync_ack").await;
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = reader.join().unwrap();
+        if json_logs {
+            let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            assert!(!lines.is_empty(), "{log}");
+            let ws_lines: Vec<&Value> = lines.iter().filter(|l| l["target"] == "finwise_server::ws").collect();
+            assert!(ws_lines.iter().any(|l| l["fields"]["message"] == "connected"), "{log}");
+            assert!(ws_lines.iter().any(|l| l["fields"]["message"] == "disconnected"), "{log}");
+            for l in &ws_lines {
+                assert!(l["span"]["conn"].is_u64(), "a connection line without its conn id: {l}");
+                assert_eq!(l["span"]["tenant"], tenant.as_str(), "{l}");
+            }
+            let answered: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "answered").collect();
+            assert!(answered.len() >= 4, "{log}");
+            let mut ids = HashSet::new();
+            for l in &answered {
+                let id = l["span"]["request_id"].as_str().unwrap_or_else(|| panic!("no request id: {l}"));
+                ids.insert(id.to_owned());
+            }
+            assert_eq!(ids.len(), answered.len(), "one id per request");
+            // The registration's own line is inside its request span.
+            let registered = lines.iter().find(|l| l["fields"]["message"] == "user registered").unwrap();
+            assert!(registered["span"]["request_id"].is_string(), "{registered}");
+        } else {
+            assert!(log.lines().any(|l| l.contains("conn{conn=1") && l.contains("connected")), "{log}");
+            assert!(log.lines().any(|l| l.contains("request{request_id=") && l.contains("user registered")), "{log}");
+        }
+    }
+}

@@ -81,7 +81,7 @@ pub enum AuthError {
 }
 
 /// A user as the 0.4 API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub name: String,
     pub email: String,
@@ -93,7 +93,7 @@ pub struct User {
 }
 
 /// A tenant as the 0.4 API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub name: String,
     pub uuid: String,
@@ -105,7 +105,7 @@ pub struct Tenant {
 }
 
 /// A member of a tenant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: String,
     pub name: String,

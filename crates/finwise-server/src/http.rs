@@ -183,6 +183,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(api_docs_page))
         .route("/api/v1/websocket/health", get(websocket_health))
         .route("/api/v1/sync/data-status/{tenant_id}", get(data_status))
         .route("/ws_finwise/ws/{tenant_id}", get(ws_upgrade));
@@ -192,6 +194,61 @@ pub fn router(app: Arc<App>) -> Router {
     }
     let with_ids = axum::middleware::from_fn_with_state(Arc::clone(&app), request_span);
     r.layer(cors).layer(with_ids).with_state(app)
+}
+
+/// An error answer: `{"detail": "…"}` (422 carries FastAPI's list of errors instead).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// A message, or for 422 a list of `{type, loc, msg}`.
+    detail: String,
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let comps = api.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The OpenAPI document of the REST API, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "FinWise Sync", description = "REST API of the FinWise Sync server (0.4 paths plus tokens and membership). The WebSocket protocol is in docs/PROTOCOL.md."),
+    paths(
+        register, login, token, list_tenants, create_tenant, rename_tenant, delete_tenant, clear_sync_queue,
+        list_members, add_member, remove_member, ping, health, ready, metrics, websocket_health, data_status, ws_upgrade
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "accounts", description = "registration, login, tokens"),
+        (name = "tenants", description = "tenants (households) of the caller"),
+        (name = "members", description = "sharing a tenant"),
+        (name = "sync", description = "the WebSocket and the data status"),
+        (name = "operations", description = "probes and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as JSON.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_document())
+}
+
+/// A self-contained page that renders `/openapi.json` (no script or style from elsewhere).
+async fn api_docs_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("api_docs.html"))
 }
 
 /// Gives every HTTP request a span with a request id (the client's `x-request-id` when it sends a
@@ -215,6 +272,7 @@ async fn request_span(State(app): AppState, req: Request, next: axum::middleware
     res
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text")))]
 async fn metrics(State(app): AppState) -> Response {
     app.metrics.open_tenants.set(app.writers.open_count() as i64);
     (
@@ -224,7 +282,7 @@ async fn metrics(State(app): AppState) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RegisterBody {
     name: String,
     email: String,
@@ -242,6 +300,7 @@ fn valid_email(e: &str) -> bool {
         && e.len() <= 254
 }
 
+#[utoipa::path(post, path = "/register", tag = "accounts", request_body = RegisterBody, responses((status = 201, description = "the new user", body = auth::User), (status = 400, description = "e-mail or name taken", body = ErrorBody), (status = 403, description = "registration disabled", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
 async fn register(State(app): AppState, Body(b): Body<RegisterBody>) -> ApiResult<impl IntoResponse> {
     if !app.config.registration_enabled {
         return Err(ApiError::forbidden("registration is disabled on this server"));
@@ -267,7 +326,7 @@ async fn register(State(app): AppState, Body(b): Body<RegisterBody>) -> ApiResul
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
     username_or_email: String,
     password: String,
@@ -334,6 +393,7 @@ async fn token_pair(app: &Arc<App>, user_id: &str, family: Option<String>) -> Ap
     }))
 }
 
+#[utoipa::path(post, path = "/login", tag = "accounts", request_body = LoginBody, responses((status = 200, description = "the user with `access_token`, `refresh_token`, `token_type`, `expires_in`", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 429, description = "too many failed logins (Retry-After)", body = ErrorBody)))]
 async fn login(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, Body(b): Body<LoginBody>) -> ApiResult<Json<Value>> {
     let user = check_credentials(&app, addr, &b.username_or_email, b.password).await?;
     let mut body = serde_json::to_value(&user).map_err(ApiError::internal)?;
@@ -344,7 +404,7 @@ async fn login(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TokenForm {
     grant_type: String,
     username: Option<String>,
@@ -352,6 +412,7 @@ struct TokenForm {
     refresh_token: Option<String>,
 }
 
+#[utoipa::path(post, path = "/token", tag = "accounts", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded", description = "grant_type `password` (username, password) or `refresh_token` (refresh_token; rotated, a reused one revokes its family)"), responses((status = 200, description = "access_token, refresh_token, token_type, expires_in", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
 async fn token(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>) -> ApiResult<Json<Value>> {
     let Form(f) = form.map_err(|e| ApiError::unprocessable(&["body"], e.body_text()))?;
     match f.grant_type.as_str() {
@@ -374,11 +435,12 @@ async fn token(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>,
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct UserQuery {
     user_id: Option<String>,
 }
 
+#[utoipa::path(get, path = "/tenants/", tag = "tenants", params(UserQuery), security(("bearer" = [])), responses((status = 200, description = "tenants the caller is a member of", body = Vec<auth::Tenant>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<UserQuery>) -> ApiResult<impl IntoResponse> {
     let who = caller(&app, &headers)?;
     let user = who.acting_user(q.user_id.as_deref())?;
@@ -398,7 +460,7 @@ async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CreateTenantBody {
     uuid: Option<String>,
     name: String,
@@ -409,6 +471,7 @@ fn tenant_id(s: &str) -> ApiResult<TenantId> {
     TenantId::parse(s).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "tenant id must be a canonical lowercase UUID"))
 }
 
+#[utoipa::path(post, path = "/tenants/", tag = "tenants", request_body = CreateTenantBody, security(("bearer" = [])), responses((status = 200, description = "the tenant (idempotent for the same owner and id)", body = auth::Tenant), (status = 409, description = "the id belongs to another user's tenant", body = ErrorBody), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
 async fn create_tenant(State(app): AppState, headers: HeaderMap, Body(b): Body<CreateTenantBody>) -> ApiResult<Json<auth::Tenant>> {
     let who = caller(&app, &headers)?;
     let user = who
@@ -456,11 +519,12 @@ async fn require_member(app: &Arc<App>, who: &Caller, tenant: &TenantId, owner: 
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RenameBody {
     name: String,
 }
 
+#[utoipa::path(put, path = "/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "tenant id"), UserQuery), request_body = RenameBody, security(("bearer" = [])), responses((status = 200, body = auth::Tenant), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 async fn rename_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>, Body(b): Body<RenameBody>) -> ApiResult<Json<auth::Tenant>> {
     let who = caller(&app, &headers)?;
     who.acting_user(q.user_id.as_deref())?;
@@ -472,6 +536,7 @@ async fn rename_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<
     t.map(Json).ok_or_else(|| ApiError::not_found("Tenant not found"))
 }
 
+#[utoipa::path(delete, path = "/tenants/{id}/complete", tag = "tenants", params(("id" = String, Path, description = "tenant id"), UserQuery), security(("bearer" = [])), responses((status = 200, description = "the deleted tenant; its database file is removed", body = auth::Tenant), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 async fn delete_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>) -> ApiResult<Json<auth::Tenant>> {
     let who = caller(&app, &headers)?;
     who.acting_user(q.user_id.as_deref())?;
@@ -498,6 +563,7 @@ async fn delete_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<
     Ok(Json(tenant))
 }
 
+#[utoipa::path(delete, path = "/tenants/{id}/sync-queue", tag = "tenants", params(("id" = String, Path, description = "tenant id"), UserQuery), security(("bearer" = [])), responses((status = 200, description = "0.4 compatibility: there is never a server-side queue", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody)))]
 async fn clear_sync_queue(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>) -> ApiResult<Json<Value>> {
     let who = caller(&app, &headers)?;
     who.acting_user(q.user_id.as_deref())?;
@@ -507,6 +573,7 @@ async fn clear_sync_queue(State(app): AppState, headers: HeaderMap, Path(id): Pa
     Ok(Json(json!({ "message": "Sync queue is empty: this server answers every entry when it arrives", "tenant_id": id.as_str() })))
 }
 
+#[utoipa::path(get, path = "/tenants/{id}/members", tag = "members", params(("id" = String, Path, description = "tenant id")), security(("bearer" = [])), responses((status = 200, body = Vec<auth::Member>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody)))]
 async fn list_members(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Vec<auth::Member>>> {
     let who = caller(&app, &headers)?;
     let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
@@ -516,12 +583,13 @@ async fn list_members(State(app): AppState, headers: HeaderMap, Path(id): Path<S
     Ok(Json(blocking(move || auth.members(&id)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct AddMemberBody {
     email: String,
     role: Option<String>,
 }
 
+#[utoipa::path(post, path = "/tenants/{id}/members", tag = "members", params(("id" = String, Path, description = "tenant id")), request_body = AddMemberBody, security(("bearer" = [])), responses((status = 200, description = "the members after the change", body = Vec<auth::Member>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
 async fn add_member(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<AddMemberBody>) -> ApiResult<Json<Vec<auth::Member>>> {
     let who = caller(&app, &headers)?;
     let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
@@ -542,6 +610,7 @@ async fn add_member(State(app): AppState, headers: HeaderMap, Path(id): Path<Str
     members.map(Json).ok_or_else(|| ApiError::not_found("no user with this e-mail"))
 }
 
+#[utoipa::path(delete, path = "/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path, description = "tenant id"), ("user_id" = String, Path)), security(("bearer" = [])), responses((status = 204, description = "removed; the member's open sockets close with 1008"), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 async fn remove_member(State(app): AppState, headers: HeaderMap, Path((id, user_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
     let who = caller(&app, &headers)?;
     let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
@@ -559,14 +628,17 @@ async fn remove_member(State(app): AppState, headers: HeaderMap, Path((id, user_
     }
 }
 
+#[utoipa::path(get, path = "/ping", tag = "operations", responses((status = 200, description = "0.4 liveness answer", body = Object)))]
 async fn ping() -> Json<Value> {
     Json(json!({ "status": "online", "message": "FinWise Backend is running" }))
 }
 
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "the process answers", body = Object)))]
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "data dir writable and migrations applied", body = Object), (status = 503, description = "not ready; the body says why", body = Object)))]
 async fn ready(State(app): AppState) -> Response {
     let dir = app.data.tenants_dir();
     let probe = dir.join(".ready-probe");
@@ -592,6 +664,7 @@ fn auth_schema_version(path: &std::path::Path) -> Option<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0)).ok()
 }
 
+#[utoipa::path(get, path = "/api/v1/websocket/health", tag = "operations", responses((status = 200, description = "0.4 connection statistics", body = Object)))]
 async fn websocket_health(State(app): AppState) -> Json<Value> {
     let (connections, tenants) = app.hub.stats();
     Json(json!({
@@ -604,6 +677,7 @@ async fn websocket_health(State(app): AppState) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/sync/data-status/{tenant_id}", tag = "sync", params(("tenant_id" = String, Path)), security(("bearer" = [])), responses((status = 200, description = "`data_status_response`: 0.4 checksums plus the v2 tenant digest, seq and entity count", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody)))]
 async fn data_status(State(app): AppState, headers: HeaderMap, Path(tenant): Path<String>) -> ApiResult<Json<Value>> {
     let who = caller(&app, &headers)?;
     let id = tenant_id(&tenant)?;
@@ -616,11 +690,12 @@ async fn data_status(State(app): AppState, headers: HeaderMap, Path(tenant): Pat
     Ok(Json(serde_json::to_value(status).map_err(ApiError::internal)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct WsQuery {
     token: Option<String>,
 }
 
+#[utoipa::path(get, path = "/ws_finwise/ws/{tenant_id}", tag = "sync", params(("tenant_id" = String, Path), WsQuery), security(("bearer" = [])), responses((status = 101, description = "WebSocket upgrade; the messages are described in docs/PROTOCOL.md"), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody)))]
 async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path<String>, Query(q): Query<WsQuery>, upgrade: WebSocketUpgrade) -> ApiResult<Response> {
     let tenant = tenant_id(&tenant)?;
     let token = q.token.as_deref().or_else(|| bearer(&headers));

@@ -193,3 +193,50 @@ async fn graceful_shutdown_acks_and_keeps_everything_in_flight() {
         assert!(got.contains(id.as_str()), "{id} lost");
     }
 }
+
+#[tokio::test]
+async fn openapi_document_and_browsable_page() {
+    let s = TestServer::start(|_| {}).await;
+    let r = s.http().get(s.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/register", "post"),
+        ("/login", "post"),
+        ("/token", "post"),
+        ("/tenants/", "get"),
+        ("/tenants/", "post"),
+        ("/tenants/{id}", "put"),
+        ("/tenants/{id}/complete", "delete"),
+        ("/tenants/{id}/sync-queue", "delete"),
+        ("/tenants/{id}/members", "get"),
+        ("/tenants/{id}/members", "post"),
+        ("/tenants/{id}/members/{user_id}", "delete"),
+        ("/ping", "get"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/metrics", "get"),
+        ("/api/v1/websocket/health", "get"),
+        ("/api/v1/sync/data-status/{tenant_id}", "get"),
+        ("/ws_finwise/ws/{tenant_id}", "get"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in ["RegisterBody", "LoginBody", "CreateTenantBody", "User", "Tenant", "Member", "ErrorBody"] {
+        assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(paths["/tenants/"]["get"]["security"].is_array());
+    let user = &schemas["User"]["properties"];
+    assert!(user.get("createdAt").is_some(), "the schema follows the serde renames: {user}");
+
+    let page = s.http().get(s.url("/docs")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("fetch('openapi.json')"));
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "the page loads nothing from elsewhere");
+}
