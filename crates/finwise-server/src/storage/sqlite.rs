@@ -64,6 +64,12 @@ pub fn open_rw(path: &Path) -> Result<Connection> {
         std::fs::create_dir_all(dir)?;
     }
     let conn = Connection::open(path)?;
+    // SQLite silently opens a file it cannot write read-only (e.g. on a read-only filesystem).
+    // Such a connection would refuse every write until it is closed, even after the trouble is
+    // gone: fail the open instead, so the next attempt opens the file again.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(StorageError::Other(format!("{} can only be opened read-only", path.display())));
+    }
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // An ack means durable: FULL syncs the WAL on every commit.
