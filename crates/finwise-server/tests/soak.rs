@@ -1,0 +1,330 @@
+//! Issue 7: soak and pressure. The real `finwise` binary under mixed load from many connections
+//! (batches of creates and updates, delta loads, data status requests) on two tenants, plus three
+//! hostile peers on the busy tenant:
+//!
+//! * a peer that never reads (tiny receive buffer, never polls its socket),
+//! * a peer that writes half a WebSocket frame and then stalls (neither writes nor reads),
+//! * a peer that connects and disconnects in a loop.
+//!
+//! Asserted: the server's RSS (from `/proc/<pid>/status`) stays within a bound and does not grow
+//! over the run; every entry of the well-behaved clients is acked or refused with a reason of the
+//! closed set; their latency stays bounded; none of them is disconnected; the two stalled peers
+//! are closed by the server (1013 or a dropped connection) and the server keeps running.
+//!
+//! Short configuration (CI): `FINWISE_SOAK_SECS` seconds of load (default 40; the stalled peers
+//! are closed by the 30 s send timeout, so the test takes about a minute). Long configuration:
+//! `FINWISE_SOAK_SECS=600 FINWISE_SOAK_CLIENTS=24`. Needs the binary: `cargo build -p finwise-cli`.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let bin = target.join("debug/finwise");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p finwise-cli` first", bin.display());
+    bin
+}
+
+fn start(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(["--jwt-secret", "soak-test-secret-soak-test-secret!!!"])
+        .env("FINWISE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server binary");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("address line, got {line:?}")).to_owned();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+    });
+    let log = Arc::new(Mutex::new(String::new()));
+    let (l, mut err) = (Arc::clone(&log), BufReader::new(child.stderr.take().unwrap()));
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while err.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            l.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    (child, addr, log)
+}
+
+/// The server's resident set size in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+async fn setup(addr: &str) -> (String, Vec<String>) {
+    let http = reqwest::Client::new();
+    let r = http.post(format!("http://{addr}/register")).json(&json!({"name": "soak", "email": "soak@example.org", "password": "soak-password"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let login: Value = http.post(format!("http://{addr}/login")).json(&json!({"username_or_email": "soak@example.org", "password": "soak-password"})).send().await.unwrap().json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let mut tenants = Vec::new();
+    for name in ["busy", "quiet"] {
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let r = http.post(format!("http://{addr}/tenants")).bearer_auth(&token).json(&json!({"uuid": tenant, "name": name})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        tenants.push(tenant);
+    }
+    (token, tenants)
+}
+
+#[derive(Default)]
+struct Load {
+    batches: AtomicU64,
+    acked: AtomicU64,
+    refused: Mutex<BTreeMap<String, u64>>,
+    loads: AtomicU64,
+    statuses: AtomicU64,
+    broadcasts: AtomicU64,
+    /// Request latencies in ms.
+    latencies: Mutex<Vec<u64>>,
+    disconnected: Mutex<Vec<String>>,
+}
+
+/// A well-behaved client: batches, delta loads and status requests, reading everything.
+async fn client(addr: String, tenant: String, token: String, n: usize, stop: Arc<AtomicBool>, load: Arc<Load>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    let ids: Vec<String> = (0..50).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut cursor = 0i64;
+    let mut k = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        k += 1;
+        let (msg, want): (Value, fn(&Value) -> bool) = match k % 20 {
+            0 => (json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor, "chunk_size": 200}), |v| v["event_type"] == "initial_data_load" && v["more"] != true),
+            10 => (json!({"type": "data_status_request", "tenant_id": tenant, "entity_types": null}), |v| v["type"] == "data_status_response"),
+            _ => {
+                let at = finwise_protocol::time::format_ms(chrono::Utc::now().timestamp_millis());
+                let entries: Vec<Value> = (0..1 + (k as usize * 7 + n) % 10)
+                    .map(|j| {
+                        let id = &ids[(k as usize * 3 + j) % ids.len()];
+                        json!({"id": uuid::Uuid::new_v4().to_string(), "tenantId": tenant, "entityType": "Transaction", "entityId": id,
+                            "operationType": "update", "payload": {"id": id, "accountId": "a", "date": "2026-01-01", "valueDate": "2026-01-01",
+                            "amount": -(k as f64), "description": format!("c{n} k{k} j{j}"), "type": "EXPENSE", "runningBalance": 0, "updated_at": at}})
+                    })
+                    .collect();
+                (json!({"type": "process_sync_batch", "entries": entries}), |v| v["type"] == "sync_batch_result")
+            }
+        };
+        let t0 = Instant::now();
+        if let Err(e) = ws.send(Message::Text(msg.to_string().into())).await {
+            load.disconnected.lock().unwrap().push(format!("client {n}: send: {e}"));
+            return;
+        }
+        let answer = loop {
+            match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                Err(_) => {
+                    load.disconnected.lock().unwrap().push(format!("client {n}: no answer in 30 s"));
+                    return;
+                }
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if want(&v) {
+                        break v;
+                    }
+                    if v["event_type"] == "data_update" {
+                        load.broadcasts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    assert_ne!(v["type"], "error", "client {n}: {v}");
+                }
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    load.disconnected.lock().unwrap().push(format!("client {n}: closed by the server {f:?}"));
+                    return;
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => {
+                    load.disconnected.lock().unwrap().push(format!("client {n}: {other:?}"));
+                    return;
+                }
+            }
+        };
+        load.latencies.lock().unwrap().push(t0.elapsed().as_millis() as u64);
+        if answer["type"] == "sync_batch_result" {
+            load.batches.fetch_add(1, Ordering::Relaxed);
+            for r in answer["results"].as_array().unwrap() {
+                if r["status"] == "processed" {
+                    load.acked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let reason = r["reason"].as_str().unwrap_or_else(|| panic!("a refusal without a reason: {r}")).to_owned();
+                    assert!(["storage_error", "overloaded", "validation_error", "clock_skew", "duplicate_id_conflict", "unknown_entity_type", "tenant_mismatch"].contains(&reason.as_str()), "{r}");
+                    *load.refused.lock().unwrap().entry(reason).or_default() += 1;
+                }
+            }
+        } else if answer["type"] == "data_status_response" {
+            load.statuses.fetch_add(1, Ordering::Relaxed);
+        } else {
+            load.loads.fetch_add(1, Ordering::Relaxed);
+            cursor = answer["seq"].as_i64().unwrap_or(cursor);
+        }
+        tokio::time::sleep(Duration::from_millis(((k * 13 + n as u64) % 40) as u64)).await;
+    }
+    let _ = ws.close(None).await;
+}
+
+/// A TCP connection with a tiny receive buffer, upgraded to a WebSocket by hand.
+async fn raw_upgrade(addr: &str, tenant: &str, token: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let req = format!(
+        "GET /ws_finwise/ws/{tenant}?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// Waits until the server ends a stalled connection: reads (draining what it buffered) until a
+/// close frame with its code, EOF or a reset. Returns what was seen, or None on timeout.
+async fn closed_by_server(mut s: tokio::net::TcpStream, within: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) => {
+                // A close frame (0x88, len, code) near the end of the stream says which code.
+                let code = tail.windows(4).rev().find(|w| w[0] == 0x88 && w[1] >= 2 && w[1] < 126).map(|w| u16::from_be_bytes([w[2], w[3]]));
+                return Some(match code {
+                    Some(c) => format!("close {c}"),
+                    None => "connection closed".into(),
+                });
+            }
+            Ok(Err(e)) => return Some(format!("connection reset ({e})")),
+            Ok(Ok(n)) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 4096 {
+                    tail.drain(..tail.len() - 4096);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_with_hostile_peers() {
+    let secs: u64 = std::env::var("FINWISE_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let clients: usize = std::env::var("FINWISE_SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, log) = start(dir.path());
+    let pid = child.id();
+    let (token, tenants) = setup(&addr).await;
+    let (busy, quiet) = (tenants[0].clone(), tenants[1].clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
+
+    // Hostile peers on the busy tenant (they are sent its broadcasts).
+    let never_reads = raw_upgrade(&addr, &busy, &token).await;
+    let mut half_frame = raw_upgrade(&addr, &busy, &token).await;
+    // A masked text frame announcing 1000 bytes, of which 100 are sent.
+    let mut frame = vec![0x81u8, 0x80 | 126, (1000u16 >> 8) as u8, (1000u16 & 0xff) as u8, 1, 2, 3, 4];
+    frame.extend(std::iter::repeat_n(b'{' ^ 1, 100));
+    half_frame.write_all(&frame).await.unwrap();
+    let reconnects = Arc::new(AtomicU64::new(0));
+    let reconnector = {
+        let (addr, busy, token, stop, reconnects) = (addr.clone(), busy.clone(), token.clone(), Arc::clone(&stop), Arc::clone(&reconnects));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{busy}?token={token}")).await {
+                    reconnects.fetch_add(1, Ordering::Relaxed);
+                    if reconnects.load(Ordering::Relaxed) % 2 == 0 {
+                        let _ = ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": busy}).to_string().into())).await;
+                    }
+                    drop(ws); // no close handshake
+                }
+            }
+        })
+    };
+
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|n| {
+            let tenant = if n % 3 == 2 { quiet.clone() } else { busy.clone() };
+            tokio::spawn(client(addr.clone(), tenant, token.clone(), n, Arc::clone(&stop), Arc::clone(&load)))
+        })
+        .collect();
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        samples.push((t0.elapsed().as_secs_f64(), rss_kib(pid)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The stalled peers: the server must have closed them (send timeout 30 s once their buffers
+    // are full, or lag beyond the broadcast buffer). Load continues while we wait.
+    let never = tokio::spawn(closed_by_server(never_reads, Duration::from_secs(60)));
+    let half = tokio::spawn(closed_by_server(half_frame, Duration::from_secs(60)));
+    let (never, half) = (never.await.unwrap(), half.await.unwrap());
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    reconnector.await.unwrap();
+    samples.push((t0.elapsed().as_secs_f64(), rss_kib(pid)));
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mut lat = load.latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+    let (p50, p99, max) = (pct(0.5), pct(0.99), *lat.last().unwrap());
+    let warm = samples.iter().find(|(t, _)| *t >= 5.0).map_or(samples[0].1, |s| s.1);
+    let peak = samples.iter().map(|s| s.1).max().unwrap();
+    let last = samples.last().unwrap().1;
+    let refused = load.refused.lock().unwrap().clone();
+    let log = log.lock().unwrap().clone();
+    println!(
+        "soak: {elapsed:.0} s, {clients} clients: {} batches, {} entries acked, refused {refused:?}, {} loads, {} status requests, \
+         {} broadcasts received; latency p50 {p50} ms, p99 {p99} ms, max {max} ms; {} reconnects of the looping peer; \
+         never-reading peer: {never:?}; half-frame peer: {half:?}; server RSS: {} MiB at 5 s, peak {} MiB, end {} MiB; \
+         server log: {} 'stopped reading' / {} 'fell behind' lines",
+        load.batches.load(Ordering::Relaxed), load.acked.load(Ordering::Relaxed), load.loads.load(Ordering::Relaxed),
+        load.statuses.load(Ordering::Relaxed), load.broadcasts.load(Ordering::Relaxed), reconnects.load(Ordering::Relaxed),
+        warm / 1024, peak / 1024, last / 1024,
+        log.matches("stopped reading").count(), log.matches("fell behind").count(),
+    );
+    println!("soak: RSS samples (s, MiB): {:?}", samples.iter().step_by(5).map(|(t, k)| (*t as u64, k / 1024)).collect::<Vec<_>>());
+    let disconnected = load.disconnected.lock().unwrap().clone();
+    assert!(disconnected.is_empty(), "well-behaved clients were disconnected: {disconnected:?}");
+    assert!(never.is_some(), "the peer that never reads was not closed by the server");
+    assert!(half.is_some(), "the half-frame peer was not closed by the server");
+    assert!(load.acked.load(Ordering::Relaxed) > 1000, "too little load");
+    assert!(p99 < 3000 && max < 10_000, "latency: p99 {p99} ms, max {max} ms");
+    assert!(peak < 512 * 1024, "server RSS peaked at {} MiB", peak / 1024);
+    assert!(last < warm + 96 * 1024, "server RSS grew from {} MiB to {} MiB", warm / 1024, last / 1024);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
