@@ -445,11 +445,38 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     assert_eq!(x1["reconciled"], true);
     assert_eq!(x1["updated_at"], "2025-03-01T10:00:05.999Z");
     assert_eq!(x1["createdAt"], "2025-03-01T10:00:06.000Z");
+    // Shared with a second user on the new server.
+    server.register("zweite", "another good password").await;
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/tenants/{tenant}/members")))
+        .bearer_auth(&token)
+        .json(&json!({"email": "zweite@example.org"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     server.stop().await;
 
-    // Importing again changes nothing.
+    // Importing again changes nothing, and keeps what happened here since (members, the
+    // password hash upgraded at the login).
     let out = ok(finwise(&["import-legacy", "--from", legacy.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]));
     assert!(out.contains("unchanged (already imported, same or newer here): 5"), "{out}");
+    let server = Server::start(&data).await;
+    let (_, token) = server.login("joerg@example.de", password).await;
+    let members: Value = reqwest::Client::new()
+        .get(server.url(&format!("/tenants/{tenant}/members")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
+    server.stop().await;
+    let auth = rusqlite::Connection::open(data.join("auth.db")).unwrap();
+    let hash: String = auth.query_row("SELECT password_hash FROM users WHERE id = ?1", [&user], |r| r.get(0)).unwrap();
+    assert!(hash.starts_with("$argon2"), "{hash}");
 
     // Unreadable input: a clear error, exit status 1.
     let o = finwise(&["import-legacy", "--from", dir.path().join("nothing").to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);

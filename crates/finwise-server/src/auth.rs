@@ -169,10 +169,15 @@ impl AuthStore {
         Ok(user)
     }
 
-    /// Inserts a user with a given id and hash (legacy import).
+    /// Inserts a user with a given id and hash (legacy import). An existing user with this id is
+    /// updated in place (not replaced: a replace would cascade to its memberships and tokens),
+    /// keeping a password hash that was already upgraded to Argon2id at a login here.
     pub fn import_user(&self, user: &User, password_hash: &str) -> Result<(), AuthError> {
         self.db().execute(
-            "INSERT OR REPLACE INTO users (id, name, email, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO users (id, name, email, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
+               password_hash = CASE WHEN users.password_hash LIKE '$2%' OR users.password_hash LIKE '!%'
+                 THEN excluded.password_hash ELSE users.password_hash END, created_at = excluded.created_at, updated_at = excluded.updated_at",
             params![user.uuid, user.name, user.email, password_hash, user.created_at, user.updated_at],
         )?;
         Ok(())

@@ -284,6 +284,13 @@ pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data:
         s.users += 1;
     }
 
+    let settings = rows(&src, "user_settings").map(|r| r.len()).unwrap_or(0);
+    if settings > 0 {
+        s.warnings.push(format!(
+            "{settings} user_settings row(s) (log level, log categories, history retention of the 0.4 web app) are not imported: this server keeps no user settings"
+        ));
+    }
+
     // Tenants, with their files.
     let mut work = Vec::new();
     for row in rows(&src, "tenants")? {
