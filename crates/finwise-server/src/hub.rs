@@ -3,11 +3,9 @@
 //! forwards it unless it wrote the change itself. A connection that falls more than the channel's
 //! capacity behind is closed with 1013 and resyncs by delta.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Mutex};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
 use crate::TenantId;
@@ -15,8 +13,9 @@ use crate::TenantId;
 /// What a tenant's connections receive.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A serialised `data_update` written by connection `origin`.
-    Change { origin: u64, text: Arc<str> },
+    /// A serialised `data_update` written by connection `origin`. Cloning it only bumps a
+    /// reference count: every listener sends the same bytes.
+    Change { origin: u64, text: Utf8Bytes },
     /// The tenant was deleted: close with this code.
     Close { code: u16, reason: &'static str },
     /// The user lost access to the tenant: that user's connections close with 1008.

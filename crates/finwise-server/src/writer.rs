@@ -247,7 +247,7 @@ impl Writers {
                             let outs = outcomes.next().unwrap_or_default();
                             for o in &outs {
                                 if let Some(text) = &o.broadcast {
-                                    self.hub.publish(tenant, Event::Change { origin, text: Arc::clone(text) });
+                                    self.hub.publish(tenant, Event::Change { origin, text: text.to_string().into() });
                                 }
                             }
                             let _ = reply.send(outs);

@@ -178,7 +178,7 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
         let result: Result<(), Stop> = tokio::select! {
             Some(p) = pending.next(), if !pending.is_empty() => c.send_outcomes(p).await,
             ev = tenant_rx.recv() => match ev {
-                Ok(Event::Change { origin, text }) if origin != id => c.send_text(text.to_string()).await,
+                Ok(Event::Change { origin, text }) if origin != id => c.send_text(text).await,
                 Ok(Event::Revoke { user_id }) if user.as_deref() == Some(user_id.as_str()) => {
                     Err(Stop::Close(close::POLICY, "membership revoked"))
                 }

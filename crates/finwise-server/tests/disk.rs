@@ -327,7 +327,15 @@ async fn unopenable_tenant_database() {
     let batch = entries(&tenant, 20, 100, "blocked");
     let refused = send_in_trouble(&mut ws, &batch, &mut acked).await;
     assert_eq!(refused, batch.len(), "an unopenable database acked something");
-    let log = server.log();
+    // The log is read by a background thread; give it a moment to catch up.
+    let mut log = server.log();
+    for _ in 0..50 {
+        if log.contains("cannot open tenant database") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = server.log();
+    }
     let line = log.lines().find(|l| l.contains("cannot open tenant database")).unwrap_or_else(|| panic!("no log line:\n{log}"));
     println!("unopenable database: {refused} entries refused with storage_error; log: {line}");
 
