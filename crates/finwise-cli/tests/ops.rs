@@ -693,3 +693,96 @@ async fn log_lines_carry_connection_and_request_ids() {
         }
     }
 }
+
+// ---- SIGTERM ----
+
+/// The real binary on SIGTERM: clients get `status: shutdown` after the acks of what they sent,
+/// the process exits 0, and a restart serves every acked change.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |dir: &Path| {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
+            .arg(dir)
+            .env("FINWISE_LOG", "warn")
+            .env_remove("FINWISE_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let addr: SocketAddr = line.trim().strip_prefix("listening on http://").unwrap().parse().unwrap();
+        (child, Server { addr, stop: None, task: None })
+    };
+    let (mut child, server) = start(dir.path());
+    for _ in 0..200 {
+        if reqwest::get(server.url("/ready")).await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, token) = server.register("sigterm", "correct horse battery").await;
+    let tenant = server.tenant(&token).await;
+    let mut ws = server.ws(&tenant, &token).await;
+    let mut sent = HashSet::new();
+    for i in 0..200 {
+        let e = tag_entry(&tenant, &uuid::Uuid::new_v4().to_string(), &format!("t{i}"));
+        sent.insert(e["payload"]["id"].as_str().unwrap().to_owned());
+        ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
+    }
+    ws.send(&json!({"type": "ping", "timestamp": 1})).await;
+    let mut acks = 0;
+    loop {
+        let v = ws.recv().await;
+        if v["type"] == "sync_ack" {
+            acks += 1;
+        }
+        if v["type"] == "pong" {
+            break;
+        }
+    }
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let mut shutdown = false;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.inner.next()).await.expect("the server answers");
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "sync_ack" {
+                    assert!(!shutdown);
+                    acks += 1;
+                } else if v["type"] == "status" && v["status"] == "shutdown" {
+                    shutdown = true;
+                }
+            }
+            Some(Ok(Message::Close(f))) => {
+                assert_eq!(f.map(|f| u16::from(f.code)), Some(1001));
+                break;
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => break,
+        }
+    }
+    assert!(shutdown, "status: shutdown was sent");
+    assert_eq!(acks, sent.len(), "every entry read before SIGTERM was acked");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let (mut child, server) = start(dir.path());
+    for _ in 0..200 {
+        if reqwest::get(server.url("/ready")).await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut ws = server.ws(&tenant, &token).await;
+    let load = ws.load(&tenant).await;
+    let got: HashSet<String> = load["payload"]["tags"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(got, sent);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -45,6 +45,22 @@ pub fn copy_db(src: &Path, dst: &Path) -> anyhow::Result<()> {
     let c = open_ro(src)?;
     let target = dst.to_str().context("backup path is not UTF-8")?;
     c.execute("VACUUM INTO ?1", [target]).with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    // VACUUM INTO does not sync the new file: a backup must survive a power cut.
+    sync_path(dst)?;
+    Ok(())
+}
+
+/// fsync of a file or a directory (a directory makes the names of new files in it durable).
+fn sync_path(p: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(p).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", p.display()))
+}
+
+#[cfg(unix)]
+fn sync_dir(p: &Path) -> anyhow::Result<()> {
+    sync_path(p)
+}
+#[cfg(not(unix))]
+fn sync_dir(_: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
@@ -108,6 +124,9 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
         "tenants": tenants,
     });
     std::fs::write(a.to.join("MANIFEST.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    sync_path(&a.to.join("MANIFEST.json"))?;
+    sync_dir(&a.to.join("tenants"))?;
+    sync_dir(&a.to)?;
     println!(
         "backup of {} written to {}: auth.db, {} tenant database(s){}",
         data.display(),
@@ -148,6 +167,8 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
         std::fs::copy(&secret, a.data_dir.join("jwt.secret"))?;
         owner_only(&a.data_dir.join("jwt.secret"))?;
     }
+    sync_dir(&a.data_dir.join("tenants"))?;
+    sync_dir(&a.data_dir)?;
     println!(
         "restored {} tenant database(s) and auth.db into {}{}",
         files.len() - 1,
