@@ -181,7 +181,7 @@ async fn client(addr: String, tenant: String, token: String, n: usize, stop: Arc
             load.loads.fetch_add(1, Ordering::Relaxed);
             cursor = answer["seq"].as_i64().unwrap_or(cursor);
         }
-        tokio::time::sleep(Duration::from_millis(((k * 13 + n as u64) % 40) as u64)).await;
+        tokio::time::sleep(Duration::from_millis((k * 13 + n as u64) % 40)).await;
     }
     let _ = ws.close(None).await;
 }
