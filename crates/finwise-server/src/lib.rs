@@ -65,6 +65,9 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
     next_conn: AtomicU64,
+    /// WebSocket connections still running (graceful shutdown waits for them).
+    open_conns: std::sync::atomic::AtomicUsize,
+    conn_closed: tokio::sync::Notify,
 }
 
 impl App {
@@ -104,6 +107,8 @@ impl App {
             metrics,
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
+            open_conns: 0.into(),
+            conn_closed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -111,8 +116,39 @@ impl App {
         self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Marks a WebSocket connection as running until the guard is dropped.
+    pub fn conn_guard(self: &Arc<Self>) -> ConnGuard {
+        self.open_conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ConnGuard(Arc::clone(self))
+    }
+
+    /// Waits until every WebSocket connection has ended, at most `limit`; false on timeout.
+    pub async fn wait_for_connections(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                let closed = self.conn_closed.notified();
+                if self.open_conns.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     pub fn engine_limits(&self) -> engine::Limits {
         engine::Limits { max_clock_skew_ms: self.config.max_clock_skew.as_millis() as i64 }
+    }
+}
+
+/// Counts a running WebSocket connection (see [`App::conn_guard`]).
+pub struct ConnGuard(Arc<App>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.conn_closed.notify_waiters();
     }
 }
 
@@ -136,6 +172,14 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(graceful)
         .await?;
+    // Upgraded WebSocket connections are not HTTP connections any more: axum returns without
+    // them. Each one answers what it has in flight, says `status: shutdown` and closes; wait
+    // for that (a client that stops reading is dropped after the send timeout), so the process
+    // does not exit under them.
+    let limit = app.config.send_timeout + Duration::from_secs(5);
+    if !app.wait_for_connections(limit).await {
+        warn!("some connections did not finish within {limit:?}; closing anyway");
+    }
     app.writers.close_all().await;
     info!("stopped");
     Ok(())

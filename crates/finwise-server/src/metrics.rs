@@ -4,7 +4,7 @@
 //! `finwise_messages_out_total{type}`, `finwise_acks_total`, `finwise_nacks_total{reason}`,
 //! `finwise_commit_batch_entries` (histogram), `finwise_commit_seconds` (histogram),
 //! `finwise_commit_failures_total`, `finwise_writer_queue_depth`, `finwise_open_tenants`,
-//! `finwise_http_requests_total{status}`.
+//! `finwise_http_requests_total{status}`, `finwise_connection_closes_total{code}`.
 
 use std::sync::Mutex;
 
@@ -37,6 +37,8 @@ pub struct Metrics {
     pub writer_queue_depth: Gauge,
     pub open_tenants: Gauge,
     pub http_requests: Family<Labels, Counter>,
+    /// Connections ended, by close code the server sent (`peer` when the client closed or vanished).
+    pub closes: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,7 @@ impl Metrics {
             writer_queue_depth: Gauge::default(),
             open_tenants: Gauge::default(),
             http_requests: Family::default(),
+            closes: Family::default(),
         };
         // Counter names get `_total` appended by the encoder.
         r.register("finwise_connections", "WebSocket connections accepted", m.connections_total.clone());
@@ -76,6 +79,11 @@ impl Metrics {
         r.register("finwise_writer_queue_depth", "entries queued on tenant writers, all tenants", m.writer_queue_depth.clone());
         r.register("finwise_open_tenants", "tenant databases open (running writers)", m.open_tenants.clone());
         r.register("finwise_http_requests", "HTTP requests answered, by status", m.http_requests.clone());
+        r.register(
+            "finwise_connection_closes",
+            "WebSocket connections ended, by the close code the server sent (1013 slow client, 1008 policy, 1009 too big, 1001 shutdown; peer = closed by the client)",
+            m.closes.clone(),
+        );
         *m.registry.lock().expect("metrics registry") = r;
         m
     }
@@ -91,6 +99,10 @@ impl Metrics {
 
     pub fn nack(&self, reason: &str) {
         self.nacks.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+    }
+
+    pub fn close(&self, code: &str) {
+        self.closes.get_or_create(&vec![("code", code.to_owned())]).inc();
     }
 
     pub fn http(&self, status: u16) {

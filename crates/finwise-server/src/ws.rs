@@ -147,6 +147,7 @@ const MAX_IN_FLIGHT_FLOOR: usize = 1;
 /// that every log line of the connection carries them.
 pub async fn run(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>) {
     let id = app.next_conn_id();
+    let _running = app.conn_guard();
     let span = info_span!("conn", conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"));
     app.metrics.connections_total.inc();
     app.metrics.connections_open.inc();
@@ -227,6 +228,10 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
             }
         };
         stop = result.err();
+    }
+    match &stop {
+        Some(Stop::Close(code, _)) => app.metrics.close(&code.to_string()),
+        _ => app.metrics.close("peer"),
     }
     if let Some(Stop::Close(code, reason)) = stop {
         let frame = CloseFrame { code, reason: reason.into() };

@@ -76,12 +76,30 @@ async fn metrics_are_present_and_count() {
 
     drop(ws);
     for _ in 0..100 {
-        if sample(&metrics(&s).await, "finwise_connections_open") == Some(0.0) {
+        let page = metrics(&s).await;
+        if sample(&page, "finwise_connections_open") == Some(0.0) {
+            assert_eq!(sample(&page, "finwise_connection_closes_total{code=\"peer\"}"), Some(1.0), "{page}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("connections_open did not go back to 0");
+}
+
+#[tokio::test]
+async fn closes_are_counted_by_code() {
+    let s = TestServer::start(|c| c.max_message_bytes = 1000).await;
+    let (_token, _tenant, mut ws) = s.connected("closes").await;
+    ws.send(&json!({"type": "ping", "timestamp": "x".repeat(2000)})).await;
+    assert_eq!(ws.recv().await["closed"], 1009);
+    for _ in 0..100 {
+        let page = metrics(&s).await;
+        if sample(&page, "finwise_connection_closes_total{code=\"1009\"}") == Some(1.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the 1009 close was not counted:\n{}", metrics(&s).await);
 }
 
 #[tokio::test]
