@@ -372,6 +372,20 @@ mod tests {
     }
 
     #[test]
+    fn printed_configuration_is_a_valid_config_file() {
+        let flags = Settings { max_in_flight: Some(7), cors_origins: Some(vec!["https://x.example".into()]), ..Settings::default() };
+        let r = resolve(Config::default(), &Settings::default(), &Settings::default(), &flags);
+        let text = r.to_toml();
+        let back: Settings = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let again = back.apply(Config::default());
+        assert_eq!(again.max_in_flight, 7);
+        assert_eq!(again.cors_origins, vec!["https://x.example"]);
+        assert_eq!(again.refresh_token_ttl, r.config.refresh_token_ttl);
+        assert_eq!(again.tombstone_horizon, r.config.tombstone_horizon);
+        assert!(back.jwt_secret.is_none(), "an unset secret stays unset");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         let dir = std::env::temp_dir().join(format!("finwise-cfg-{}", std::process::id()));
         std::fs::write(&dir, "adr = \"x\"\n").unwrap();
