@@ -690,6 +690,9 @@ async fn data_status(State(app): AppState, headers: HeaderMap, Path(tenant): Pat
     Ok(Json(serde_json::to_value(status).map_err(ApiError::internal)?))
 }
 
+/// Initial read buffer of a WebSocket connection.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
 #[derive(Deserialize, utoipa::IntoParams)]
 struct WsQuery {
     token: Option<String>,
@@ -711,5 +714,8 @@ async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)
+        // tungstenite's default 128 KiB read buffer per socket would dominate the memory of idle
+        // connections; it grows when a large message arrives.
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| ws::run(app, socket, tenant, user)))
 }
