@@ -15,7 +15,7 @@
 //! and the server's state must equal LWW over all acked changes (no acked change missing, no
 //! change without an ack).
 //!
-//! Short configuration (CI): 3 seeds × 400 operations (about 25 s). Long configuration:
+//! Short configuration (CI): 3 seeds × 400 operations (about 30 s). Long configuration:
 //! `FINWISE_CHAOS_SEEDS=20 FINWISE_CHAOS_OPS=3000 cargo nextest run -p finwise-client --test chaos`;
 //! replay one seed with `FINWISE_CHAOS_SEED=<seed>` (the operation sequence and the fault
 //! schedule are replayed; thread timing is not deterministic). Needs the binary:
