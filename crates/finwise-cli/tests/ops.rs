@@ -490,6 +490,33 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a readable SQLite database"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// 0.4 installs often keep the central database and the tenant files apart (HOST_DB_PATH,
+/// TENANT_DATABASE_DIR): `--central-db` and `--tenant-dir` name them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_legacy_with_separate_central_db_and_tenant_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("made");
+    let (_, tenant) = synthetic_legacy_dir(&legacy, "password 1234");
+    let central = dir.path().join("etc/finwise/central.db");
+    let tenants = dir.path().join("srv/tenants");
+    std::fs::create_dir_all(central.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(tenants.parent().unwrap()).unwrap();
+    std::fs::rename(legacy.join("db/users.db"), &central).unwrap();
+    std::fs::rename(legacy.join("tenant_databases"), &tenants).unwrap();
+    let data = dir.path().join("data");
+    let (c, t, d) = (central.to_str().unwrap(), tenants.to_str().unwrap(), data.to_str().unwrap());
+    // Without --tenant-dir nothing finds the tenant files: imported without data, and said so.
+    let out = ok(finwise(&["import-legacy", "--central-db", c, "--data-dir", d], &[]));
+    assert!(out.contains(&format!("tenant {tenant} ('Haushalt') has no database file")), "{out}");
+    let out = ok(finwise(&["import-legacy", "--central-db", c, "--tenant-dir", t, "--data-dir", d], &[]));
+    assert!(out.contains("transactions         1"), "{out}");
+    let o = finwise(&["import-legacy", "--central-db", "/nonexistent/users.db", "--data-dir", d], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such file (--central-db)"));
+    let o = finwise(&["import-legacy", "--data-dir", d], &[]);
+    assert!(!o.status.success(), "--from or --central-db is required");
+}
+
 fn shared_sample() -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     ["../../../shared/spec/legacy-data", "/work/shared/spec/legacy-data"]

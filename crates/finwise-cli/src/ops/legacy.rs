@@ -31,8 +31,8 @@ use serde_json::{Map, Value};
 pub struct ImportArgs {
     /// The 0.4 backend's data: a directory holding `db/users.db` (or `users.db`) and
     /// `tenant_databases/` (beside it or one level up), or the backend root containing `data/`.
-    #[arg(long)]
-    pub from: PathBuf,
+    #[arg(long, required_unless_present = "central_db")]
+    pub from: Option<PathBuf>,
     /// The central database file, when it is not found under --from (0.4: HOST_DB_PATH/users.db).
     #[arg(long)]
     pub central_db: Option<PathBuf>,
@@ -79,6 +79,12 @@ fn open_ro(path: &Path) -> anyhow::Result<Connection> {
 
 /// Finds the central database and the tenant directory under `from`.
 pub fn locate(from: &Path, central: Option<&Path>, tenants: Option<&Path>) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    if let Some(c) = central.filter(|c| !c.is_file()) {
+        bail!("{}: no such file (--central-db)", c.display());
+    }
+    if let Some(t) = tenants.filter(|t| !t.is_dir()) {
+        bail!("{}: no such directory (--tenant-dir)", t.display());
+    }
     if !from.is_dir() && central.is_none() {
         bail!("{} is not a directory (give the 0.4 data directory with --from)", from.display());
     }
@@ -97,6 +103,7 @@ pub fn locate(from: &Path, central: Option<&Path>, tenants: Option<&Path>) -> an
     };
     let tenants = match tenants {
         Some(t) => Some(t.to_path_buf()),
+        None if !from.is_dir() => None,
         None => ["tenant_databases", "data/tenant_databases", "../tenant_databases"]
             .iter()
             .map(|p| from.join(p))
@@ -201,7 +208,8 @@ fn normalize(t: EntityType, row: &Map<String, Value>, warnings: &mut Vec<String>
 
 pub fn import(a: ImportArgs) -> anyhow::Result<()> {
     let data = super::data_dir(a.data_dir.clone());
-    let s = run(&a.from, a.central_db.as_deref(), a.tenant_dir.as_deref(), &data, true)?;
+    let from = a.from.clone().unwrap_or_else(|| PathBuf::from("."));
+    let s = run(&from, a.central_db.as_deref(), a.tenant_dir.as_deref(), &data, true)?;
     println!("imported into {}:", data.display());
     println!(
         "  users:    {} ({} without a password: they cannot log in until one is set)",
