@@ -84,6 +84,17 @@ fn start_server(dir: &Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// Kills the server when the test ends, also when it fails.
+struct KillOnDrop(Arc<Mutex<Child>>);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The ack log, filled by the proxy's tap
 
@@ -628,6 +639,7 @@ async fn run(seed: u64, ops: u64) -> Summary {
     .await
     .unwrap();
     let child = Arc::new(Mutex::new(child));
+    let _kill_on_drop = KillOnDrop(Arc::clone(&child));
     let proxy = Proxy::start(addr, seed).await;
     let url = proxy.url();
     Auth::register(&url, "chaos", "chaos@example.org", "correct horse battery").await.unwrap();

@@ -71,6 +71,15 @@ fn start(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
     (child, addr, log)
 }
 
+/// Kills the server when the test ends, also when it fails.
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The server's resident set size in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -239,8 +248,9 @@ async fn soak_with_hostile_peers() {
     let secs: u64 = std::env::var("FINWISE_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let clients: usize = std::env::var("FINWISE_SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, log) = start(dir.path());
+    let (child, addr, log) = start(dir.path());
     let pid = child.id();
+    let mut child = KillOnDrop(child);
     let (token, tenants) = setup(&addr).await;
     let (busy, quiet) = (tenants[0].clone(), tenants[1].clone());
     let stop = Arc::new(AtomicBool::new(false));
@@ -293,7 +303,7 @@ async fn soak_with_hostile_peers() {
     reconnector.await.unwrap();
     samples.push((t0.elapsed().as_secs_f64(), rss_kib(pid)));
     let elapsed = t0.elapsed().as_secs_f64();
-    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    assert!(child.0.try_wait().unwrap().is_none(), "the server died");
     let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
     assert_eq!(r.status(), 200);
 
@@ -325,6 +335,5 @@ async fn soak_with_hostile_peers() {
     assert!(p99 < 3000 && max < 10_000, "latency: p99 {p99} ms, max {max} ms");
     assert!(peak < 512 * 1024, "server RSS peaked at {} MiB", peak / 1024);
     assert!(last < warm + 96 * 1024, "server RSS grew from {} MiB to {} MiB", warm / 1024, last / 1024);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
