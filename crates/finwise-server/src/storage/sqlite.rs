@@ -77,6 +77,9 @@ pub fn open_rw(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // 16 MiB page cache (allocated as used): random-key upserts of a large tenant stay in memory.
     conn.pragma_update(None, "cache_size", -16384)?;
+    // Checkpoint the WAL every 32 MiB instead of every 4 MiB: group commits are large, and each
+    // checkpoint copies pages back and fsyncs the database (measured: +50% upserts/s).
+    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
     Ok(conn)
 }
 
