@@ -492,29 +492,40 @@ impl Device {
 
     /// A local create/update/delete with this device's clock; returns what it did.
     fn local_op(&mut self, t: EntityType, id: &str, marker: &str, rng: &mut StdRng) -> &'static str {
-        let row = self.store.get(t, id).unwrap();
-        let live = row.as_ref().is_some_and(|r| !r.deleted);
-        let now = finwise_protocol::time::now_ms() + self.offset_ms;
-        let ms = row.as_ref().map_or(now, |r| now.max(r.updated_at_ms + 1));
-        let (op, entity) = if !live {
-            (Operation::Create, Some(payload(t, id, marker, rng)))
-        } else if rng.random_bool(0.3) {
-            (Operation::Delete, None)
-        } else {
-            (Operation::Update, Some(payload(t, id, marker, rng)))
-        };
-        if self.offset_ms == 0 {
-            // The library's own API (system clock).
-            match (op, entity) {
-                (Operation::Create, Some(p)) => drop(self.client.create(t, p).unwrap()),
-                (Operation::Update, Some(p)) => drop(self.client.update(t, id, p).unwrap()),
-                _ => self.client.delete(t, id).unwrap(),
+        // A watching device may apply a remote version between the look and the change: the
+        // library then refuses the change (exists / not found) and the test looks again.
+        for _ in 0..10 {
+            let row = self.store.get(t, id).unwrap();
+            let live = row.as_ref().is_some_and(|r| !r.deleted);
+            let now = finwise_protocol::time::now_ms() + self.offset_ms;
+            let ms = row.as_ref().map_or(now, |r| now.max(r.updated_at_ms + 1));
+            let (op, entity) = if !live {
+                (Operation::Create, Some(payload(t, id, marker, rng)))
+            } else if rng.random_bool(0.3) {
+                (Operation::Delete, None)
+            } else {
+                (Operation::Update, Some(payload(t, id, marker, rng)))
+            };
+            if self.offset_ms == 0 {
+                // The library's own API (system clock).
+                let r = match (op, entity) {
+                    (Operation::Create, Some(p)) => self.client.create(t, p).map(drop),
+                    (Operation::Update, Some(p)) => self.client.update(t, id, p).map(drop),
+                    _ => self.client.delete(t, id),
+                };
+                match r {
+                    Ok(()) => return op.as_str(),
+                    Err(finwise_client::Error::NotFound { .. }) => continue,
+                    Err(finwise_client::Error::Validation { source, .. }) if source.message.contains("already exists") => continue,
+                    Err(e) => panic!("local {} of {t} {id}: {e}", op.as_str()),
+                }
+            } else {
+                let entity = entity.map(|p| t.def().normalize(&p, ms).unwrap());
+                self.store.local_change(t, id, op, entity.as_ref(), ms).unwrap();
+                return op.as_str();
             }
-        } else {
-            let entity = entity.map(|p| t.def().normalize(&p, ms).unwrap());
-            self.store.local_change(t, id, op, entity.as_ref(), ms).unwrap();
         }
-        op.as_str()
+        panic!("{t} {id} keeps changing under the device");
     }
 }
 
