@@ -166,6 +166,10 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
     let mut pending: FuturesOrdered<BoxFuture<'static, Pending>> = FuturesOrdered::new();
     let mut heartbeat = tokio::time::interval(app.config.heartbeat_interval);
     heartbeat.tick().await;
+    // A client that completes no message for four heartbeats (a stalled half frame, a dead
+    // peer that keeps its TCP connection) is closed. Clients ping every 20 s (0.4 frontend).
+    let idle_limit = app.config.heartbeat_interval * 4;
+    let mut last_heard = Instant::now();
 
     let hello = StatusMessage {
         r#type: "status".into(),
@@ -204,7 +208,11 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
                 }
                 _ => Ok(()),
             },
-            msg = stream.next(), if pending.len() < max_in_flight => match msg {
+            msg = stream.next(), if pending.len() < max_in_flight => {
+              if matches!(msg, Some(Ok(_))) {
+                  last_heard = Instant::now();
+              }
+              match msg {
                 None => Err(Stop::Closed),
                 Some(Err(e)) => {
                     debug!(conn = id, error = %e, "read error");
@@ -221,10 +229,16 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
                 }
                 Some(Ok(Message::Close(_))) => Err(Stop::Closed),
                 Some(Ok(_)) => Ok(()),
-            },
+              }
+            }
             _ = heartbeat.tick() => {
-                let secs = app.started.elapsed().as_secs_f64();
-                c.send_text(json!({"type": "ping", "timestamp": secs}).to_string()).await
+                if last_heard.elapsed() > idle_limit {
+                    warn!(conn = id, tenant = %tenant, "no complete message from the client for {} s; closing", idle_limit.as_secs());
+                    Err(Stop::Close(close::POLICY, "idle: no complete message"))
+                } else {
+                    let secs = app.started.elapsed().as_secs_f64();
+                    c.send_text(json!({"type": "ping", "timestamp": secs}).to_string()).await
+                }
             }
         };
         stop = result.err();

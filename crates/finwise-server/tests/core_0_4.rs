@@ -346,3 +346,30 @@ async fn a_peer_that_never_reads_does_not_stall_others() {
         assert_eq!(got["event_type"], "data_update");
     }
 }
+
+/// A peer that completes no message (a stalled half frame, a dead client keeping its TCP
+/// connection) is closed after four heartbeats, even while it keeps reading.
+#[tokio::test]
+async fn a_peer_that_sends_nothing_is_closed_after_four_heartbeats() {
+    let s = TestServer::start(|c| c.heartbeat_interval = Duration::from_millis(300)).await;
+    let (_, token, _) = s.user("idle").await;
+    let tenant = s.tenant(&token, "Idle").await;
+    let mut silent = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
+    // Half a frame: a text-frame header announcing 100 bytes, then nothing.
+    let raw = silent.inner.get_mut();
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = raw {
+        use tokio::io::AsyncWriteExt;
+        tcp.write_all(&[0x81, 0x80 | 100, 1, 2, 3, 4, b'{']).await.unwrap();
+    }
+    let start = std::time::Instant::now();
+    let closed = silent.recv_until(|v| v.get("closed").is_some()).await;
+    assert_eq!(closed, json!({"closed": 1008}));
+    assert!(start.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", start.elapsed());
+    // A client that keeps talking stays connected well past the limit.
+    let mut active = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
+    for _ in 0..6 {
+        active.send(&json!({"type": "ping", "timestamp": 1})).await;
+        assert_eq!(active.recv().await["type"], "pong");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
