@@ -7,9 +7,6 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -18,29 +15,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-fn binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("debug/finwise");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p finwise-cli` first", bin.display());
-    bin
-}
+mod common;
 
-fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(binary())
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(["--jwt-secret", "crash-test-secret-crash-test-secret!!", "--messages-per-second", "1000000"])
-        .env("FINWISE_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").expect("address line").to_owned();
-    (child, addr)
-}
+use common::process::{account, integrity_ok, ServerProcess};
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
 struct Rng(u64);
@@ -87,7 +64,7 @@ async fn ingest(addr: String, tenant: String, token: String, acked: Acked, worke
     });
     while let Some(Ok(Message::Text(t))) = stream.next().await {
         let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-        let mut record = |id: &str, updated_at: &str| {
+        let record = |id: &str, updated_at: &str| {
             if let Some((eid, _, name)) = pending.lock().unwrap().remove(id) {
                 acked.lock().unwrap().insert(eid, (updated_at.to_owned(), name));
             }
@@ -107,12 +84,6 @@ async fn ingest(addr: String, tenant: String, token: String, acked: Acked, worke
     sender.abort();
 }
 
-fn integrity_ok(path: &Path) {
-    let db = rusqlite::Connection::open(path).unwrap();
-    let r: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(r, "ok", "{}", path.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_changes_survive_kill_9() {
     let rounds: u64 = std::env::var("FINWISE_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
@@ -120,18 +91,12 @@ async fn acked_changes_survive_kill_9() {
     println!("crash test: seed {seed} (replay with FINWISE_CRASH_SEED={seed}), {rounds} rounds");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path());
-    let http = reqwest::Client::new();
-    let r = http.post(format!("http://{addr}/register")).json(&json!({"name": "crash", "email": "crash@example.org", "password": "crash-password"})).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let login: Value = http.post(format!("http://{addr}/login")).json(&json!({"username_or_email": "crash@example.org", "password": "crash-password"})).send().await.unwrap().json().await.unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let tenant = uuid::Uuid::new_v4().to_string();
-    let r = http.post(format!("http://{addr}/tenants")).bearer_auth(&token).json(&json!({"uuid": tenant, "name": "crash"})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let mut server = ServerProcess::start(dir.path(), &["--messages-per-second", "1000000"]);
+    let (token, tenants) = account(&server.addr, "crash", 1).await;
+    let tenant = tenants[0].clone();
 
     let acked: Acked = Arc::new(Mutex::new(HashMap::new()));
-    let mut addr = addr;
+    let mut addr = server.addr.clone();
     for round in 0..rounds {
         let workers: Vec<_> = (0..4)
             .map(|w| tokio::spawn(ingest(addr.clone(), tenant.clone(), token.clone(), Arc::clone(&acked), w, w % 2 == 1)))
@@ -146,15 +111,13 @@ async fn acked_changes_survive_kill_9() {
         assert!(acked.lock().unwrap().len() > at_start, "seed {seed} round {round}: nothing acked within 30 s");
         let delay = 100 + rng.next() % 700;
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        server.kill(); // SIGKILL
         for w in workers {
             let _ = w.await;
         }
         let before = acked.lock().unwrap().len();
-        let (c, a) = start(dir.path());
-        child = c;
-        addr = a;
+        server = ServerProcess::start(dir.path(), &["--messages-per-second", "1000000"]);
+        addr = server.addr.clone();
         // Every acked change is there, with the acked version.
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
         ws.next().await.unwrap().unwrap();
@@ -173,8 +136,7 @@ async fn acked_changes_survive_kill_9() {
         }
         println!("round {round}: killed after {delay} ms; {before} acked changes all present ({} stored)", stored.len());
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
     integrity_ok(&dir.path().join("auth.db"));
     integrity_ok(&dir.path().join(format!("tenants/{tenant}.db")));
     let total = acked.lock().unwrap().len();

@@ -14,10 +14,8 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::Command,
     time::Duration,
 };
 
@@ -25,78 +23,14 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-fn binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("debug/finwise");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p finwise-cli` first", bin.display());
-    bin
-}
+mod common;
 
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
+use common::process::{account, integrity_ok, ServerProcess as Server};
 
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = Command::new(binary())
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(["--jwt-secret", "disk-test-secret-disk-test-secret!!!", "--idle-tenant-secs", "1"])
-            .env("FINWISE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("address line, got {line:?}")).to_owned();
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-        });
-        let log = Arc::new(Mutex::new(String::new()));
-        let (l, mut err) = (Arc::clone(&log), BufReader::new(child.stderr.take().unwrap()));
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while err.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                l.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        Server { child, addr, log }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
+/// A user with one tenant; returns (token, tenant).
 async fn setup(addr: &str) -> (String, String) {
-    let http = reqwest::Client::new();
-    let r = http.post(format!("http://{addr}/register")).json(&json!({"name": "disk", "email": "disk@example.org", "password": "disk-password"})).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let login: Value = http.post(format!("http://{addr}/login")).json(&json!({"username_or_email": "disk@example.org", "password": "disk-password"})).send().await.unwrap().json().await.unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let tenant = uuid::Uuid::new_v4().to_string();
-    let r = http.post(format!("http://{addr}/tenants")).bearer_auth(&token).json(&json!({"uuid": tenant, "name": "disk"})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    (token, tenant)
+    let (token, mut tenants) = account(addr, "disk", 1).await;
+    (token, tenants.remove(0))
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -176,12 +110,6 @@ async fn verify(addr: &str, tenant: &str, token: &str, acked: &Acked) -> usize {
     stored.len()
 }
 
-fn integrity_ok(path: &Path) {
-    let db = rusqlite::Connection::open(path).unwrap();
-    let r: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(r, "ok", "{}", path.display());
-}
-
 fn sh(cmd: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(cmd).args(args).output().map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -222,7 +150,7 @@ async fn full_and_read_only_disk() {
         return;
     }
     let _mount = Mount(tenants.clone());
-    let mut server = Server::start(dir.path());
+    let mut server = Server::start(dir.path(), &["--idle-tenant-secs", "1"]);
     let (token, tenant) = setup(&server.addr).await;
     let mut acked = Acked::new();
     let mut ws = connect(&server.addr, &tenant, &token).await;
@@ -290,7 +218,7 @@ async fn full_and_read_only_disk() {
     // 3. SIGKILL, restart: every acked change is there; the files are intact.
     drop(ws);
     server.kill();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &["--idle-tenant-secs", "1"]);
     let n = verify(&server.addr, &tenant, &token, &acked).await;
     println!("after SIGKILL and restart: {} acked changes all present ({n} stored)", acked.len());
     drop(server);
@@ -301,7 +229,7 @@ async fn full_and_read_only_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unopenable_tenant_database() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+    let mut server = Server::start(dir.path(), &["--idle-tenant-secs", "1"]);
     let (token, tenant) = setup(&server.addr).await;
     let mut acked = Acked::new();
     let mut ws = connect(&server.addr, &tenant, &token).await;
@@ -322,7 +250,7 @@ async fn unopenable_tenant_database() {
         }
     }
     std::fs::create_dir(&db).unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &["--idle-tenant-secs", "1"]);
     let mut ws = connect(&server.addr, &tenant, &token).await;
     let batch = entries(&tenant, 20, 100, "blocked");
     let refused = send_in_trouble(&mut ws, &batch, &mut acked).await;

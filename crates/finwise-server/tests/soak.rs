@@ -17,9 +17,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -32,74 +29,18 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-fn binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("debug/finwise");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p finwise-cli` first", bin.display());
-    bin
-}
-
-fn start(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
-    let mut child = Command::new(binary())
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(["--jwt-secret", "soak-test-secret-soak-test-secret!!!"])
-        .env("FINWISE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("address line, got {line:?}")).to_owned();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-    });
-    let log = Arc::new(Mutex::new(String::new()));
-    let (l, mut err) = (Arc::clone(&log), BufReader::new(child.stderr.take().unwrap()));
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while err.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            l.lock().unwrap().push_str(&line);
-            line.clear();
-        }
-    });
-    (child, addr, log)
-}
-
-/// Kills the server when the test ends, also when it fails.
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The server's resident set size in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
+mod common;
+
+use common::process::{account, ServerProcess};
+
+/// A user with two tenants: a busy one and a quiet one.
 async fn setup(addr: &str) -> (String, Vec<String>) {
-    let http = reqwest::Client::new();
-    let r = http.post(format!("http://{addr}/register")).json(&json!({"name": "soak", "email": "soak@example.org", "password": "soak-password"})).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let login: Value = http.post(format!("http://{addr}/login")).json(&json!({"username_or_email": "soak@example.org", "password": "soak-password"})).send().await.unwrap().json().await.unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let mut tenants = Vec::new();
-    for name in ["busy", "quiet"] {
-        let tenant = uuid::Uuid::new_v4().to_string();
-        let r = http.post(format!("http://{addr}/tenants")).bearer_auth(&token).json(&json!({"uuid": tenant, "name": name})).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        tenants.push(tenant);
-    }
-    (token, tenants)
+    account(addr, "soak", 2).await
 }
 
 #[derive(Default)]
@@ -248,9 +189,8 @@ async fn soak_with_hostile_peers() {
     let secs: u64 = std::env::var("FINWISE_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let clients: usize = std::env::var("FINWISE_SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
-    let (child, addr, log) = start(dir.path());
-    let pid = child.id();
-    let mut child = KillOnDrop(child);
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let (pid, addr) = (server.child.id(), server.addr.clone());
     let (token, tenants) = setup(&addr).await;
     let (busy, quiet) = (tenants[0].clone(), tenants[1].clone());
     let stop = Arc::new(AtomicBool::new(false));
@@ -303,7 +243,7 @@ async fn soak_with_hostile_peers() {
     reconnector.await.unwrap();
     samples.push((t0.elapsed().as_secs_f64(), rss_kib(pid)));
     let elapsed = t0.elapsed().as_secs_f64();
-    assert!(child.0.try_wait().unwrap().is_none(), "the server died");
+    assert!(server.child.try_wait().unwrap().is_none(), "the server died");
     let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
     assert_eq!(r.status(), 200);
 
@@ -315,7 +255,7 @@ async fn soak_with_hostile_peers() {
     let peak = samples.iter().map(|s| s.1).max().unwrap();
     let last = samples.last().unwrap().1;
     let refused = load.refused.lock().unwrap().clone();
-    let log = log.lock().unwrap().clone();
+    let log = server.log();
     println!(
         "soak: {elapsed:.0} s, {clients} clients: {} batches, {} entries acked, refused {refused:?}, {} loads, {} status requests, \
          {} broadcasts received; latency p50 {p50} ms, p99 {p99} ms, max {max} ms; {} reconnects of the looping peer; \
@@ -335,5 +275,5 @@ async fn soak_with_hostile_peers() {
     assert!(p99 < 3000 && max < 10_000, "latency: p99 {p99} ms, max {max} ms");
     assert!(peak < 512 * 1024, "server RSS peaked at {} MiB", peak / 1024);
     assert!(last < warm + 96 * 1024, "server RSS grew from {} MiB to {} MiB", warm / 1024, last / 1024);
-    drop(child);
+    drop(server);
 }

@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+pub mod process;
+
 use finwise_server::Config;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
