@@ -69,7 +69,7 @@ pub struct Snapshot {
 /// Read access to one tenant, on a read-only connection (never blocks the writer).
 pub trait TenantReader {
     fn snapshot(&mut self) -> Result<Snapshot>;
-    /// Live entities changed after `since` (all when `since` is 0), ordered by type and id, as
+    /// Live entities changed after `since` (all when `since` is 0), in no particular order, as
     /// `(type, canonical JSON)`; `visit` returns false to stop.
     fn live_since(&mut self, since: i64, visit: &mut dyn FnMut(EntityType, &str) -> bool) -> Result<()>;
     /// Ids deleted after `since`.
