@@ -8,6 +8,12 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand};
 use finwise_server::Config;
 
+/// mimalloc instead of glibc malloc: the per-tenant writer threads free what connection tasks
+/// allocated (and the reverse); glibc serialises that on arena locks and keeps a 64 MiB arena per
+/// writer thread. See docs/PERFORMANCE.md.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "finwise", version, about = "FinWise Sync: offline-first sync for personal-finance data")]
 struct Cli {

@@ -101,7 +101,9 @@ async fn connect(inner: &Inner) -> Result<Ws> {
     let mut refreshed = false;
     loop {
         let url = ws_url(&inner.auth.server(), &inner.tenant, &inner.auth.access_token());
-        let attempt = tokio::time::timeout(inner.opts.request_timeout, tokio_tungstenite::connect_async(url)).await;
+        // TCP_NODELAY (the `true`): pipelined entries go out at once instead of waiting in
+        // Nagle's buffer for the server's delayed ACK.
+        let attempt = tokio::time::timeout(inner.opts.request_timeout, tokio_tungstenite::connect_async_with_config(url, None, true)).await;
         match attempt {
             Err(_) => return Err(Error::Timeout("the WebSocket connection")),
             Ok(Ok((mut ws, _))) => {

@@ -169,6 +169,13 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
         info!("shutting down: telling clients and committing in-flight changes");
         hub.publish_all(hub::Event::Shutdown);
     };
+    // TCP_NODELAY: a `data_update` must not wait in Nagle's buffer for the ACK of the previous
+    // one, which a listener that sends nothing delays by up to 40 ms (delayed ACK).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(graceful)
         .await?;

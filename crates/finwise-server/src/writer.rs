@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use axum::extract::ws::Utf8Bytes;
 use finwise_protocol::messages::{NackReason, SyncNack};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
@@ -245,12 +246,15 @@ impl Writers {
                     match job {
                         Job::Entries { origin, reply, .. } => {
                             let outs = outcomes.next().unwrap_or_default();
-                            for o in &outs {
-                                if let Some(text) = &o.broadcast {
-                                    self.hub.publish(tenant, Event::Change { origin, text: text.to_string().into() });
-                                }
-                            }
+                            // The texts to publish are taken before the reply goes out, and the
+                            // reply goes first: the writer's task is woken before the listeners'
+                            // (a wake from this thread queues in FIFO order on the runtime).
+                            let texts: Vec<Utf8Bytes> =
+                                outs.iter().filter_map(|o| o.broadcast.as_deref().map(Utf8Bytes::from)).collect();
                             let _ = reply.send(outs);
+                            for text in texts {
+                                self.hub.publish(tenant, Event::Change { origin, text });
+                            }
                         }
                         Job::Open { reply } => {
                             let _ = reply.send(Ok(()));

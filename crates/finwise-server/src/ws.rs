@@ -22,7 +22,10 @@ use futures_util::{
     FutureExt, SinkExt,
 };
 use serde_json::json;
-use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
+use tokio::sync::{
+    broadcast::error::{RecvError, TryRecvError},
+    mpsc, oneshot,
+};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::{
@@ -64,10 +67,22 @@ enum Stop {
 }
 
 impl Conn {
-    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
+    /// Puts a message into the socket's write buffer; [`Conn::flush`] writes it. Messages that
+    /// are ready together (acks of one group commit, several broadcasts) go out in one write.
+    async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
         let text: Utf8Bytes = text.into();
         self.app.metrics.message_out(text.as_str());
-        match tokio::time::timeout(self.app.config.send_timeout, self.sink.send(Message::Text(text))).await {
+        let fed = tokio::time::timeout(self.app.config.send_timeout, self.sink.feed(Message::Text(text))).await;
+        self.check_sent(fed)
+    }
+
+    async fn flush(&mut self) -> Result<(), Stop> {
+        let flushed = tokio::time::timeout(self.app.config.send_timeout, self.sink.flush()).await;
+        self.check_sent(flushed)
+    }
+
+    fn check_sent(&self, r: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>) -> Result<(), Stop> {
+        match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Stop::Closed),
             Err(_) => {
@@ -77,10 +92,37 @@ impl Conn {
         }
     }
 
-    async fn send_json<T: serde::Serialize>(&mut self, v: &T) -> Result<(), Stop> {
-        let s = serde_json::to_string(v).expect("server messages serialise");
-        self.send_text(s).await
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
+        self.feed_text(text).await?;
+        self.flush().await
     }
+
+    async fn feed_json<T: serde::Serialize>(&mut self, v: &T) -> Result<(), Stop> {
+        let s = serde_json::to_string(v).expect("server messages serialise");
+        self.feed_text(s).await
+    }
+
+    async fn send_json<T: serde::Serialize>(&mut self, v: &T) -> Result<(), Stop> {
+        self.feed_json(v).await?;
+        self.flush().await
+    }
+
+    /// Feeds one tenant event (call [`Conn::flush`] afterwards).
+    async fn feed_event(&mut self, ev: Result<Event, RecvError>, user: Option<&str>) -> Result<(), Stop> {
+        match ev {
+            Ok(Event::Change { origin, text }) if origin != self.id => self.feed_text(text).await,
+            Ok(Event::Revoke { user_id }) if user == Some(user_id.as_str()) => Err(Stop::Close(close::POLICY, "membership revoked")),
+            Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Shutdown) => Ok(()),
+            Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
+            Err(RecvError::Lagged(n)) => {
+                warn!(conn = self.id, tenant = %self.tenant, missed = n, "slow consumer fell behind the broadcast; closing");
+                Err(Stop::Close(close::TRY_AGAIN_LATER, "too slow: resync by delta"))
+            }
+            Err(RecvError::Closed) => Err(Stop::Closed),
+        }
+    }
+
+    /// Feeds the answers of one writer job (call [`Conn::flush`] afterwards).
 
     /// Token bucket per connection; false when the client is over its message rate.
     fn take_token(&mut self) -> bool {
@@ -97,7 +139,7 @@ impl Conn {
         }
     }
 
-    async fn send_outcomes(&mut self, p: Pending) -> Result<(), Stop> {
+    async fn feed_outcomes(&mut self, p: Pending) -> Result<(), Stop> {
         let (outs, batch) = match p {
             Pending::Single(o) => (o, false),
             Pending::Batch(o) => (o, true),
@@ -121,12 +163,12 @@ impl Conn {
                     Reply::Nack(n) => n.clone().into(),
                 })
                 .collect();
-            self.send_json(&SyncBatchResult { r#type: "sync_batch_result".into(), results }).await?;
+            self.feed_json(&SyncBatchResult { r#type: "sync_batch_result".into(), results }).await?;
         } else {
             for o in &outs {
                 match &o.reply {
-                    Reply::Ack(a) => self.send_json(a).await?,
-                    Reply::Nack(n) => self.send_json(n).await?,
+                    Reply::Ack(a) => self.feed_json(a).await?,
+                    Reply::Nack(n) => self.feed_json(n).await?,
                 }
             }
         }
@@ -134,7 +176,7 @@ impl Conn {
         // before it would be ignored.
         for o in outs {
             if let Some(t) = o.to_writer {
-                self.send_text(t.to_string()).await?;
+                self.feed_text(t.to_string()).await?;
             }
         }
         Ok(())
@@ -142,6 +184,9 @@ impl Conn {
 }
 
 const MAX_IN_FLIGHT_FLOOR: usize = 1;
+
+/// Most broadcasts put into one write (bounds the write buffer of a connection).
+const FEED_MAX: usize = 64;
 
 /// Runs one connection until it closes, inside a `conn` span (connection id, tenant, user) so
 /// that every log line of the connection carries them.
@@ -181,27 +226,48 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
     let mut stop = c.send_json(&hello).await.err();
     while stop.is_none() {
         let result: Result<(), Stop> = tokio::select! {
-            Some(p) = pending.next(), if !pending.is_empty() => c.send_outcomes(p).await,
-            ev = tenant_rx.recv() => match ev {
-                Ok(Event::Change { origin, text }) if origin != id => c.send_text(text).await,
-                Ok(Event::Revoke { user_id }) if user.as_deref() == Some(user_id.as_str()) => {
-                    Err(Stop::Close(close::POLICY, "membership revoked"))
+            Some(p) = pending.next(), if !pending.is_empty() => {
+                let mut r = c.feed_outcomes(p).await;
+                // Answers that are ready too (the same group commit) go out in the same write.
+                while r.is_ok() {
+                    match pending.next().now_or_never() {
+                        Some(Some(p)) => r = c.feed_outcomes(p).await,
+                        _ => break,
+                    }
                 }
-                Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Shutdown) => Ok(()),
-                Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
-                Err(RecvError::Lagged(n)) => {
-                    warn!(conn = id, tenant = %tenant, missed = n, "slow consumer fell behind the broadcast; closing");
-                    Err(Stop::Close(close::TRY_AGAIN_LATER, "too slow: resync by delta"))
+                match r {
+                    Ok(()) => c.flush().await,
+                    Err(e) => Err(e),
                 }
-                Err(RecvError::Closed) => Err(Stop::Closed),
-            },
+            }
+            ev = tenant_rx.recv() => {
+                let mut r = c.feed_event(ev, user.as_deref()).await;
+                // Broadcasts already waiting are written together, at most FEED_MAX per write.
+                for _ in 1..FEED_MAX {
+                    if r.is_err() {
+                        break;
+                    }
+                    let ev = match tenant_rx.try_recv() {
+                        Ok(ev) => Ok(ev),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    };
+                    r = c.feed_event(ev, user.as_deref()).await;
+                }
+                match r {
+                    Ok(()) => c.flush().await,
+                    Err(e) => Err(e),
+                }
+            }
             ev = all_rx.recv() => match ev {
                 Ok(Event::Shutdown) => {
                     // Answer what is in flight (it is committed or being committed), then leave.
                     let mut r = Ok(());
                     while let Some(p) = pending.next().await {
-                        r = r.and(c.send_outcomes(p).await);
+                        r = r.and(c.feed_outcomes(p).await);
                     }
+                    r = r.and(c.flush().await);
                     let bye = StatusMessage { r#type: "status".into(), status: "shutdown".into(), protocol: None, server_time: None, message: Some("server is shutting down".into()) };
                     let _ = c.send_json(&bye).await;
                     r.and(Err(Stop::Close(close::GOING_AWAY, "server shutdown")))
