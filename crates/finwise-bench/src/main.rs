@@ -143,6 +143,11 @@ impl Server {
         self.proc_status("VmRSS:")
     }
 
+    /// CPU time (user + system) the server has used, in seconds.
+    fn cpu_secs(&self) -> f64 {
+        proc_cpu_secs(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map(|d| d.count()).unwrap_or(0)
     }
@@ -163,6 +168,17 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime of a process from its `/proc/<pid>/stat`, in seconds (clock ticks of 10 ms).
+fn proc_cpu_secs(stat_path: &str) -> f64 {
+    let s = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Registers a user, logs in and creates a tenant; returns (token, tenant).
@@ -516,6 +532,7 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
         }
     });
     let mut sent_at = vec![0u64; n];
+    let (server_cpu0, bench_cpu0, wall0) = (server.cpu_secs(), proc_cpu_secs("/proc/self/stat"), Instant::now());
     let pb = progress(n as u64, "sending");
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     for (i, slot) in sent_at.iter_mut().enumerate() {
@@ -531,6 +548,8 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = received.load(Ordering::Relaxed);
+    let (server_cpu, bench_cpu, wall) =
+        (server.cpu_secs() - server_cpu0, proc_cpu_secs("/proc/self/stat") - bench_cpu0, wall0.elapsed().as_secs_f64());
     let _ = tokio::time::timeout(Duration::from_secs(5), ack_reader).await;
     let lat: Vec<u64> = (0..n).map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
     let commit: Vec<u64> = (0..n).map(|i| acked_at[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
@@ -546,6 +565,13 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
     println!("  send -> last listener: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms; server RSS {rss_idle} KiB idle, {} KiB after", server.rss_kib());
     println!("    of which send -> writer's ack (commit + fsync): p50 {c50:.2} ms  p99 {c99:.2} ms  max {cmax:.2} ms");
     println!("    and writer's ack -> last listener (fan-out):    p50 {s50:.2} ms  p99 {s99:.2} ms  max {smax:.2} ms");
+    println!(
+        "  CPU while sending ({wall:.1} s): server {:.0}% of one core = {:.2} us per delivery; load generator {:.0}% = {:.2} us per delivery",
+        100.0 * server_cpu / wall,
+        1e6 * server_cpu / got.max(1) as f64,
+        100.0 * bench_cpu / wall,
+        1e6 * bench_cpu / got.max(1) as f64
+    );
     for t in tasks {
         t.abort();
     }

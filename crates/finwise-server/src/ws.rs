@@ -122,8 +122,6 @@ impl Conn {
         }
     }
 
-    /// Feeds the answers of one writer job (call [`Conn::flush`] afterwards).
-
     /// Token bucket per connection; false when the client is over its message rate.
     fn take_token(&mut self) -> bool {
         let cfg = &self.app.config;
@@ -139,6 +137,7 @@ impl Conn {
         }
     }
 
+    /// Feeds the answers of one writer job (call [`Conn::flush`] afterwards).
     async fn feed_outcomes(&mut self, p: Pending) -> Result<(), Stop> {
         let (outs, batch) = match p {
             Pending::Single(o) => (o, false),

@@ -53,6 +53,8 @@ pub trait WriteTxn {
     fn entity(&mut self, entity_type: EntityType, id: &str) -> Result<Option<EntityRecord>>;
     fn put_entity(&mut self, record: &EntityRecord) -> Result<()>;
     fn applied_entry(&mut self, entry_id: &str) -> Result<Option<AppliedEntry>>;
+    /// Remembers a processed entry. Only called for an id that [`WriteTxn::applied_entry`]
+    /// did not find in this transaction (the storage need not check uniqueness again).
     fn record_entry(&mut self, entry: &AppliedEntry) -> Result<()>;
     /// Allocates the next sequence number of the tenant.
     fn next_seq(&mut self) -> i64;
