@@ -66,42 +66,8 @@ struct Slot {
     tx: mpsc::SyncSender<Job>,
 }
 
-/// Entries a writer commits between two checkpoint requests (roughly 4–30 MiB of WAL).
-const CHECKPOINT_EVERY_ENTRIES: usize = 4096;
-
-/// One thread that checkpoints the WAL of busy tenants on connections of its own, so that
-/// copying WAL pages into the database file (and its fsync) is not done by a tenant's writer
-/// between two group commits. Requests go through a small bounded queue; a full queue drops the
-/// request (the writer's own fallback checkpoint bounds the WAL).
-struct Checkpointer {
-    tx: mpsc::SyncSender<std::path::PathBuf>,
-}
-
-impl Checkpointer {
-    fn start() -> Self {
-        let (tx, rx) = mpsc::sync_channel::<std::path::PathBuf>(64);
-        std::thread::Builder::new()
-            .name("checkpointer".into())
-            .spawn(move || {
-                while let Ok(path) = rx.recv() {
-                    match crate::storage::sqlite::checkpoint_passive(&path) {
-                        Ok((frames, done)) => debug!(path = %path.display(), frames, done, "checkpoint"),
-                        Err(e) => warn!(path = %path.display(), error = %e, "checkpoint failed (the writer retries later)"),
-                    }
-                }
-            })
-            .expect("spawn checkpointer thread");
-        Checkpointer { tx }
-    }
-
-    fn request(&self, path: &std::path::Path) {
-        let _ = self.tx.try_send(path.to_owned());
-    }
-}
-
 /// The registry of running tenant writers.
 pub struct Writers {
-    checkpointer: Checkpointer,
     data: DataDir,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
@@ -113,7 +79,6 @@ pub struct Writers {
 impl Writers {
     pub fn new(data: DataDir, hub: Arc<Hub>, metrics: Arc<Metrics>, cfg: WriterConfig) -> Arc<Self> {
         Arc::new(Writers {
-            checkpointer: Checkpointer::start(),
             data,
             hub,
             metrics,
@@ -206,7 +171,6 @@ impl Writers {
         }
         debug!(tenant = %tenant, seq = db.seq(), "tenant writer started");
         let mut last_compaction = std::time::Instant::now();
-        let mut since_checkpoint = 0;
         loop {
             if last_compaction.elapsed() > COMPACTION_INTERVAL {
                 last_compaction = std::time::Instant::now();
@@ -247,11 +211,6 @@ impl Writers {
                 }
             }
             self.metrics.writer_queue_depth.dec_by(weight as i64);
-            since_checkpoint += weight;
-            if since_checkpoint >= CHECKPOINT_EVERY_ENTRIES {
-                since_checkpoint = 0;
-                self.checkpointer.request(&path);
-            }
             if !self.process(&tenant, &mut db, jobs) {
                 self.retire(&tenant, generation);
                 // Anything that raced into the queue is answered rather than dropped.

@@ -142,21 +142,6 @@ pub fn open_rw(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// WAL pages after which a tenant writer checkpoints by itself (normally the checkpointer does).
-const WRITER_AUTOCHECKPOINT_PAGES: i64 = 32768;
-
-/// Copies what the WAL holds into the database file without blocking the writer
-/// (`PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own). The file must exist: a tenant
-/// deleted meanwhile is not recreated. Returns (WAL frames, frames checkpointed).
-pub fn checkpoint_passive(path: &Path) -> Result<(i64, i64)> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(std::time::Duration::from_millis(100))?;
-    // Closing this connection must not checkpoint again (the writer's connection stays open;
-    // when it is the last one, SQLite checkpoints on close anyway).
-    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
-    Ok(r)
-}
-
 /// The writer's connection to one tenant database.
 pub struct SqliteTenant {
     conn: Connection,
@@ -167,10 +152,6 @@ impl SqliteTenant {
     /// Opens (creating and migrating when needed) the tenant database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = open_rw(path)?;
-        // The writer does not checkpoint in the normal case: the checkpointer thread does, on its
-        // own connection, while the writer goes on committing (see `writer::Checkpointer`). This
-        // is the fallback when the checkpointer falls behind: 128 MiB of WAL.
-        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
         register_functions(&conn)?;
         migrate(&mut conn, TENANT_MIGRATIONS)?;
         let seq = conn.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
