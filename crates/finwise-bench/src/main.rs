@@ -84,6 +84,10 @@ enum Workload {
     Tenants {
         #[arg(long, default_value_t = 10_000)]
         tenants: usize,
+        /// Rounds of one change per tenant, each followed by 8 s idle (the second round shows
+        /// whether memory freed after the first is reused or grows).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
     },
 }
 
@@ -97,7 +101,7 @@ async fn main() -> Result<()> {
         Workload::Fanout { listeners, rate, seconds } => fanout(&cli, listeners, rate, seconds).await,
         Workload::Connections { count } => connections(&cli, count).await,
         Workload::Loads { entities, chunk_size, runs } => loads(&cli, entities, chunk_size, runs).await,
-        Workload::Tenants { tenants: n } => tenants(&cli, n).await,
+        Workload::Tenants { tenants: n, rounds } => tenants(&cli, n, rounds).await,
     }
 }
 
@@ -717,19 +721,27 @@ async fn loads(cli: &Cli, entities: usize, chunk: Option<usize>, runs: usize) ->
 // ---------------------------------------------------------------------------------------------
 // Tenants
 
-async fn tenants(cli: &Cli, count: usize) -> Result<()> {
+async fn tenants(cli: &Cli, count: usize, rounds: usize) -> Result<()> {
     let server = Server::start(&cli.server_bin, &["--idle-tenant-secs", "5"])?;
     let (token, ids) = setup(&server.addr, count).await?;
     println!("tenants: {count} tenants created; open .db files now {}", server.open_db_files());
+    for round in 1..=rounds {
+        tenants_round(&server, &token, &ids, round).await?;
+    }
+    Ok(())
+}
+
+async fn tenants_round(server: &Server, token: &str, ids: &[String], round: usize) -> Result<()> {
+    let count = ids.len();
     let pb = progress(count as u64, "one change each");
     let start = Instant::now();
     let peak = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let results: Vec<Result<()>> = futures_util::stream::iter(ids.iter().cloned())
         .map(|t| {
-            let (addr, token, pb, peak, done) = (server.addr.clone(), token.clone(), pb.clone(), Arc::clone(&peak), Arc::clone(&done));
+            let (addr, token, pb, peak, done) = (server.addr.clone(), token.to_owned(), pb.clone(), Arc::clone(&peak), Arc::clone(&done));
             let fds = |s: &Server| s.open_db_files();
-            let sample = if done.load(Ordering::Relaxed) % 500 == 0 { Some(fds(&server)) } else { None };
+            let sample = if done.load(Ordering::Relaxed) % 500 == 0 { Some(fds(server)) } else { None };
             async move {
                 let mut ws = connect(&addr, &t, &token).await?;
                 let frame = json!({"type": "process_sync_entry", "payload": serde_json::from_str::<Value>(&tag_entry(&t, "x"))?});
@@ -749,8 +761,18 @@ async fn tenants(cli: &Cli, count: usize) -> Result<()> {
     let peak = peak.load(Ordering::Relaxed).max(server.open_db_files());
     pb.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    println!("  {count} connect+change+ack round trips (32 concurrent) in {secs:.1} s ({:.0} tenants/s); open .db files peak {peak}", count as f64 / secs);
+    println!(
+        "  round {round}: {count} connect+change+ack round trips (32 concurrent) in {secs:.1} s ({:.0} tenants/s); open .db files peak {peak}; server threads {}",
+        count as f64 / secs,
+        server.proc_status("Threads:")
+    );
     tokio::time::sleep(Duration::from_secs(8)).await;
-    println!("  after 8 s idle: open .db files {} (auth.db stays open), server fds {}, RSS {} KiB", server.open_db_files(), server.open_fds(), server.rss_kib());
+    println!(
+        "  after 8 s idle: open .db files {} (auth.db stays open), server fds {}, threads {}, RSS {} KiB",
+        server.open_db_files(),
+        server.open_fds(),
+        server.proc_status("Threads:"),
+        server.rss_kib()
+    );
     Ok(())
 }

@@ -36,12 +36,16 @@ pub struct Config {
     /// Broadcast messages a connection may fall behind before it is closed with 1013. Must be well
     /// above `max_group_commit`: one commit publishes its whole group at once.
     pub outbound_queue: usize,
-    /// Entries a tenant writer may have queued before `overloaded` NACKs.
+    /// Messages (single entries or batches) a tenant writer may have queued before `overloaded`
+    /// NACKs.
     pub tenant_queue: usize,
     /// Entries at most in one group commit.
     pub max_group_commit: usize,
     /// Entries a connection may have in flight (sent, not yet answered) before it stops reading.
     pub max_in_flight: usize,
+    /// Threads that run the tenant writers (each open tenant is an actor run by one of them at a
+    /// time). Default: two per core, at least two.
+    pub writer_threads: usize,
     /// The built web client, served at `/` when present.
     pub web_dir: Option<PathBuf>,
     /// Allowed CORS origins; empty means any origin.
@@ -88,6 +92,7 @@ impl Default for Config {
             tenant_queue: 4096,
             max_group_commit: 1000,
             max_in_flight: 512,
+            writer_threads: std::thread::available_parallelism().map_or(2, |n| n.get() * 2).max(2),
             web_dir: None,
             cors_origins: Vec::new(),
         }
@@ -121,6 +126,7 @@ pub struct Settings {
     pub tenant_queue: Option<usize>,
     pub max_group_commit: Option<usize>,
     pub max_in_flight: Option<usize>,
+    pub writer_threads: Option<usize>,
     pub web_dir: Option<PathBuf>,
     pub cors_origins: Option<Vec<String>>,
 }
@@ -154,6 +160,7 @@ const KEYS: &[(&str, KeyKind)] = &[
     ("tenant_queue", KeyKind::Int),
     ("max_group_commit", KeyKind::Int),
     ("max_in_flight", KeyKind::Int),
+    ("writer_threads", KeyKind::Int),
     ("web_dir", KeyKind::Str),
     ("cors_origins", KeyKind::List),
 ];
@@ -253,6 +260,7 @@ impl Settings {
             tenant_queue: Some(c.tenant_queue),
             max_group_commit: Some(c.max_group_commit),
             max_in_flight: Some(c.max_in_flight),
+            writer_threads: Some(c.writer_threads),
             web_dir: c.web_dir.clone(),
             cors_origins: Some(c.cors_origins.clone()),
         }
@@ -283,6 +291,7 @@ impl Settings {
             tenant_queue: self.tenant_queue.unwrap_or(base.tenant_queue),
             max_group_commit: self.max_group_commit.unwrap_or(base.max_group_commit),
             max_in_flight: self.max_in_flight.unwrap_or(base.max_in_flight),
+            writer_threads: self.writer_threads.unwrap_or(base.writer_threads).max(1),
             web_dir: self.web_dir.clone().or(base.web_dir),
             cors_origins: self.cors_origins.clone().unwrap_or(base.cors_origins),
             ..base

@@ -6,8 +6,7 @@
 //! transaction: idempotency check, LWW decision ([`finwise_protocol::lww::decide`]), write,
 //! and the messages to send once the transaction has committed.
 
-use std::sync::Arc;
-
+use axum::extract::ws::Utf8Bytes;
 use finwise_protocol::{
     entity::UPDATED_AT,
     lww::{self, Decision, StoredVersion},
@@ -53,8 +52,8 @@ pub enum Reply {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub reply: Reply,
-    pub broadcast: Option<Arc<str>>,
-    pub to_writer: Option<Arc<str>>,
+    pub broadcast: Option<Utf8Bytes>,
+    pub to_writer: Option<Utf8Bytes>,
 }
 
 impl Outcome {
@@ -260,7 +259,7 @@ fn ack(p: &Prepared, seq: i64, applied: bool, updated_at: String) -> SyncAck {
 }
 
 /// Serialises the `data_update` for a stored version once; every listener gets the same bytes.
-pub fn data_update(tenant: &str, record: &EntityRecord, op: Operation) -> Arc<str> {
+pub fn data_update(tenant: &str, record: &EntityRecord, op: Operation) -> Utf8Bytes {
     let entity = RawValue::from_string(record.data.clone()).expect("stored entity data is JSON");
     let msg = DataUpdate {
         event_type: "data_update".into(),
@@ -271,5 +270,5 @@ pub fn data_update(tenant: &str, record: &EntityRecord, op: Operation) -> Arc<st
         updated_at: time::format_ms(record.updated_at_ms),
         data: DataUpdateData { single_entity: entity },
     };
-    serde_json::to_string(&msg).expect("a data_update serialises").into()
+    Utf8Bytes::from(serde_json::to_string(&msg).expect("a data_update serialises"))
 }

@@ -92,6 +92,7 @@ impl App {
                 max_group: config.max_group_commit,
                 idle_close: config.idle_tenant_close,
                 tombstone_horizon_ms: config.tombstone_horizon.as_millis() as i64,
+                threads: config.writer_threads,
             },
         );
         let window = config.login_window;

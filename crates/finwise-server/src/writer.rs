@@ -1,13 +1,21 @@
-//! One writer per tenant: a thread that owns the tenant's SQLite connection, drains its bounded
-//! queue, applies everything it drained in one transaction (group commit), and only after the
-//! commit publishes the changes and answers the connections. Idle writers close their file.
+//! The tenant writers: one actor per open tenant that owns the tenant's SQLite connection and a
+//! bounded queue, run by a small pool of threads. A pool thread takes a tenant that has work,
+//! applies everything queued (up to `max_group` entries) in one transaction (group commit), and
+//! only after the commit answers the connections and publishes the changes. A tenant is handled
+//! by at most one thread at a time, so its changes are applied in arrival order. Idle tenants
+//! close their file.
 //!
 //! Architecture invariant: a reply (ack) is sent only after `COMMIT` returned.
+//!
+//! Why a pool and not a thread per tenant: with more busy tenants than cores, threads per tenant
+//! only take turns on the cores, each committing small groups; a tenant that waits for a pool
+//! thread instead collects a larger group for its next commit. And 10,000 tenants do not mean
+//! 10,000 threads (each with its own allocator caches).
 
 use std::{
-    collections::HashMap,
-    sync::{mpsc, Arc, Mutex},
-    time::Duration,
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -23,7 +31,7 @@ use crate::{
     TenantId,
 };
 
-/// How often a busy writer compacts tombstones (an idle one compacts when it reopens).
+/// How often a busy tenant compacts tombstones (an idle one compacts when it reopens).
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Work for a tenant writer.
@@ -55,171 +63,311 @@ pub enum SubmitError {
 /// Tuning of the writers.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
+    /// Messages (a single entry or a batch) a tenant may have queued; beyond, their entries are
+    /// refused with `overloaded`.
     pub queue_capacity: usize,
     pub max_group: usize,
     pub idle_close: Duration,
     pub tombstone_horizon_ms: i64,
+    /// Threads that run tenant writers.
+    pub threads: usize,
 }
 
-struct Slot {
-    generation: u64,
-    tx: mpsc::SyncSender<Job>,
+/// One open tenant: its queue and, while open, its database connection.
+struct Tenant {
+    id: TenantId,
+    state: Mutex<TenantState>,
+    /// Touched only by the pool thread that has the tenant scheduled, or by the reaper once the
+    /// tenant is unscheduled and out of the registry.
+    db: Mutex<Option<Db>>,
 }
 
-/// The registry of running tenant writers.
-pub struct Writers {
+struct Db {
+    conn: SqliteTenant,
+    last_compaction: Instant,
+}
+
+struct TenantState {
+    queue: VecDeque<Job>,
+    queued_weight: usize,
+    /// In the ready queue or being processed by a pool thread.
+    scheduled: bool,
+    last_active: Instant,
+}
+
+/// The pool's queue of tenants that have work.
+struct Ready {
+    tenants: VecDeque<Arc<Tenant>>,
+    last_reap: Instant,
+    shutdown: bool,
+}
+
+struct Shared {
     data: DataDir,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     cfg: WriterConfig,
-    slots: Mutex<HashMap<TenantId, Slot>>,
-    next_generation: std::sync::atomic::AtomicU64,
+    /// Registry of open tenants. Lock order: `tenants`, then a tenant's `state`.
+    tenants: Mutex<HashMap<TenantId, Arc<Tenant>>>,
+    ready: Mutex<Ready>,
+    wake: Condvar,
+}
+
+/// The registry of open tenants and the pool that runs their writers. Dropping it stops the pool.
+pub struct Writers {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        lock(&self.shared.ready).shutdown = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Writers {
     pub fn new(data: DataDir, hub: Arc<Hub>, metrics: Arc<Metrics>, cfg: WriterConfig) -> Arc<Self> {
-        Arc::new(Writers {
+        let threads = cfg.threads.max(1);
+        let shared = Arc::new(Shared {
             data,
             hub,
             metrics,
             cfg,
-            slots: Mutex::new(HashMap::new()),
-            next_generation: 0.into(),
-        })
-    }
-
-    /// Queues a job for a tenant, starting its writer when needed. Never blocks.
-    pub fn submit(self: &Arc<Self>, tenant: &TenantId, job: Job) -> Result<(), SubmitError> {
-        let mut slots = self.slots.lock().expect("writers lock");
-        let mut job = job;
-        let weight = job.weight() as i64;
-        if let Some(slot) = slots.get(tenant) {
-            match slot.tx.try_send(job) {
-                Ok(()) => {
-                    self.metrics.writer_queue_depth.inc_by(weight);
-                    return Ok(());
-                }
-                Err(mpsc::TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
-                Err(mpsc::TrySendError::Disconnected(j)) => {
-                    slots.remove(tenant);
-                    job = j;
-                }
-            }
+            tenants: Mutex::new(HashMap::new()),
+            ready: Mutex::new(Ready { tenants: VecDeque::new(), last_reap: Instant::now(), shutdown: false }),
+            wake: Condvar::new(),
+        });
+        for i in 0..threads {
+            let s = Arc::clone(&shared);
+            std::thread::Builder::new().name(format!("writer-{i}")).spawn(move || s.work()).expect("spawn writer thread");
         }
-        let (tx, rx) = mpsc::sync_channel(self.cfg.queue_capacity);
-        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tx.try_send(job).map_err(|_| SubmitError::Overloaded)?;
-        self.metrics.writer_queue_depth.inc_by(weight);
-        let me = Arc::clone(self);
-        let t = tenant.clone();
-        std::thread::Builder::new()
-            .name(format!("writer-{}", &tenant.as_str()[..8]))
-            .spawn(move || me.run(t, generation, rx))
-            .expect("spawn writer thread");
-        slots.insert(tenant.clone(), Slot { generation, tx });
-        Ok(())
+        Arc::new(Writers { shared })
     }
 
-    /// Number of open tenant writers (open database files).
+    /// Queues a job for a tenant, opening the tenant when needed. Never blocks on I/O.
+    pub fn submit(&self, tenant: &TenantId, job: Job) -> Result<(), SubmitError> {
+        let s = &self.shared;
+        let mut tenants = lock(&s.tenants);
+        let t = tenants
+            .entry(tenant.clone())
+            .or_insert_with(|| {
+                Arc::new(Tenant {
+                    id: tenant.clone(),
+                    state: Mutex::new(TenantState {
+                        queue: VecDeque::new(),
+                        queued_weight: 0,
+                        scheduled: false,
+                        last_active: Instant::now(),
+                    }),
+                    db: Mutex::new(None),
+                })
+            })
+            .clone();
+        let mut st = lock(&t.state);
+        s.enqueue(&t, &mut st, job)
+    }
+
+    /// Number of open tenants (open or opening database files).
     pub fn open_count(&self) -> usize {
-        self.slots.lock().expect("writers lock").len()
+        lock(&self.shared.tenants).len()
     }
 
-    /// Closes one tenant's writer after it has finished its queue.
-    pub async fn close(self: &Arc<Self>, tenant: &TenantId) {
+    /// Closes one tenant after it has finished its queue.
+    pub async fn close(&self, tenant: &TenantId) {
         let (reply, done) = oneshot::channel();
-        let running = {
-            let slots = self.slots.lock().expect("writers lock");
-            slots.get(tenant).map(|s| s.tx.clone())
-        };
-        if let Some(tx) = running {
-            // A blocking send is fine here: it waits only for queue space, never for a client.
-            let sent = tokio::task::spawn_blocking(move || tx.send(Job::Close { reply }).is_ok()).await.unwrap_or(false);
-            if sent {
-                let _ = done.await;
+        let queued = {
+            let tenants = lock(&self.shared.tenants);
+            match tenants.get(tenant) {
+                Some(t) => {
+                    let mut st = lock(&t.state);
+                    self.shared.enqueue(t, &mut st, Job::Close { reply }).is_ok()
+                }
+                None => false,
             }
+        };
+        if queued {
+            let _ = done.await;
         }
     }
 
-    /// Closes every writer, committing what is queued. Used by graceful shutdown.
-    pub async fn close_all(self: &Arc<Self>) {
-        let tenants: Vec<TenantId> = self.slots.lock().expect("writers lock").keys().cloned().collect();
-        for t in tenants {
+    /// Closes every tenant, committing what is queued. Used by graceful shutdown.
+    pub async fn close_all(&self) {
+        let ids: Vec<TenantId> = lock(&self.shared.tenants).keys().cloned().collect();
+        for t in ids {
             self.close(&t).await;
         }
     }
+}
 
-    fn run(self: Arc<Self>, tenant: TenantId, generation: u64, rx: mpsc::Receiver<Job>) {
-        let path = self.data.tenant_db(&tenant);
-        let mut db = match SqliteTenant::open(&path) {
-            Ok(db) => db,
-            Err(e) => {
-                error!(tenant = %tenant, error = %e, "cannot open tenant database; refusing its writes (retryable)");
-                self.retire(&tenant, generation);
-                while let Ok(job) = rx.try_recv() {
-                    self.metrics.writer_queue_depth.dec_by(job.weight() as i64);
-                    fail_job(job, &format!("tenant database unavailable: {e}"));
+impl Shared {
+    /// Appends a job to a tenant's queue (held locked by the caller) and schedules the tenant.
+    /// Entries beyond the queue's capacity are refused; `Open` and `Close` always fit.
+    fn enqueue(&self, t: &Arc<Tenant>, st: &mut TenantState, job: Job) -> Result<(), SubmitError> {
+        let weight = job.weight();
+        if matches!(job, Job::Entries { .. }) && st.queue.len() >= self.cfg.queue_capacity {
+            return Err(SubmitError::Overloaded);
+        }
+        st.queue.push_back(job);
+        st.queued_weight += weight;
+        self.metrics.writer_queue_depth.inc_by(weight as i64);
+        if !st.scheduled {
+            st.scheduled = true;
+            lock(&self.ready).tenants.push_back(Arc::clone(t));
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A pool thread: runs tenants that have work, and now and then closes idle ones.
+    fn work(self: Arc<Self>) {
+        let tick = (self.cfg.idle_close / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let next = {
+                let mut ready = lock(&self.ready);
+                loop {
+                    if ready.shutdown {
+                        return;
+                    }
+                    if ready.last_reap.elapsed() >= tick {
+                        ready.last_reap = Instant::now();
+                        break None;
+                    }
+                    if let Some(t) = ready.tenants.pop_front() {
+                        break Some(t);
+                    }
+                    ready = self.wake.wait_timeout(ready, tick).unwrap_or_else(|p| p.into_inner()).0;
                 }
+            };
+            match next {
+                Some(t) => {
+                    // A bug must not take a pool thread (and the tenant) with it: the tenant is
+                    // closed, the jobs in the failed group get no reply (their connections answer
+                    // "retry"), and what was still queued is refused.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&t)));
+                    if run.is_err() {
+                        error!(tenant = %t.id, "tenant writer panicked; closing the tenant");
+                        lock(&t.db).take();
+                        for job in self.retire(&t) {
+                            fail_job(job, "the tenant writer failed; retry");
+                        }
+                    }
+                }
+                None => self.reap(),
+            }
+        }
+    }
+
+    /// Takes one group from a scheduled tenant, commits it, and schedules the tenant again when
+    /// more is queued.
+    fn run(&self, t: &Arc<Tenant>) {
+        let mut jobs = Vec::new();
+        {
+            let mut st = lock(&t.state);
+            let mut weight = 0;
+            while weight < self.cfg.max_group {
+                let Some(job) = st.queue.pop_front() else { break };
+                weight += job.weight();
+                jobs.push(job);
+            }
+            st.queued_weight -= weight;
+            self.metrics.writer_queue_depth.dec_by(weight as i64);
+            if jobs.is_empty() {
+                st.scheduled = false;
                 return;
             }
-        };
+        }
+        let mut db = lock(&t.db);
+        if db.is_none() {
+            match self.open(&t.id) {
+                Ok(conn) => *db = Some(Db { conn, last_compaction: Instant::now() }),
+                Err(e) => {
+                    error!(tenant = %t.id, error = %e, "cannot open tenant database; refusing its writes (retryable)");
+                    drop(db);
+                    let detail = format!("tenant database unavailable: {e}");
+                    for job in jobs.into_iter().chain(self.retire(t)) {
+                        fail_job(job, &detail);
+                    }
+                    return;
+                }
+            }
+        }
+        let open = db.as_mut().expect("opened above");
+        if open.last_compaction.elapsed() > COMPACTION_INTERVAL {
+            open.last_compaction = Instant::now();
+            if let Err(e) = open.conn.compact(finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms) {
+                warn!(tenant = %t.id, error = %e, "tombstone compaction failed");
+            }
+        }
+        let keep_running = self.process(&t.id, &mut open.conn, jobs);
+        if !keep_running {
+            // Closing the connection checkpoints the WAL into the file.
+            *db = None;
+            drop(db);
+            // Anything that raced into the queue is answered rather than dropped.
+            for job in self.retire(t) {
+                fail_job(job, "tenant is closing");
+            }
+            return;
+        }
+        drop(db);
+        let mut st = lock(&t.state);
+        st.last_active = Instant::now();
+        if st.queue.is_empty() {
+            st.scheduled = false;
+        } else {
+            lock(&self.ready).tenants.push_back(Arc::clone(t));
+            self.wake.notify_one();
+        }
+    }
+
+    fn open(&self, tenant: &TenantId) -> crate::storage::Result<SqliteTenant> {
+        let mut conn = SqliteTenant::open(&self.data.tenant_db(tenant))?;
         let cutoff = finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms;
-        match db.compact(cutoff) {
+        match conn.compact(cutoff) {
             Ok(n) if n > 0 => info!(tenant = %tenant, tombstones = n, "compacted tombstones"),
             Ok(_) => {}
             Err(e) => warn!(tenant = %tenant, error = %e, "tombstone compaction failed"),
         }
-        debug!(tenant = %tenant, seq = db.seq(), "tenant writer started");
-        let mut last_compaction = std::time::Instant::now();
-        loop {
-            if last_compaction.elapsed() > COMPACTION_INTERVAL {
-                last_compaction = std::time::Instant::now();
-                if let Err(e) = db.compact(finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms) {
-                    warn!(tenant = %tenant, error = %e, "tombstone compaction failed");
+        debug!(tenant = %tenant, seq = conn.seq(), "tenant opened");
+        Ok(conn)
+    }
+
+    /// Removes a tenant from the registry; returns what was still queued (to be answered).
+    fn retire(&self, t: &Arc<Tenant>) -> Vec<Job> {
+        let mut tenants = lock(&self.tenants);
+        if tenants.get(&t.id).is_some_and(|x| Arc::ptr_eq(x, t)) {
+            tenants.remove(&t.id);
+        }
+        let mut st = lock(&t.state);
+        st.scheduled = false;
+        st.queued_weight = 0;
+        let jobs: Vec<Job> = st.queue.drain(..).collect();
+        self.metrics.writer_queue_depth.dec_by(jobs.iter().map(|j| j.weight() as i64).sum());
+        jobs
+    }
+
+    /// Closes the files of tenants that have had nothing to do for `idle_close`.
+    fn reap(&self) {
+        let idle: Vec<Arc<Tenant>> = {
+            let mut tenants = lock(&self.tenants);
+            let mut idle = Vec::new();
+            tenants.retain(|_, t| {
+                let st = lock(&t.state);
+                let close = !st.scheduled && st.queue.is_empty() && st.last_active.elapsed() >= self.cfg.idle_close;
+                if close {
+                    idle.push(Arc::clone(t));
                 }
-            }
-            let first = match rx.recv_timeout(self.cfg.idle_close) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Retire under the registry lock so that no job can slip in after the check.
-                    let slots = self.slots.lock().expect("writers lock");
-                    match rx.try_recv() {
-                        Ok(job) => {
-                            drop(slots);
-                            job
-                        }
-                        Err(_) => {
-                            drop(slots);
-                            self.retire(&tenant, generation);
-                            debug!(tenant = %tenant, "idle tenant writer closed");
-                            return;
-                        }
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            let mut jobs = Vec::new();
-            let mut weight = first.weight();
-            jobs.push(first);
-            while weight < self.cfg.max_group {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        weight += job.weight();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.metrics.writer_queue_depth.dec_by(weight as i64);
-            if !self.process(&tenant, &mut db, jobs) {
-                self.retire(&tenant, generation);
-                // Anything that raced into the queue is answered rather than dropped.
-                while let Ok(job) = rx.try_recv() {
-                    self.metrics.writer_queue_depth.dec_by(job.weight() as i64);
-                    fail_job(job, "tenant is closing");
-                }
-                return;
-            }
+                !close
+            });
+            idle
+        };
+        for t in idle {
+            lock(&t.db).take();
+            debug!(tenant = %t.id, "idle tenant closed");
         }
     }
 
@@ -257,7 +405,7 @@ impl Writers {
                             // reply goes first: the writer's task is woken before the listeners'
                             // (a wake from this thread queues in FIFO order on the runtime).
                             let texts: Vec<Utf8Bytes> =
-                                outs.iter().filter_map(|o| o.broadcast.as_deref().map(Utf8Bytes::from)).collect();
+                                outs.iter().filter_map(|o| o.broadcast.clone()).collect();
                             let _ = reply.send(outs);
                             for text in texts {
                                 self.hub.publish(tenant, Event::Change { origin, text });
@@ -287,12 +435,6 @@ impl Writers {
         keep_running
     }
 
-    fn retire(&self, tenant: &TenantId, generation: u64) {
-        let mut slots = self.slots.lock().expect("writers lock");
-        if slots.get(tenant).is_some_and(|s| s.generation == generation) {
-            slots.remove(tenant);
-        }
-    }
 }
 
 fn fail_job(job: Job, detail: &str) {

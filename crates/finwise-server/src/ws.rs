@@ -175,7 +175,7 @@ impl Conn {
         // before it would be ignored.
         for o in outs {
             if let Some(t) = o.to_writer {
-                self.feed_text(t.to_string()).await?;
+                self.feed_text(t).await?;
             }
         }
         Ok(())

@@ -264,3 +264,54 @@ async fn chunked_full_load_streams_in_parts() {
     }
     assert_eq!((parts, total), (3, 2500));
 }
+
+#[tokio::test]
+async fn one_writer_thread_serves_many_busy_tenants_and_closes_idle_ones() {
+    let s = TestServer::start(|c| {
+        c.writer_threads = 1;
+        c.idle_tenant_close = Duration::from_millis(300);
+    })
+    .await;
+    let (_, token, _) = s.user("pool").await;
+    let mut tenants = Vec::new();
+    for i in 0..6 {
+        tenants.push(s.tenant(&token, &format!("household {i}")).await);
+    }
+    // Every tenant gets 50 pipelined entries at once; all must be acked in order, per tenant.
+    let mut tasks = Vec::new();
+    for tenant in tenants.clone() {
+        let url = s.ws_url(&tenant, Some(&token));
+        tasks.push(tokio::spawn(async move {
+            let mut ws = Ws::connect(&url).await;
+            let entries: Vec<Value> =
+                (0..50).map(|i| entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": format!("t{i}"), "updated_at": ts(-1000)}))).collect();
+            for e in &entries {
+                ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
+            }
+            for (i, e) in entries.iter().enumerate() {
+                let ack = ws.recv_until(|m| m["type"] == "sync_ack" || m["type"] == "sync_nack").await;
+                assert_eq!(ack["type"], "sync_ack", "{ack}");
+                assert_eq!(ack["id"], e["id"]);
+                assert_eq!(ack["seq"], i as i64 + 1);
+            }
+            assert_eq!(ws.load(&tenant).await["payload"]["tags"].as_array().unwrap().len(), 50);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let open = || async {
+        let v: Value = s.http().get(s.url("/api/v1/websocket/health")).send().await.unwrap().json().await.unwrap();
+        v["open_tenant_databases"].as_u64().unwrap()
+    };
+    // Idle tenants close their files (checked by the writer thread every 100 ms).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open().await > 0 {
+        assert!(std::time::Instant::now() < deadline, "idle tenants stayed open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And reopen on the next change.
+    let mut ws = Ws::connect(&s.ws_url(&tenants[0], Some(&token))).await;
+    let ack = ws.entry(&entry(&tenants[0], "Tag", "create", json!({"id": new_id(), "name": "again", "updated_at": ts(-500)}))).await;
+    assert_eq!(ack["seq"], 51);
+}
