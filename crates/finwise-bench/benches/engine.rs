@@ -14,10 +14,12 @@ const TENANT: &str = "6f1c3a52-8f0e-4d7e-9a51-3b2f0c1d2e3f";
 const NOW: i64 = 1_790_000_000_000;
 const LIMITS: Limits = Limits { max_clock_skew_ms: 300_000 };
 
-fn account_frame(i: usize) -> String {
-    let id = format!("00000000-0000-4000-8000-{i:012}");
+/// An Account entry with random entry and entity ids, as clients send them (sequential ids would
+/// make every index insert an append and flatter `apply`).
+fn account_frame(_i: usize) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
     json!({"type": "process_sync_entry", "payload": {
-        "id": format!("e-{i}"), "tenantId": TENANT, "entityType": "Account", "entityId": id, "operationType": "create",
+        "id": uuid::Uuid::new_v4().to_string(), "tenantId": TENANT, "entityType": "Account", "entityId": id, "operationType": "create",
         "timestamp": NOW - 1000, "status": "processing", "attempts": 1,
         "payload": {"id": id, "name": "Girokonto", "description": "", "note": "", "accountType": "giro", "isActive": true,
             "isOfflineBudget": false, "accountGroupId": "g", "sortOrder": 0, "iban": "DE00", "balance": 1234.5,
