@@ -43,7 +43,10 @@ test('an expired access token is refreshed before reconnecting', async () => {
   const connection = () => page.getByTestId('sync-connection').textContent()
   await eventually(async () => (await connection()) === 'online', { message: 'online' })
 
-  // let the first token expire, then force a reconnect while a change is queued
+  // let the first token expire, then force a reconnect while a change is queued (the service
+  // worker is installed first: going offline during its install would fail it, and the next
+  // test reloads the page offline)
+  await page.waitForFunction(() => navigator.serviceWorker?.controller !== null, null, { timeout: 15_000 })
   await context.setOffline(true)
   await eventually(async () => (await connection()) === 'offline', { message: 'offline' })
   await page.getByTestId('group-name').fill('Nach Ablauf')
@@ -59,6 +62,8 @@ test('an expired access token is refreshed before reconnecting', async () => {
 test('a socket upgrade refused with 401 leads to a refresh and a working connection', async () => {
   const { page, context } = P
   const connection = () => page.getByTestId('sync-connection').textContent()
+  // the reload below happens offline: the service worker must control the page (its shell cached)
+  await page.waitForFunction(() => navigator.serviceWorker?.controller !== null, null, { timeout: 15_000 })
   await context.setOffline(true)
   await eventually(async () => (await connection()) === 'offline', { message: 'offline' })
   // a token the server refuses, although the client believes it valid for an hour
