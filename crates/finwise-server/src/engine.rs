@@ -70,7 +70,7 @@ pub struct Limits {
 }
 
 /// Validates an entry for the socket's tenant. Never touches storage.
-pub fn prepare(entry: SyncQueueEntry, socket_tenant: &str, now_ms: i64, limits: Limits) -> Result<Prepared, SyncNack> {
+pub fn prepare(mut entry: SyncQueueEntry, socket_tenant: &str, now_ms: i64, limits: Limits) -> Result<Prepared, SyncNack> {
     if entry.tenant_id != socket_tenant {
         return Err(SyncNack::for_entry(
             &entry,
@@ -114,7 +114,9 @@ pub fn prepare(entry: SyncQueueEntry, socket_tenant: &str, now_ms: i64, limits: 
     let (entity, content_key) = match entry.operation_type {
         Operation::Delete => (None, String::new()),
         Operation::Create | Operation::Update => {
-            let mut payload = entry.payload.clone();
+            // Moved, not cloned: nothing reads the raw payload after this (the normalised entity
+            // is what is stored and sent).
+            let mut payload = std::mem::take(&mut entry.payload);
             if let Some(obj) = payload.as_object_mut() {
                 match obj.get("id") {
                     None | Some(Value::Null) => {
