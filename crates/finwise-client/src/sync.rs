@@ -499,41 +499,38 @@ impl Client {
     /// Connects, pushes the queue, pulls the changes since the cursor, verifies the digest
     /// (resyncing when it differs) and disconnects.
     pub async fn sync_once(&self) -> Result<SyncReport> {
-        let inner = &*self.inner;
-        let _guard = inner.sync_lock.lock().await;
-        inner.conn_state.send_replace(ConnectionState::Connecting);
-        let result = async {
-            let mut conn = Conn::open(inner).await?;
-            inner.conn_state.send_replace(ConnectionState::Online);
-            match conn.cycle().await {
-                Ok(()) => Ok(conn.close().await),
-                Err(e) => {
-                    let _ = conn.close().await;
-                    Err(e)
-                }
-            }
-        }
-        .await;
-        inner.conn_state.send_replace(ConnectionState::Offline);
-        self.finish(result)
+        self.session(|conn| Box::pin(conn.cycle())).await
     }
 
     /// Fetches changes without sending the queue (e.g. on a metered link): a delta since the
     /// cursor, or a full load when `full` or when there is no cursor yet. Local changes that are
     /// still queued are kept whatever arrives.
     pub async fn pull_only(&self, full: bool) -> Result<SyncReport> {
+        self.session(move |conn| {
+            Box::pin(async move {
+                let full = full || conn.inner.store().cursor()?.is_none();
+                conn.pull(full).await?;
+                conn.report.cursor = conn.inner.store().cursor()?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// One connection's worth of work: connects (Connecting, then Online), runs `work`, closes
+    /// the socket also when `work` failed, and reports Offline afterwards. One at a time per client.
+    async fn session<F>(&self, work: F) -> Result<SyncReport>
+    where
+        F: for<'c, 'i> FnOnce(&'c mut Conn<'i>) -> futures_util::future::BoxFuture<'c, Result<()>>,
+    {
         let inner = &*self.inner;
         let _guard = inner.sync_lock.lock().await;
         inner.conn_state.send_replace(ConnectionState::Connecting);
         let result = async {
             let mut conn = Conn::open(inner).await?;
             inner.conn_state.send_replace(ConnectionState::Online);
-            let full = full || inner.store().cursor()?.is_none();
-            match conn.pull(full).await {
-                Ok(()) => {
-                    conn.report.cursor = inner.store().cursor()?;
-                    Ok(conn.close().await)
-                }
+            match work(&mut conn).await {
+                Ok(()) => Ok(conn.close().await),
                 Err(e) => {
                     let _ = conn.close().await;
                     Err(e)
