@@ -121,15 +121,21 @@ async fn acked_changes_survive_kill_9() {
         // Every acked change is there, with the acked version.
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
         ws.next().await.unwrap().unwrap();
-        ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": tenant}).to_string().into())).await.unwrap();
-        let load = loop {
+        // Chunked (protocol v2): long runs store far more than one 16 MiB frame holds.
+        let request = json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": 10_000});
+        ws.send(Message::Text(request.to_string().into())).await.unwrap();
+        let mut tags: Vec<Value> = Vec::new();
+        loop {
             let m = ws.next().await.unwrap().unwrap();
             let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap_or(Value::Null);
             if v["event_type"] == "initial_data_load" {
-                break v;
+                tags.extend(v["payload"]["tags"].as_array().unwrap().iter().cloned());
+                if v["more"] != true {
+                    break;
+                }
             }
-        };
-        let stored: HashMap<&str, &Value> = load["payload"]["tags"].as_array().unwrap().iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
+        }
+        let stored: HashMap<&str, &Value> = tags.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
         for (id, (updated_at, name)) in acked.lock().unwrap().iter() {
             let t = stored.get(id.as_str()).unwrap_or_else(|| panic!("seed {seed} round {round}: acked {id} lost"));
             assert_eq!((t["updated_at"].as_str().unwrap(), t["name"].as_str().unwrap()), (updated_at.as_str(), name.as_str()), "seed {seed}");
