@@ -409,6 +409,9 @@ pub fn verify_password(password: &str, hash: &str) -> (bool, bool) {
     }
 }
 
+/// Seconds an access token is still accepted after its `exp` (clock differences between hosts).
+pub const TOKEN_LEEWAY_SECS: i64 = 5;
+
 /// JWT access-token claims.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -448,7 +451,7 @@ impl TokenKeys {
     /// Checks signature (HS256 only: `alg: none` and other algorithms are refused), expiry and type.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 5;
+        v.leeway = TOKEN_LEEWAY_SECS as u64;
         v.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| e.to_string())?;
         if data.claims.typ != "access" {

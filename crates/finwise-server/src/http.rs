@@ -710,6 +710,12 @@ async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path
         }
         Caller::Legacy => None,
     };
+    // The socket lives as long as the token it was opened with (see `ws::run`): `verify`
+    // accepts it while the current whole second is at most `exp` + leeway.
+    let token_valid_until_ms = match &who {
+        Caller::User(_) => token.and_then(|t| app.keys.verify(t).ok()).map(|c| (c.exp + crate::auth::TOKEN_LEEWAY_SECS + 1) * 1000),
+        Caller::Legacy => None,
+    };
     let max = app.config.max_batch_bytes.max(app.config.max_message_bytes);
     Ok(upgrade
         .max_message_size(max)
@@ -717,5 +723,5 @@ async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path
         // tungstenite's default 128 KiB read buffer per socket would dominate the memory of idle
         // connections; it grows when a large message arrives.
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| ws::run(app, socket, tenant, user)))
+        .on_upgrade(move |socket| ws::run(app, socket, tenant, user, token_valid_until_ms)))
 }

@@ -189,18 +189,23 @@ const FEED_MAX: usize = 64;
 
 /// Runs one connection until it closes, inside a `conn` span (connection id, tenant, user) so
 /// that every log line of the connection carries them.
-pub async fn run(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>) {
+///
+/// A socket opened with an access token ends when the token does (`token_valid_until_ms`: its
+/// `exp` plus the leeway): the server answers what is in flight, sends an `error` with code
+/// `token_expired` and closes with 1008; the client reconnects with a refreshed token. So a
+/// leaked access token is worth no more on an open socket than on a new request.
+pub async fn run(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>, token_valid_until_ms: Option<i64>) {
     let id = app.next_conn_id();
     let _running = app.conn_guard();
     let span = info_span!("conn", conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"));
     app.metrics.connections_total.inc();
     app.metrics.connections_open.inc();
     let metrics = Arc::clone(&app.metrics);
-    run_conn(app, socket, tenant, user, id).instrument(span).await;
+    run_conn(app, socket, tenant, user, id, token_valid_until_ms).instrument(span).await;
     metrics.connections_open.dec();
 }
 
-async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>, id: u64) {
+async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>, id: u64, token_valid_until_ms: Option<i64>) {
     let (sink, mut stream) = socket.split();
     let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
     info!(conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"), "connected");
@@ -214,6 +219,13 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
     // peer that keeps its TCP connection) is closed. Clients ping every 20 s (0.4 frontend).
     let idle_limit = app.config.heartbeat_interval * 4;
     let mut last_heard = Instant::now();
+    let token_expiry = async move {
+        match token_valid_until_ms {
+            Some(ms) => tokio::time::sleep(std::time::Duration::from_millis((ms - time::now_ms()).max(0) as u64)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(token_expiry);
 
     let hello = StatusMessage {
         r#type: "status".into(),
@@ -295,6 +307,17 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
                 Some(Ok(Message::Close(_))) => Err(Stop::Closed),
                 Some(Ok(_)) => Ok(()),
               }
+            }
+            _ = &mut token_expiry => {
+                info!(conn = id, tenant = %tenant, "access token expired; closing");
+                let mut r = Ok(());
+                while let Some(p) = pending.next().await {
+                    r = r.and(c.feed_outcomes(p).await);
+                }
+                r = r.and(c.flush().await);
+                let e = ErrorMessage::new("token_expired", "the access token has expired: reconnect with a refreshed token");
+                let _ = c.send_json(&e).await;
+                r.and(Err(Stop::Close(close::POLICY, "access token expired")))
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > idle_limit {

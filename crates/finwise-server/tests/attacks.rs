@@ -368,3 +368,22 @@ fn secret_file_is_owner_only() {
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }
+
+#[tokio::test]
+async fn an_open_socket_ends_when_its_access_token_expires() {
+    case("socket kept open past the access token's expiry");
+    let s = TestServer::start(|c| c.access_token_ttl = Duration::from_secs(1)).await;
+    let (token, tenant, mut ws) = s.connected("lapsed").await;
+    let opened = std::time::Instant::now();
+    // Still valid: an entry is acked.
+    let ack = ws.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "before", "updated_at": ts(-1000)}))).await;
+    assert_eq!(ack["type"], "sync_ack");
+    // `exp` is 1 s after issue; after the 5 s leeway: an error, then close 1008.
+    let err = ws.recv_until(|m| m["type"] == "error" || m.get("closed").is_some()).await;
+    assert_eq!(err["code"], "token_expired", "{err}");
+    assert_eq!(ws.recv().await, json!({"closed": 1008}));
+    let lived = opened.elapsed();
+    assert!(lived >= Duration::from_secs(5) && lived < Duration::from_secs(12), "closed after {lived:?}");
+    // Nor can the same token open a new socket.
+    assert_eq!(ws_refusal(&s.ws_url(&tenant, Some(&token))).await, 401);
+}
