@@ -133,13 +133,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Authenticates a request: a token is always checked; without one, only legacy mode lets it in.
 pub fn authenticate(app: &App, token: Option<&str>) -> ApiResult<Caller> {
+    authenticate_until(app, token).map(|(who, _)| who)
+}
+
+/// [`authenticate`], and until when (ms since the epoch) the token stays valid: `verify`
+/// accepts it while the current whole second is at most `exp` + leeway. `None` without a token.
+fn authenticate_until(app: &App, token: Option<&str>) -> ApiResult<(Caller, Option<i64>)> {
     match token {
         Some(t) => app
             .keys
             .verify(t)
-            .map(|c| Caller::User(c.sub))
+            .map(|c| (Caller::User(c.sub), Some((c.exp + crate::auth::TOKEN_LEEWAY_SECS + 1) * 1000)))
             .map_err(|_| ApiError::unauthorized("invalid or expired access token")),
-        None if app.config.allow_legacy_clients => Ok(Caller::Legacy),
+        None if app.config.allow_legacy_clients => Ok((Caller::Legacy, None)),
         None => Err(ApiError::unauthorized("Not authenticated")),
     }
 }
@@ -702,18 +708,13 @@ struct WsQuery {
 async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path<String>, Query(q): Query<WsQuery>, upgrade: WebSocketUpgrade) -> ApiResult<Response> {
     let tenant = tenant_id(&tenant)?;
     let token = q.token.as_deref().or_else(|| bearer(&headers));
-    let who = authenticate(&app, token)?;
+    // The socket lives as long as the token it was opened with (see `ws::run`).
+    let (who, token_valid_until_ms) = authenticate_until(&app, token)?;
     let user = match &who {
         Caller::User(u) => {
             require_member(&app, &who, &tenant, false).await?;
             Some(u.clone())
         }
-        Caller::Legacy => None,
-    };
-    // The socket lives as long as the token it was opened with (see `ws::run`): `verify`
-    // accepts it while the current whole second is at most `exp` + leeway.
-    let token_valid_until_ms = match &who {
-        Caller::User(_) => token.and_then(|t| app.keys.verify(t).ok()).map(|c| (c.exp + crate::auth::TOKEN_LEEWAY_SECS + 1) * 1000),
         Caller::Legacy => None,
     };
     let max = app.config.max_batch_bytes.max(app.config.max_message_bytes);

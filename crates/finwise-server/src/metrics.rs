@@ -87,12 +87,15 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::default();
+        let (messages_in, messages_out) = (Family::default(), Family::default());
         let m = Metrics {
             registry: Mutex::new(Registry::default()),
             connections_total: Counter::default(),
             connections_open: Gauge::default(),
-            messages_in: Family::default(),
-            messages_out: Family::default(),
+            known_in: resolve(&messages_in, KNOWN_IN),
+            known_out: resolve(&messages_out, KNOWN_OUT),
+            messages_in,
+            messages_out,
             acks: Counter::default(),
             nacks: Family::default(),
             commit_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -102,8 +105,6 @@ impl Metrics {
             open_tenants: Gauge::default(),
             http_requests: Family::default(),
             closes: Family::default(),
-            known_in: Vec::new(),
-            known_out: Vec::new(),
         };
         // Counter names get `_total` appended by the encoder.
         r.register("finwise_connections", "WebSocket connections accepted", m.connections_total.clone());
@@ -124,9 +125,7 @@ impl Metrics {
             m.closes.clone(),
         );
         *m.registry.lock().expect("metrics registry") = r;
-        let known_in = resolve(&m.messages_in, KNOWN_IN);
-        let known_out = resolve(&m.messages_out, KNOWN_OUT);
-        Metrics { known_in, known_out, ..m }
+        m
     }
 
     pub fn message_in(&self, kind: &str) {

@@ -89,7 +89,6 @@ struct Db {
 
 struct TenantState {
     queue: VecDeque<Job>,
-    queued_weight: usize,
     /// In the ready queue or being processed by a pool thread.
     scheduled: bool,
     last_active: Instant,
@@ -159,7 +158,6 @@ impl Writers {
                     id: tenant.clone(),
                     state: Mutex::new(TenantState {
                         queue: VecDeque::new(),
-                        queued_weight: 0,
                         scheduled: false,
                         last_active: Instant::now(),
                     }),
@@ -212,7 +210,6 @@ impl Shared {
             return Err(SubmitError::Overloaded);
         }
         st.queue.push_back(job);
-        st.queued_weight += weight;
         self.metrics.writer_queue_depth.inc_by(weight as i64);
         if !st.scheduled {
             st.scheduled = true;
@@ -273,7 +270,6 @@ impl Shared {
                 weight += job.weight();
                 jobs.push(job);
             }
-            st.queued_weight -= weight;
             self.metrics.writer_queue_depth.dec_by(weight as i64);
             if jobs.is_empty() {
                 st.scheduled = false;
@@ -344,7 +340,6 @@ impl Shared {
         }
         let mut st = lock(&t.state);
         st.scheduled = false;
-        st.queued_weight = 0;
         let jobs: Vec<Job> = st.queue.drain(..).collect();
         self.metrics.writer_queue_depth.dec_by(jobs.iter().map(|j| j.weight() as i64).sum());
         jobs

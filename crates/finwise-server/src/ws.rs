@@ -92,9 +92,15 @@ impl Conn {
         }
     }
 
-    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
-        self.feed_text(text).await?;
+    /// Writes what was fed, unless feeding already failed.
+    async fn flush_after(&mut self, fed: Result<(), Stop>) -> Result<(), Stop> {
+        fed?;
         self.flush().await
+    }
+
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
+        let fed = self.feed_text(text).await;
+        self.flush_after(fed).await
     }
 
     async fn feed_json<T: serde::Serialize>(&mut self, v: &T) -> Result<(), Stop> {
@@ -103,8 +109,26 @@ impl Conn {
     }
 
     async fn send_json<T: serde::Serialize>(&mut self, v: &T) -> Result<(), Stop> {
-        self.feed_json(v).await?;
-        self.flush().await
+        let fed = self.feed_json(v).await;
+        self.flush_after(fed).await
+    }
+
+    /// Answers everything in flight (it is committed or being committed), sends `last` and
+    /// ends the connection with `code` (shutdown, expired token).
+    async fn answer_in_flight_and_close<T: serde::Serialize>(
+        &mut self,
+        pending: &mut FuturesOrdered<BoxFuture<'static, Pending>>,
+        last: &T,
+        code: u16,
+        reason: &'static str,
+    ) -> Result<(), Stop> {
+        let mut r = Ok(());
+        while let Some(p) = pending.next().await {
+            r = r.and(self.feed_outcomes(p).await);
+        }
+        r = r.and(self.flush().await);
+        let _ = self.send_json(last).await;
+        r.and(Err(Stop::Close(code, reason)))
     }
 
     /// Feeds one tenant event (call [`Conn::flush`] afterwards).
@@ -246,10 +270,7 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
                         _ => break,
                     }
                 }
-                match r {
-                    Ok(()) => c.flush().await,
-                    Err(e) => Err(e),
-                }
+                c.flush_after(r).await
             }
             ev = tenant_rx.recv() => {
                 let mut r = c.feed_event(ev, user.as_deref()).await;
@@ -266,22 +287,12 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
                     };
                     r = c.feed_event(ev, user.as_deref()).await;
                 }
-                match r {
-                    Ok(()) => c.flush().await,
-                    Err(e) => Err(e),
-                }
+                c.flush_after(r).await
             }
             ev = all_rx.recv() => match ev {
                 Ok(Event::Shutdown) => {
-                    // Answer what is in flight (it is committed or being committed), then leave.
-                    let mut r = Ok(());
-                    while let Some(p) = pending.next().await {
-                        r = r.and(c.feed_outcomes(p).await);
-                    }
-                    r = r.and(c.flush().await);
                     let bye = StatusMessage { r#type: "status".into(), status: "shutdown".into(), protocol: None, server_time: None, message: Some("server is shutting down".into()) };
-                    let _ = c.send_json(&bye).await;
-                    r.and(Err(Stop::Close(close::GOING_AWAY, "server shutdown")))
+                    c.answer_in_flight_and_close(&mut pending, &bye, close::GOING_AWAY, "server shutdown").await
                 }
                 _ => Ok(()),
             },
@@ -310,14 +321,8 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
             }
             _ = &mut token_expiry => {
                 info!(conn = id, tenant = %tenant, "access token expired; closing");
-                let mut r = Ok(());
-                while let Some(p) = pending.next().await {
-                    r = r.and(c.feed_outcomes(p).await);
-                }
-                r = r.and(c.flush().await);
                 let e = ErrorMessage::new("token_expired", "the access token has expired: reconnect with a refreshed token");
-                let _ = c.send_json(&e).await;
-                r.and(Err(Stop::Close(close::POLICY, "access token expired")))
+                c.answer_in_flight_and_close(&mut pending, &e, close::POLICY, "access token expired").await
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > idle_limit {
