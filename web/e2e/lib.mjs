@@ -75,7 +75,7 @@ export async function startServer(extraArgs = [], { dataDir, port = 0 } = {}) {
 }
 
 export async function launchBrowser() {
-  return chromium.launch({
+  const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
     headless: true,
     args: [
@@ -89,6 +89,10 @@ export async function launchBrowser() {
       '--disable-sync',
     ],
   })
+  // The browser tests depend on the browser's behaviour (offline emulation, service workers):
+  // every run says which one it used.
+  console.log(`browser: Chromium ${browser.version()} (${process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'})`)
+  return browser
 }
 
 export async function newPage(browser, name) {

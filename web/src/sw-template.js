@@ -33,11 +33,16 @@ self.addEventListener('fetch', (event) => {
           }
           return res
         })
-        .catch(() => caches.match('/', { cacheName: CACHE }).then((r) => r || Response.error())),
+        .catch(() => caches.match('/', { cacheName: CACHE, ignoreVary: true }).then((r) => r || Response.error())),
     )
     return
   }
   if (SHELL.includes(url.pathname)) {
-    event.respondWith(caches.match(req, { cacheName: CACHE }).then((r) => r || fetch(req)))
+    // Cache first. `ignoreVary`: the server answers with `Vary: Origin` (its CORS layer), and the
+    // page loads its module script and stylesheet in CORS mode (with an `Origin` header) while
+    // `install` cached them without one; a Vary-respecting lookup never matches, and the
+    // fallback to the network is exactly what fails offline. The shell files are the same bytes
+    // for every origin.
+    event.respondWith(caches.match(req, { cacheName: CACHE, ignoreVary: true }).then((r) => r || fetch(req)))
   }
 })
