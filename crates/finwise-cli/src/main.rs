@@ -87,7 +87,8 @@ struct ServeArgs {
     /// Seconds a tenant may be idle before its database file is closed [default: 60; env FINWISE_IDLE_TENANT_SECS].
     #[arg(long)]
     idle_tenant_secs: Option<u64>,
-    /// Directory of the built web client served at `/` (default: web/dist when it exists) [env FINWISE_WEB_DIR].
+    /// Serve the web client from this directory instead of the one built into the binary
+    /// (development) [env FINWISE_WEB_DIR].
     #[arg(long)]
     web_dir: Option<PathBuf>,
     /// Allowed CORS origins, comma-separated (default: any origin) [env FINWISE_CORS_ORIGINS or CORS_ORIGINS].
@@ -123,8 +124,7 @@ impl ServeArgs {
             None => Settings::default(),
         };
         let env = Settings::from_env(|k| std::env::var(k).ok())?;
-        let defaults = Config { web_dir: Some(PathBuf::from("web/dist")), ..Config::default() };
-        Ok(resolve(defaults, &file, &env, &self.flags()))
+        Ok(resolve(Config::default(), &file, &env, &self.flags()))
     }
 }
 
@@ -141,9 +141,28 @@ fn init_logging(json: bool, default_level: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Every command reports a failure the same way: `error: ` and the error with its causes on one
+/// line, exit code 1; never a backtrace, whatever `RUST_BACKTRACE` says (these are messages for
+/// people, not crashes).
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // Client commands print their own results; only warnings go to the log.
     let level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "error" };
     let level = if matches!(cli.command, Command::ImportLegacy(_) | Command::Backup(_) | Command::Restore(_) | Command::Doctor(_)) {
@@ -153,29 +172,30 @@ async fn main() -> anyhow::Result<()> {
     };
     init_logging(cli.log_json, level);
     match cli.command {
-        Command::Client(cmd) => {
-            // One line with the cause and the next step; no backtrace for user errors.
-            if let Err(e) = client_cmd::run(cli.client, cmd).await {
-                eprintln!("error: {e:#}");
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        Command::Client(cmd) => client_cmd::run(cli.client, cmd).await,
         Command::Config(args) => {
             let r = args.resolve()?;
             print!("{}", r.to_toml());
             Ok(())
         }
-        Command::Backup(a) => ops::exit_on_error(ops::backup::backup(a)),
-        Command::Restore(a) => ops::exit_on_error(ops::backup::restore(a)),
-        Command::ImportLegacy(a) => ops::exit_on_error(ops::legacy::import(a)),
-        Command::Doctor(a) => ops::exit_on_error(ops::doctor::doctor(a)),
+        Command::Backup(a) => ops::backup::backup(a),
+        Command::Restore(a) => ops::backup::restore(a),
+        Command::ImportLegacy(a) => ops::legacy::import(a),
+        Command::Doctor(a) => ops::doctor::doctor(a),
         Command::Serve(args) => {
             let config = args.resolve()?.config;
-            let listener = tokio::net::TcpListener::bind(config.addr).await?;
+            let lock = finwise_server::storage::sqlite::DataDir { root: config.data_dir.clone() }.lock("serve")?;
+            let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    " (another program listens there: stop it, or choose another port with --addr)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("cannot listen on {}: {e}{hint}", config.addr)
+            })?;
             // Tests and scripts read the actual port from this line.
             println!("listening on http://{}", listener.local_addr()?);
-            finwise_server::serve(listener, config, finwise_server::shutdown_signal()).await
+            finwise_server::serve_locked(listener, config, lock, finwise_server::shutdown_signal()).await
         }
     }
 }

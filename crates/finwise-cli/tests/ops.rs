@@ -721,6 +721,157 @@ async fn log_lines_carry_connection_and_request_ids() {
     }
 }
 
+// ---- the real binary as a process ----
+
+/// Starts `finwise serve` on port 0 over `dir`; returns the child and a handle on its address.
+fn spawn_server(dir: &Path, extra: &[&str]) -> (std::process::Child, Server) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("FINWISE_LOG", "warn")
+        .env_remove("FINWISE_CONFIG")
+        .env_remove("FINWISE_WEB_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let addr: SocketAddr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("first line {line:?}")).parse().unwrap();
+    (child, Server { addr, stop: None, task: None })
+}
+
+async fn wait_ready(server: &Server) {
+    for _ in 0..200 {
+        if reqwest::get(server.url("/ready")).await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("server not ready");
+}
+
+// ---- one server per data dir ----
+
+/// A second server on a data dir in use is refused with the holder's pid (and never says
+/// `listening on`); so are restore and import-legacy into it; backup and doctor work beside it;
+/// after the holder is SIGKILLed the dir is free again and nothing was changed meanwhile.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_per_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, server) = spawn_server(&data, &[]);
+    wait_ready(&server).await;
+    let (_, token) = server.register("lock", "correct horse battery").await;
+    let tenant = server.tenant(&token).await;
+    let mut ws = server.ws(&tenant, &token).await;
+    let e = tag_entry(&tenant, &uuid::Uuid::new_v4().to_string(), "before");
+    ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
+    assert_eq!(ws.recv_until(|v| v["id"] == e["id"]).await["type"], "sync_ack");
+    let before = ws.digest(&tenant).await;
+    let holder = format!("in use by finwise serve (pid {})", child.id());
+    let d = data.to_str().unwrap().to_owned();
+
+    let second = finwise(&["serve", "--addr", "127.0.0.1:0", "--data-dir", &d], &[]);
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.starts_with("error: ") && err.contains(&holder), "{err}");
+    assert!(!stdout(&second).contains("listening on"), "{}", stdout(&second));
+
+    let backup = dir.path().join("backup");
+    let out = ok(finwise(&["backup", "--data-dir", &d, "--to", backup.to_str().unwrap()], &[]));
+    assert!(out.contains("1 tenant database(s)"), "{out}");
+    let out = stdout(&finwise(&["doctor", "--data-dir", &d], &[]));
+    assert!(out.contains(&holder), "doctor names the running server: {out}");
+
+    let restore = finwise(&["restore", "--from", backup.to_str().unwrap(), "--data-dir", &d], &[]);
+    assert_eq!(restore.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&restore.stderr).contains(&holder));
+    let legacy = dir.path().join("legacy/data");
+    synthetic_legacy_dir(&legacy, "Grüne Wiese 42");
+    let import = finwise(&["import-legacy", "--from", legacy.to_str().unwrap(), "--data-dir", &d], &[]);
+    assert_eq!(import.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&import.stderr).contains(&holder));
+
+    assert_eq!(ws.digest(&tenant).await, before, "the refused commands changed nothing");
+    drop(ws);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, server) = spawn_server(&data, &[]);
+    wait_ready(&server).await;
+    let mut ws = server.ws(&tenant, &token).await;
+    assert_eq!(ws.digest(&tenant).await, before);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+// ---- the web app inside the binary ----
+
+/// A copy of the binary, run from a directory without `web/`, serves the app built into it;
+/// a `--web-dir` without `index.html` is named in a warning instead of a silent 404.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_its_built_in_web_app_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("finwise");
+    std::fs::copy(BIN, &copy).unwrap();
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(&copy)
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir", "d"])
+            .args(extra)
+            .current_dir(dir.path())
+            .env("FINWISE_LOG", "warn")
+            .env_remove("FINWISE_CONFIG")
+            .env_remove("FINWISE_WEB_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let url = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+        (child, url)
+    };
+    let (mut child, url) = run(&["--web-dir", "no-such-dir"]);
+    let index = reqwest::get(format!("{url}/")).await.unwrap();
+    let status = index.status();
+    let body = index.text().await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("no-such-dir") && log.contains("no index.html"), "the missing web dir is named: {log}");
+    if !finwise_server::web::embedded() {
+        // built without Node.js: the server must say so, never answer a silent 404
+        assert_eq!(status, 404);
+        assert!(log.contains("built without the web app"), "{log}");
+        eprintln!("note: this build carries no web app (web/dist was not built); only the warning was checked");
+        return;
+    }
+    assert_eq!(status, 200);
+    assert!(body.contains("<div id=\"app\">"), "{body}");
+    let (mut child, url) = run(&[]);
+    for path in ["/", "/sw.js", "/some/app/route"] {
+        let r = reqwest::get(format!("{url}{path}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
+        let etag = r.headers()["etag"].clone();
+        let again = reqwest::Client::new().get(format!("{url}{path}")).header("if-none-match", etag).send().await.unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+    }
+    let html = reqwest::get(format!("{url}/")).await.unwrap().text().await.unwrap();
+    let script = html.split("src=\"").nth(1).and_then(|s| s.split('"').next()).expect("a script in index.html");
+    let r = reqwest::get(format!("{url}{script}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert_eq!(reqwest::get(format!("{url}/assets/missing.js")).await.unwrap().status(), 404);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 // ---- SIGTERM ----
 
 /// The real binary on SIGTERM: clients get `status: shutdown` after the acks of what they sent,
@@ -729,28 +880,9 @@ async fn log_lines_carry_connection_and_request_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let start = |dir: &Path| {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
-            .arg(dir)
-            .env("FINWISE_LOG", "warn")
-            .env_remove("FINWISE_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        let addr: SocketAddr = line.trim().strip_prefix("listening on http://").unwrap().parse().unwrap();
-        (child, Server { addr, stop: None, task: None })
-    };
+    let start = |dir: &Path| spawn_server(dir, &[]);
     let (mut child, server) = start(dir.path());
-    for _ in 0..200 {
-        if reqwest::get(server.url("/ready")).await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&server).await;
     let (_, token) = server.register("sigterm", "correct horse battery").await;
     let tenant = server.tenant(&token).await;
     let mut ws = server.ws(&tenant, &token).await;
@@ -800,12 +932,7 @@ async fn sigterm_shuts_down_gracefully() {
     assert!(status.success(), "exit status {status}");
 
     let (mut child, server) = start(dir.path());
-    for _ in 0..200 {
-        if reqwest::get(server.url("/ready")).await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&server).await;
     let mut ws = server.ws(&tenant, &token).await;
     let load = ws.load(&tenant).await;
     let got: HashSet<String> = load["payload"]["tags"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();

@@ -174,7 +174,7 @@ pub fn router(app: Arc<App>) -> Router {
             .allow_credentials(true)
             .max_age(Duration::from_secs(600))
     };
-    let mut r = Router::new()
+    let r = Router::new()
         .route("/register", post(register))
         .route("/login", post(login))
         .route("/token", post(token))
@@ -194,10 +194,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/websocket/health", get(websocket_health))
         .route("/api/v1/sync/data-status/{tenant_id}", get(data_status))
         .route("/ws_finwise/ws/{tenant_id}", get(ws_upgrade));
-    if let Some(dir) = app.config.web_dir.clone().filter(|d| d.join("index.html").exists()) {
-        let index = dir.join("index.html");
-        r = r.fallback_service(tower_http::services::ServeDir::new(dir).fallback(tower_http::services::ServeFile::new(index)));
-    }
+    let r = crate::web::mount(r, app.config.web_dir.as_deref());
     let with_ids = axum::middleware::from_fn_with_state(Arc::clone(&app), request_span);
     r.layer(cors).layer(with_ids).with_state(app)
 }

@@ -15,6 +15,7 @@ pub mod hub;
 pub mod loads;
 pub mod metrics;
 pub mod storage;
+pub mod web;
 pub mod writer;
 pub mod ws;
 
@@ -157,6 +158,20 @@ impl Drop for ConnGuard {
 /// connection (`status: shutdown`), lets in-flight entries commit and be acked, closes the
 /// tenant databases.
 pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    // one process per data dir: held until the server has stopped (or the process dies)
+    let lock = DataDir { root: config.data_dir.clone() }.lock("serve")?;
+    serve_locked(listener, config, lock, shutdown).await
+}
+
+/// [`serve`] on a data dir the caller has already locked (the `finwise` binary takes the lock
+/// before it binds, so a refused second server never prints `listening on`).
+pub async fn serve_locked(
+    listener: TcpListener,
+    config: Config,
+    lock: storage::sqlite::DataDirLock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _lock = lock;
     if config.allow_legacy_clients {
         warn!("legacy mode: FinWise 0.4 clients without a token can read and write any tenant whose id they know");
     }

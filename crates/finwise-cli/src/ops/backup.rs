@@ -142,6 +142,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     if !auth.exists() {
         bail!("{} is not a finwise backup: it holds no auth.db", a.from.display());
     }
+    let _lock = finwise_server::storage::sqlite::DataDir { root: a.data_dir.clone() }.lock("restore")?;
     if a.data_dir.join("auth.db").exists() || !super::tenant_files(&a.data_dir)?.is_empty() {
         bail!(
             "{} already holds databases; restore into an empty directory (stop the server, move the old data dir aside)",

@@ -105,6 +105,9 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
     if !data.is_dir() {
         anyhow::bail!("{} is not a directory (give the data dir with --data-dir)", data.display());
     }
+    if let Some(holder) = (finwise_server::storage::sqlite::DataDir { root: data.to_path_buf() }).holder() {
+        println!("in use by {holder}: the checks read beside it");
+    }
     let auth = data.join("auth.db");
     let mut tenant_rows: Vec<(String, String)> = Vec::new();
     if !auth.exists() {

@@ -245,6 +245,7 @@ pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data:
             bail!("{} has no '{table}' table: it is not a FinWise 0.4 central database", central.display());
         }
     }
+    let _lock = finwise_server::storage::sqlite::DataDir { root: data.to_path_buf() }.lock("import-legacy")?;
     std::fs::create_dir_all(data.join("tenants")).with_context(|| format!("cannot create {}", data.display()))?;
     let auth = AuthStore::open(&data.join("auth.db")).map_err(|e| anyhow::anyhow!("{}: {e}", data.join("auth.db").display()))?;
     let mut s = Summary::default();

@@ -6,15 +6,6 @@ pub mod legacy;
 
 use std::path::{Path, PathBuf};
 
-/// Prints a one-line error with its causes and exits 1 (no backtrace for operator errors).
-pub fn exit_on_error(r: anyhow::Result<()>) -> anyhow::Result<()> {
-    if let Err(e) = r {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
 /// The data dir: the flag, else `FINWISE_DATA_DIR`, else the `data_dir` of the config file
 /// (`FINWISE_CONFIG`), else `data`.
 pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
