@@ -95,12 +95,18 @@ export async function launchBrowser() {
   return browser
 }
 
+/** Console messages about the server's Content-Security-Policy: the app must cause none. */
+export const cspViolations = []
+
 export async function newPage(browser, name) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } })
   const page = await context.newPage()
   page.setDefaultTimeout(15_000)
   const logs = []
-  page.on('console', (m) => logs.push(`[${name}] ${m.type()}: ${m.text()}`))
+  page.on('console', (m) => {
+    logs.push(`[${name}] ${m.type()}: ${m.text()}`)
+    if (/Content.Security.Policy/i.test(m.text())) cspViolations.push(`[${name}] ${m.text()}`)
+  })
   page.on('pageerror', (e) => logs.push(`[${name}] pageerror: ${e.message}`))
   return { context, page, logs }
 }

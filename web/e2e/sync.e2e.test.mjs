@@ -2,7 +2,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  apiLogin, clearScreenshots, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
+  apiLogin, clearScreenshots, cspViolations, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
 } from './lib.mjs'
 
 const USER = { name: 'Erika', email: 'erika@example.com', password: 'correct-horse-battery' }
@@ -26,6 +26,8 @@ after(async () => {
   await browser?.close()
   await server?.stop()
   await server?.cleanup?.stop()
+  // the app works under the server's CSP without a single violation (service worker included)
+  assert.deepEqual(cspViolations, [])
 })
 
 /** On failure, show what the pages logged; later steps are skipped. */

@@ -403,10 +403,9 @@ fn coerce(field: &Field, v: &Value) -> Result<Value, ValidationError> {
             _ => Err(type_error(field, "a string")),
         },
         Kind::Int => as_int(v).map(Value::from).ok_or_else(|| type_error(field, "an integer")),
-        Kind::Num => as_f64(v).map(Value::from).ok_or_else(|| type_error(field, "a number")),
-        Kind::Money => as_f64(v)
-            .map(|x| Value::from((x * 100.0).round() / 100.0))
-            .ok_or_else(|| type_error(field, "a number")),
+        Kind::Num => number(field, v).map(Value::from),
+        // rounding stays exact below MAX_NUMBER (x * 100 < 2^53 · 100 never overflows)
+        Kind::Money => number(field, v).map(|x| Value::from((x * 100.0).round() / 100.0)),
         Kind::Bool => match v {
             Value::Bool(_) => Ok(v.clone()),
             Value::Number(n) if n.as_i64() == Some(0) => Ok(Value::Bool(false)),
@@ -448,6 +447,18 @@ fn coerce(field: &Field, v: &Value) -> Result<Value, ValidationError> {
     }
 }
 
+/// Largest magnitude (exclusive) of a number or amount: 10^15, i.e. a trillion with room for
+/// cents. Larger values cannot round-trip through two-decimal money (or JSON: 1e309 is `null`).
+pub const MAX_NUMBER: f64 = 1e15;
+
+fn number(field: &Field, v: &Value) -> Result<f64, ValidationError> {
+    let x = as_f64(v).ok_or_else(|| type_error(field, "a number"))?;
+    if x.abs() >= MAX_NUMBER {
+        return Err(ValidationError::new(field.name, format!("must be between -10^15 and 10^15 (got {x:e})")));
+    }
+    Ok(x)
+}
+
 fn as_f64(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64().filter(|x| x.is_finite()),
@@ -470,6 +481,19 @@ fn as_int(v: &Value) -> Option<i64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_out_of_range_are_refused_not_stored_as_null() {
+        let money = req("amount", Kind::Money);
+        let num = req("balance", Kind::Num);
+        for big in [json!(1e307), json!(-1e15), json!("1e16"), json!(1e15)] {
+            let e = coerce(&money, &big).unwrap_err();
+            assert_eq!(e.field, "amount");
+            assert!(coerce(&num, &big).is_err());
+        }
+        assert_eq!(coerce(&money, &json!(999_999_999_999_999.0)).unwrap(), json!(999_999_999_999_999.0));
+        assert_eq!(coerce(&money, &json!(0.125)).unwrap(), json!(0.13));
+    }
 
     #[test]
     fn every_entity_type_has_a_definition_starting_with_id() {

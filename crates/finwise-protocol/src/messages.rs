@@ -188,9 +188,14 @@ pub fn parse_entry(v: Value) -> Result<SyncQueueEntry, EntryError> {
     let operation_type = Operation::parse(&op).ok_or_else(|| fail("operationType", "must be create, update or delete"))?;
     let timestamp = match obj.get("timestamp") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(|| fail("timestamp", "expected milliseconds"))?,
-        ),
+        Some(Value::Number(n)) => {
+            let ms = n.as_i64().or_else(|| n.as_f64().filter(|f| f.abs() < 1e18).map(|f| f as i64));
+            // years 0..=9999: what ISO-8601 timestamps (and every client) can express
+            match ms.filter(|ms| (-62_167_219_200_000..=253_402_300_799_999).contains(ms)) {
+                Some(ms) => Some(ms),
+                None => return Err(fail("timestamp", &format!("{n} is not a time in milliseconds since the epoch (years 0 to 9999)"))),
+            }
+        }
         Some(_) => return Err(fail("timestamp", "expected an integer (milliseconds since the epoch)")),
     };
     let payload = obj.remove("payload").unwrap_or(Value::Null);

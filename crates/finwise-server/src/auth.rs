@@ -5,15 +5,10 @@
 //! random, stored only as SHA-256 hashes, single-use, and rotated in families: presenting a
 //! refresh token that was already used revokes its whole family (it was stolen or replayed).
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{path::Path, sync::Mutex, time::Duration};
 
 use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    password_hash::{rand_core::OsRng, PasswordHash, SaltString},
     Argon2,
 };
 use base64::Engine as _;
@@ -57,7 +52,11 @@ const AUTH_MIGRATIONS: &[&str] = &[r#"
         revoked       INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX refresh_by_family ON refresh_tokens (family);
-"#];
+"#,
+    // v2: which tenants legacy (0.4, tokenless) clients may use: those they created or that
+    // were imported from 0.4. Tenants that existed before keep today's behaviour (open).
+    "ALTER TABLE tenants ADD COLUMN legacy_open INTEGER NOT NULL DEFAULT 1;",
+];
 
 /// Number of schema migrations of `auth.db`.
 pub const AUTH_SCHEMA_VERSION: usize = AUTH_MIGRATIONS.len();
@@ -74,6 +73,8 @@ pub enum AuthError {
     TenantIdTaken,
     #[error("refresh token is invalid, expired or already used")]
     BadRefreshToken,
+    #[error("a tenant must keep at least one owner: make another member an owner first, or delete the tenant")]
+    LastOwner,
     #[error("storage: {0}")]
     Storage(#[from] rusqlite::Error),
     #[error("storage: {0}")]
@@ -111,6 +112,16 @@ pub struct Member {
     pub name: String,
     pub email: String,
     pub role: String,
+}
+
+/// Whether `user_id` is the only owner of the tenant (in the transaction `tx`).
+fn last_owner(tx: &rusqlite::Transaction<'_>, tenant: &TenantId, user_id: &str) -> Result<bool, AuthError> {
+    let (is_owner, owners): (bool, i64) = tx.query_row(
+        "SELECT COALESCE(MAX(user_id = ?2), 0), COUNT(*) FROM members WHERE tenant_id = ?1 AND role = 'owner'",
+        params![tenant.as_str(), user_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(is_owner && owners == 1)
 }
 
 /// The naive UTC timestamp form of 0.4's user and tenant objects.
@@ -221,20 +232,23 @@ impl AuthStore {
         Ok(())
     }
 
-    /// Tenants `user_id` is a member of; all tenants when `None` (0.4 legacy listing).
-    pub fn tenants(&self, user_id: Option<&str>) -> Result<Vec<Tenant>, AuthError> {
+    /// Tenants `user_id` is a member of; when `None` (0.4 legacy listing), all tenants legacy
+    /// clients may use.
+    /// `legacy_only`: only tenants legacy clients may use (the caller is one).
+    pub fn tenants(&self, user_id: Option<&str>, legacy_only: bool) -> Result<Vec<Tenant>, AuthError> {
         let db = self.db();
         let rows = match user_id {
             Some(u) => {
                 let sql = format!(
-                    "SELECT {TENANT_COLS} FROM tenants t JOIN members m ON m.tenant_id = t.id WHERE m.user_id = ?1 ORDER BY t.created_at"
+                    "SELECT {TENANT_COLS} FROM tenants t JOIN members m ON m.tenant_id = t.id
+                     WHERE m.user_id = ?1 AND (?2 = 0 OR t.legacy_open) ORDER BY t.created_at"
                 );
                 let mut stmt = db.prepare(&sql)?;
-                let rows = stmt.query_map([u], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let rows = stmt.query_map(params![u, legacy_only], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 rows
             }
             None => {
-                let mut stmt = db.prepare(&format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at"))?;
+                let mut stmt = db.prepare(&format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.legacy_open ORDER BY t.created_at"))?;
                 let rows = stmt.query_map([], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 rows
             }
@@ -249,7 +263,8 @@ impl AuthStore {
 
     /// Creates a tenant with its creator as owner. Creating a tenant the user already owns under
     /// the same id is idempotent (the 0.4 frontend retries).
-    pub fn create_tenant(&self, id: &TenantId, name: &str, user_id: &str) -> Result<Tenant, AuthError> {
+    /// `legacy_open`: created by a tokenless 0.4 client, so tokenless clients may use it.
+    pub fn create_tenant(&self, id: &TenantId, name: &str, user_id: &str, legacy_open: bool) -> Result<Tenant, AuthError> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let sql = format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1");
@@ -272,8 +287,8 @@ impl AuthStore {
         }
         let now = naive_now();
         tx.execute(
-            "INSERT INTO tenants (id, name, user_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![id.as_str(), name, user_id, now],
+            "INSERT INTO tenants (id, name, user_id, created_at, updated_at, legacy_open) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+            params![id.as_str(), name, user_id, now, legacy_open],
         )?;
         tx.execute(
             "INSERT INTO members (tenant_id, user_id, role) VALUES (?1, ?2, 'owner')",
@@ -283,12 +298,38 @@ impl AuthStore {
         Ok(Tenant { name: name.into(), uuid: id.as_str().into(), user_id: user_id.into(), created_at: now.clone(), updated_at: now })
     }
 
-    pub fn rename_tenant(&self, id: &TenantId, name: &str) -> Result<Option<Tenant>, AuthError> {
-        self.db().execute(
-            "UPDATE tenants SET name = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id.as_str(), name, naive_now()],
-        )?;
+    /// Renames a tenant, with the check `create_tenant` makes: `user_id` (the renaming user, or
+    /// the tenant's creator for a legacy client) has no other tenant of that name.
+    pub fn rename_tenant(&self, id: &TenantId, name: &str, user_id: Option<&str>) -> Result<Option<Tenant>, AuthError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let creator: Option<String> =
+            tx.query_row("SELECT user_id FROM tenants WHERE id = ?1", [id.as_str()], |r| r.get(0)).optional()?;
+        let Some(creator) = creator else { return Ok(None) };
+        let user = user_id.unwrap_or(&creator);
+        let dup: Option<()> = tx
+            .query_row(
+                "SELECT 1 FROM tenants t JOIN members m ON m.tenant_id = t.id WHERE m.user_id = ?1 AND t.name = ?2 AND t.id <> ?3",
+                params![user, name, id.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if dup.is_some() {
+            return Err(AuthError::TenantNameExists(name.into()));
+        }
+        tx.execute("UPDATE tenants SET name = ?2, updated_at = ?3 WHERE id = ?1", params![id.as_str(), name, naive_now()])?;
+        tx.commit()?;
+        drop(db);
         self.tenant(id)
+    }
+
+    /// Whether tokenless (legacy) clients may use the tenant: one created by a legacy client or
+    /// imported from 0.4, or one not created yet (the 0.4 frontend opens the socket of a new
+    /// tenant before its `POST /tenants/` returns). Never a tenant created by a token user.
+    pub fn legacy_open(&self, id: &TenantId) -> Result<bool, AuthError> {
+        let open: Option<bool> =
+            self.db().query_row("SELECT legacy_open FROM tenants WHERE id = ?1", [id.as_str()], |r| r.get(0)).optional()?;
+        Ok(open.unwrap_or(true))
     }
 
     pub fn delete_tenant(&self, id: &TenantId) -> Result<(), AuthError> {
@@ -310,18 +351,30 @@ impl AuthStore {
             .optional()?)
     }
 
+    /// Adds a member or changes a member's role. Demoting the last owner is refused.
     pub fn add_member(&self, tenant: &TenantId, user_id: &str, role: &str) -> Result<(), AuthError> {
-        self.db().execute(
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        if role != "owner" && last_owner(&tx, tenant, user_id)? {
+            return Err(AuthError::LastOwner);
+        }
+        tx.execute(
             "INSERT INTO members (tenant_id, user_id, role) VALUES (?1, ?2, ?3) ON CONFLICT DO UPDATE SET role = excluded.role",
             params![tenant.as_str(), user_id, role],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
+    /// Removes a member; false if not a member. Removing the last owner is refused.
     pub fn remove_member(&self, tenant: &TenantId, user_id: &str) -> Result<bool, AuthError> {
-        let n = self
-            .db()
-            .execute("DELETE FROM members WHERE tenant_id = ?1 AND user_id = ?2", params![tenant.as_str(), user_id])?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        if last_owner(&tx, tenant, user_id)? {
+            return Err(AuthError::LastOwner);
+        }
+        let n = tx.execute("DELETE FROM members WHERE tenant_id = ?1 AND user_id = ?2", params![tenant.as_str(), user_id])?;
+        tx.commit()?;
         Ok(n > 0)
     }
 
@@ -394,7 +447,24 @@ fn sha256_hex(s: &str) -> String {
 /// Hashes a password with Argon2id (CPU-heavy: call off the async runtime).
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashing with default params").to_string()
+    let params = argon2::Params::default();
+    let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params.clone());
+    let hash = with_argon_memory(params.block_count(), |blocks| {
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.as_salt().decode_b64(&mut salt_bytes)?;
+        let output = argon2::password_hash::Output::init_with(params.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN), |out| {
+            argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, blocks).map_err(Into::into)
+        })?;
+        Ok(PasswordHash {
+            algorithm: argon2::Algorithm::Argon2id.ident(),
+            version: Some(argon2::Version::V0x13.into()),
+            params: argon2::password_hash::ParamsString::try_from(&params)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        }
+        .to_string())
+    });
+    hash.expect("argon2 hashing with default params")
 }
 
 /// Verifies a password; returns `(valid, needs_rehash)`. bcrypt hashes of the Python backend
@@ -403,10 +473,48 @@ pub fn verify_password(password: &str, hash: &str) -> (bool, bool) {
     if hash.starts_with("$2") {
         return (bcrypt::verify(password, hash).unwrap_or(false), true);
     }
-    match PasswordHash::new(hash) {
-        Ok(parsed) => (Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(), false),
-        Err(_) => (false, false),
+    let verified = (|| -> argon2::password_hash::Result<bool> {
+        let parsed = PasswordHash::new(hash)?;
+        let params = argon2::Params::try_from(&parsed)?;
+        let algorithm = argon2::Algorithm::try_from(parsed.algorithm)?;
+        let version = parsed.version.map(argon2::Version::try_from).transpose()?.unwrap_or_default();
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return Ok(false) };
+        if params.block_count() > MAX_ARGON_BLOCKS {
+            return Ok(false);
+        }
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+        let argon = Argon2::new(algorithm, version, params.clone());
+        with_argon_memory(params.block_count(), |blocks| {
+            let mut out = vec![0u8; expected.len()];
+            argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, blocks)?;
+            // Output's equality is constant-time
+            Ok(argon2::password_hash::Output::new(&out)? == expected)
+        })
+    })();
+    (verified.unwrap_or(false), false)
+}
+
+/// The largest Argon2 memory a stored hash may ask for (64 MiB; ours use 19 MiB).
+const MAX_ARGON_BLOCKS: usize = 64 * 1024;
+
+/// Runs `f` with this thread's Argon2 memory of at least `blocks` blocks, allocated once per
+/// thread and reused: hashing runs on a few fixed threads (`limits::HashGate`), so the server
+/// holds at most a few of these 19 MiB buffers, whatever the allocator would keep of freed ones.
+fn with_argon_memory<T>(
+    blocks: usize,
+    f: impl FnOnce(&mut [argon2::Block]) -> argon2::password_hash::Result<T>,
+) -> argon2::password_hash::Result<T> {
+    thread_local! {
+        static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < blocks {
+            m.resize(blocks, argon2::Block::default());
+        }
+        f(&mut m[..blocks])
+    })
 }
 
 /// Seconds an access token is still accepted after its `exp` (clock differences between hosts).
@@ -487,50 +595,6 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Counts failures per key in a fixed window and refuses further attempts once the limit is hit.
-pub struct Throttle {
-    limit: u32,
-    window: Duration,
-    entries: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-/// The most keys a throttle remembers; old windows are evicted first.
-const THROTTLE_MAX_KEYS: usize = 100_000;
-
-impl Throttle {
-    pub fn new(limit: u32, window: Duration) -> Self {
-        Throttle { limit, window, entries: Mutex::new(HashMap::new()) }
-    }
-
-    /// `Err(retry_after)` when `key` is currently locked out.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(key) {
-            Some((n, start)) if *n >= self.limit && start.elapsed() < self.window => {
-                Err(self.window.saturating_sub(start.elapsed()).max(Duration::from_secs(1)))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    pub fn fail(&self, key: &str) {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= THROTTLE_MAX_KEYS {
-            let window = self.window;
-            map.retain(|_, (_, start)| start.elapsed() < window);
-        }
-        let e = map.entry(key.to_owned()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= self.window {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-    }
-
-    pub fn clear(&self, key: &str) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,18 +605,20 @@ mod tests {
         assert_eq!(verify_password("pw", &h), (true, true));
         assert_eq!(verify_password("nope", &h).0, false);
         let a = hash_password("pw");
-        assert!(a.starts_with("$argon2id$"));
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
         assert_eq!(verify_password("pw", &a), (true, false));
+        assert_eq!(verify_password("nope", &a), (false, false));
     }
 
     #[test]
-    fn throttle_locks_after_limit() {
-        let t = Throttle::new(2, Duration::from_secs(60));
-        t.fail("k");
-        assert!(t.check("k").is_ok());
-        t.fail("k");
-        assert!(t.check("k").is_err());
-        t.clear("k");
-        assert!(t.check("k").is_ok());
+    fn hashes_are_interchangeable_with_the_argon2_crates_own() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default().hash_password(b"Grune Wiese 42", &salt).unwrap().to_string();
+        assert_eq!(verify_password("Grune Wiese 42", &theirs), (true, false));
+        assert_eq!(verify_password("Grune Wiese 43", &theirs), (false, false));
+        let ours = hash_password("Grune Wiese 42");
+        assert!(Argon2::default().verify_password(b"Grune Wiese 42", &PasswordHash::new(&ours).unwrap()).is_ok());
+        assert_eq!(verify_password("x", "$argon2id$v=19$m=1048576,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"), (false, false), "a stored hash may not ask for 1 GiB");
     }
 }

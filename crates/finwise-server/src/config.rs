@@ -48,8 +48,32 @@ pub struct Config {
     pub writer_threads: usize,
     /// The built web client, served at `/` when present.
     pub web_dir: Option<PathBuf>,
-    /// Allowed CORS origins; empty means any origin.
+    /// Allowed CORS origins. Empty: none besides the server's own origin (in legacy mode also
+    /// loopback origins, where the 0.4 frontend runs).
     pub cors_origins: Vec<String>,
+    /// Reverse proxies (CIDR ranges) whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// After `login_attempts_per_address` failures, an address gets one attempt per this delay.
+    pub login_address_delay: Duration,
+    /// Registrations per client address and `registration_window`.
+    pub registrations_per_address: u32,
+    pub registration_window: Duration,
+    /// Password hashes computed at once (Argon2id: 19 MiB each); default: the number of cores.
+    pub password_hash_concurrency: usize,
+    /// How long a login or registration waits for a hashing slot before 503.
+    pub password_hash_wait: Duration,
+    /// Time a client has to send a request's headers (also the idle time before the first one).
+    pub http_header_timeout: Duration,
+    /// Time a client has to send a request body.
+    pub http_body_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub http_idle_timeout: Duration,
+    /// Open TCP connections at most (HTTP and WebSocket); capped below the process's file limit.
+    pub max_connections: usize,
+    /// Open WebSocket connections per user.
+    pub max_connections_per_user: usize,
+    /// Bytes all WebSocket connections together may hold in unfinished incoming messages.
+    pub ws_buffer_budget: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -95,6 +119,18 @@ impl Default for Config {
             writer_threads: std::thread::available_parallelism().map_or(2, |n| n.get() * 2).max(2),
             web_dir: None,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            login_address_delay: Duration::from_secs(1),
+            registrations_per_address: 10,
+            registration_window: Duration::from_secs(3600),
+            password_hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            password_hash_wait: Duration::from_secs(5),
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_user: 100,
+            ws_buffer_budget: 256 * 1024 * 1024,
         }
     }
 }
@@ -129,6 +165,20 @@ pub struct Settings {
     pub writer_threads: Option<usize>,
     pub web_dir: Option<PathBuf>,
     pub cors_origins: Option<Vec<String>>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub login_attempts_per_account: Option<u32>,
+    pub login_attempts_per_address: Option<u32>,
+    pub login_window: Option<u64>,
+    pub login_address_delay: Option<u64>,
+    pub registrations_per_address: Option<u32>,
+    pub password_hash_concurrency: Option<usize>,
+    pub password_hash_wait: Option<u64>,
+    pub http_header_timeout: Option<u64>,
+    pub http_body_timeout: Option<u64>,
+    pub http_idle_timeout: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_user: Option<usize>,
+    pub ws_buffer_budget: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -163,6 +213,20 @@ const KEYS: &[(&str, KeyKind)] = &[
     ("writer_threads", KeyKind::Int),
     ("web_dir", KeyKind::Str),
     ("cors_origins", KeyKind::List),
+    ("trusted_proxies", KeyKind::List),
+    ("login_attempts_per_account", KeyKind::Int),
+    ("login_attempts_per_address", KeyKind::Int),
+    ("login_window", KeyKind::Int),
+    ("login_address_delay", KeyKind::Int),
+    ("registrations_per_address", KeyKind::Int),
+    ("password_hash_concurrency", KeyKind::Int),
+    ("password_hash_wait", KeyKind::Int),
+    ("http_header_timeout", KeyKind::Int),
+    ("http_body_timeout", KeyKind::Int),
+    ("http_idle_timeout", KeyKind::Int),
+    ("max_connections", KeyKind::Int),
+    ("max_connections_per_user", KeyKind::Int),
+    ("ws_buffer_budget", KeyKind::Int),
 ];
 
 /// Keys whose values are secrets: masked when printed.
@@ -263,6 +327,20 @@ impl Settings {
             writer_threads: Some(c.writer_threads),
             web_dir: c.web_dir.clone(),
             cors_origins: Some(c.cors_origins.clone()),
+            trusted_proxies: Some(c.trusted_proxies.clone()),
+            login_attempts_per_account: Some(c.login_attempts_per_account),
+            login_attempts_per_address: Some(c.login_attempts_per_address),
+            login_window: Some(c.login_window.as_secs()),
+            login_address_delay: Some(c.login_address_delay.as_secs()),
+            registrations_per_address: Some(c.registrations_per_address),
+            password_hash_concurrency: Some(c.password_hash_concurrency),
+            password_hash_wait: Some(c.password_hash_wait.as_secs()),
+            http_header_timeout: Some(c.http_header_timeout.as_secs()),
+            http_body_timeout: Some(c.http_body_timeout.as_secs()),
+            http_idle_timeout: Some(c.http_idle_timeout.as_secs()),
+            max_connections: Some(c.max_connections),
+            max_connections_per_user: Some(c.max_connections_per_user),
+            ws_buffer_budget: Some(c.ws_buffer_budget),
         }
     }
 
@@ -294,6 +372,20 @@ impl Settings {
             writer_threads: self.writer_threads.unwrap_or(base.writer_threads).max(1),
             web_dir: self.web_dir.clone().or(base.web_dir),
             cors_origins: self.cors_origins.clone().unwrap_or(base.cors_origins),
+            trusted_proxies: self.trusted_proxies.clone().unwrap_or(base.trusted_proxies),
+            login_attempts_per_account: self.login_attempts_per_account.unwrap_or(base.login_attempts_per_account),
+            login_attempts_per_address: self.login_attempts_per_address.unwrap_or(base.login_attempts_per_address),
+            login_window: self.login_window.map(secs).unwrap_or(base.login_window),
+            login_address_delay: self.login_address_delay.map(secs).unwrap_or(base.login_address_delay),
+            registrations_per_address: self.registrations_per_address.unwrap_or(base.registrations_per_address),
+            password_hash_concurrency: self.password_hash_concurrency.unwrap_or(base.password_hash_concurrency).max(1),
+            password_hash_wait: self.password_hash_wait.map(secs).unwrap_or(base.password_hash_wait),
+            http_header_timeout: self.http_header_timeout.map(secs).unwrap_or(base.http_header_timeout),
+            http_body_timeout: self.http_body_timeout.map(secs).unwrap_or(base.http_body_timeout),
+            http_idle_timeout: self.http_idle_timeout.map(secs).unwrap_or(base.http_idle_timeout),
+            max_connections: self.max_connections.unwrap_or(base.max_connections).max(1),
+            max_connections_per_user: self.max_connections_per_user.unwrap_or(base.max_connections_per_user).max(1),
+            ws_buffer_budget: self.ws_buffer_budget.unwrap_or(base.ws_buffer_budget),
             ..base
         }
     }

@@ -3,23 +3,22 @@
 //! Errors map to responses in one place, [`ApiError`]: `{"detail": "…"}` with the status 0.4 used
 //! (422 carries FastAPI's list form). Internal errors are logged and shown as a generic message.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     extract::{ws::WebSocketUpgrade, ConnectInfo, FromRequest, Path, Query, Request, State},
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{delete, get, post, put},
     Form, Json, Router,
 };
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Value};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{error, info, warn};
 
 use crate::{
     auth::{self, AuthError},
-    loads, ws, App, TenantId,
+    limits, loads, names, ws, App, TenantId,
 };
 
 type AppState = State<Arc<App>>;
@@ -49,6 +48,18 @@ impl ApiError {
         error!(error = %e, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
     }
+    /// 429 with `Retry-After`.
+    fn too_many(wait: limits::RetryAfter, detail: &str) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, detail);
+        e.retry_after = Some(wait.secs());
+        e
+    }
+    /// 503 with `Retry-After`: every password-hashing slot stayed busy.
+    fn busy_hashing(wait: limits::RetryAfter) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy checking passwords; try again in a moment");
+        e.retry_after = Some(wait.secs());
+        e
+    }
     fn unprocessable(loc: &[&str], msg: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -64,7 +75,7 @@ impl From<AuthError> for ApiError {
             AuthError::EmailTaken | AuthError::NameTaken | AuthError::TenantNameExists(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
             }
-            AuthError::TenantIdTaken => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            AuthError::TenantIdTaken | AuthError::LastOwner => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             AuthError::BadRefreshToken => ApiError::unauthorized(&e.to_string()),
             AuthError::Storage(_) | AuthError::Other(_) => ApiError::internal(e),
         }
@@ -155,25 +166,7 @@ fn caller(app: &App, headers: &HeaderMap) -> ApiResult<Caller> {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let cors = {
-        let origins = app.config.cors_origins.clone();
-        let allow = if origins.is_empty() {
-            AllowOrigin::mirror_request()
-        } else {
-            AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
-        };
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::AUTHORIZATION,
-                "x-tenant-id".parse().expect("header name"),
-                "x-user-id".parse().expect("header name"),
-            ])
-            .allow_credentials(true)
-            .max_age(Duration::from_secs(600))
-    };
+    let cors = crate::browser::cors_layer(&app.config);
     let r = Router::new()
         .route("/register", post(register))
         .route("/login", post(login))
@@ -196,7 +189,42 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ws_finwise/ws/{tenant_id}", get(ws_upgrade));
     let r = crate::web::mount(r, app.config.web_dir.as_deref());
     let with_ids = axum::middleware::from_fn_with_state(Arc::clone(&app), request_span);
-    r.layer(cors).layer(with_ids).with_state(app)
+    // a body must arrive whole within `http_body_timeout` (408); headers and idle connections
+    // are timed in `net`
+    let body_deadline = axum::middleware::from_fn_with_state(Arc::clone(&app), body_deadline);
+    r.layer(body_deadline)
+        .layer(cors)
+        .layer(axum::middleware::from_fn(crate::browser::security_headers))
+        .layer(with_ids)
+        .with_state(app)
+}
+
+/// Largest request body (the JSON bodies of this API are small).
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads a request's body completely within `http_body_timeout` before the handler runs: a body
+/// trickled in byte by byte gets 408 and the connection is closed, instead of holding a
+/// connection and a task for as long as the client likes. Bodies over [`MAX_BODY_BYTES`] get 413.
+async fn body_deadline(State(app): AppState, req: Request, next: axum::middleware::Next) -> Response {
+    let h = req.headers();
+    let declared = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared == Some(0) || (declared.is_none() && !h.contains_key(header::TRANSFER_ENCODING)) {
+        return next.run(req).await;
+    }
+    let closing = |status: StatusCode, detail: &str| {
+        let mut res = ApiError::new(status, detail).into_response();
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    };
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return closing(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(app.config.http_body_timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => closing(StatusCode::BAD_REQUEST, "the request body could not be read (too large or cut off)"),
+        Err(_) => closing(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+    }
 }
 
 /// An error answer: `{"detail": "…"}` (422 carries FastAPI's list of errors instead).
@@ -251,8 +279,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 
 /// A self-contained page that renders `/openapi.json` (no script or style from elsewhere).
 async fn api_docs_page() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("api_docs.html"))
+    axum::response::Html(API_DOCS_PAGE)
 }
+
+/// The `/docs` page (its inline script and style are allowed by hash in its CSP).
+pub const API_DOCS_PAGE: &str = include_str!("api_docs.html");
 
 /// Gives every HTTP request a span with a request id (the client's `x-request-id` when it sends a
 /// sane one, else a fresh one), so every log line of the request carries it; echoes the id in the
@@ -278,6 +309,8 @@ async fn request_span(State(app): AppState, req: Request, next: axum::middleware
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text")))]
 async fn metrics(State(app): AppState) -> Response {
     app.metrics.open_tenants.set(app.writers.open_count() as i64);
+    app.metrics.tcp_connections_open.set(app.conns.open() as i64);
+    app.metrics.ws_buffered_bytes.set(app.conns.ws_buffered() as i64);
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         app.metrics.render(),
@@ -292,39 +325,35 @@ struct RegisterBody {
     password: String,
 }
 
-fn valid_email(e: &str) -> bool {
-    let Some((local, domain)) = e.split_once('@') else { return false };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !e.chars().any(char::is_whitespace)
-        && !domain.contains('@')
-        && e.len() <= 254
-}
-
 #[utoipa::path(post, path = "/register", tag = "accounts", request_body = RegisterBody, responses((status = 201, description = "the new user", body = auth::User), (status = 400, description = "e-mail or name taken", body = ErrorBody), (status = 403, description = "registration disabled", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
-async fn register(State(app): AppState, Body(b): Body<RegisterBody>) -> ApiResult<impl IntoResponse> {
+async fn register(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Body(b): Body<RegisterBody>,
+) -> ApiResult<impl IntoResponse> {
     if !app.config.registration_enabled {
         return Err(ApiError::forbidden("registration is disabled on this server"));
     }
-    let email = b.email.trim().to_lowercase();
-    if !valid_email(&email) {
-        return Err(ApiError::unprocessable(&["body", "email"], "value is not a valid email address"));
-    }
-    let name = b.name.trim().to_owned();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable(&["body", "name"], "name must be 1 to 200 characters"));
-    }
-    if b.password.len() < 8 || b.password.len() > 1024 {
+    let ip = app.proxies.client_ip(addr.ip(), &headers);
+    app.registrations
+        .attempt(&ip.to_string())
+        .map_err(|r| ApiError::too_many(r, "too many registrations from your address; try again later"))?;
+    let email = names::email(&b.email).map_err(|m| ApiError::unprocessable(&["body", "email"], m))?;
+    let name = names::name(&b.name).map_err(|m| ApiError::unprocessable(&["body", "name"], m))?;
+    let chars = b.password.chars().count();
+    if !(8..=1024).contains(&chars) {
         return Err(ApiError::unprocessable(&["body", "password"], "password must be 8 to 1024 characters"));
     }
     let auth = Arc::clone(&app.auth);
-    let user = blocking(move || {
-        let hash = auth::hash_password(&b.password);
-        auth.create_user(&name, &email, &hash)
-    })
-    .await?;
+    let user = app
+        .hash_gate
+        .run(move || {
+            let hash = auth::hash_password(&b.password);
+            auth.create_user(&name, &email, &hash)
+        })
+        .await
+        .map_err(ApiError::busy_hashing)??;
     info!(user = %user.uuid, "user registered");
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -336,43 +365,54 @@ struct LoginBody {
 }
 
 /// Checks credentials with throttling per account and per address. Returns the user id.
-async fn check_credentials(app: &Arc<App>, addr: SocketAddr, login: &str, password: String) -> ApiResult<auth::User> {
-    let account_key = login.trim().to_lowercase();
-    let addr_key = addr.ip().to_string();
-    for (throttle, key) in [(&app.login_throttle_account, &account_key), (&app.login_throttle_address, &addr_key)] {
-        if let Err(wait) = throttle.check(key) {
-            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many failed logins; try again later");
-            e.retry_after = Some(wait.as_secs().max(1));
-            return Err(e);
-        }
-    }
+async fn check_credentials(app: &Arc<App>, ip: std::net::IpAddr, login: &str, password: String) -> ApiResult<auth::User> {
+    // An address with many failures is slowed (one attempt per `login_address_delay`), never
+    // locked: the right password of an account that is not under attack still gets through.
+    app.login_addresses
+        .admit(ip)
+        .map_err(|r| ApiError::too_many(r, "too many failed logins from your address; wait a moment and try again"))?;
+    // Looked up as typed (NFC): the columns compare ASCII case-insensitively, and lower-casing
+    // here would break names with upper-case non-ASCII letters ("Ölsen").
+    let login: String = unicode_normalization::UnicodeNormalization::nfc(login.trim()).collect();
     let auth = Arc::clone(&app.auth);
-    // Looked up as typed: the columns compare ASCII case-insensitively, and lower-casing here
-    // would break names with upper-case non-ASCII letters ("Ölsen").
-    let login_key = login.trim().to_owned();
-    let found = blocking(move || {
-        let Some((user, hash)) = auth.find_login(&login_key)? else {
-            // Same work as a real check, so timing does not reveal which accounts exist.
-            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-            let _ = auth::verify_password(&password, DUMMY.get_or_init(|| auth::hash_password("not a password")));
-            return Ok(None);
-        };
-        let (ok, rehash) = auth::verify_password(&password, &hash);
-        if ok && rehash {
-            auth.set_password_hash(&user.uuid, &auth::hash_password(&password))?;
-        }
-        Ok(ok.then_some(user))
-    })
-    .await?;
-    match found {
+    let key = login.clone();
+    let found = blocking(move || auth.find_login(&key)).await?;
+    // One key per account, whichever of name and e-mail is typed; unknown logins count too.
+    let account_key = match &found {
+        Some((user, _)) => user.uuid.clone(),
+        None => format!("login:{}", login.to_lowercase()),
+    };
+    // Counted before the password is checked, atomically: however many guesses arrive at once,
+    // at most `login_attempts_per_account` of them are ever evaluated in a window.
+    app.login_accounts
+        .attempt(&account_key)
+        .map_err(|r| ApiError::too_many(r, "too many failed logins; try again later"))?;
+    let auth = Arc::clone(&app.auth);
+    let ok = app
+        .hash_gate
+        .run(move || -> Result<Option<auth::User>, AuthError> {
+            let Some((user, hash)) = found else {
+                // Same work as a real check, so timing does not reveal which accounts exist.
+                static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let _ = auth::verify_password(&password, DUMMY.get_or_init(|| auth::hash_password("not a password")));
+                return Ok(None);
+            };
+            let (ok, rehash) = auth::verify_password(&password, &hash);
+            if ok && rehash {
+                auth.set_password_hash(&user.uuid, &auth::hash_password(&password))?;
+            }
+            Ok(ok.then_some(user))
+        })
+        .await
+        .map_err(ApiError::busy_hashing)??;
+    match ok {
         Some(user) => {
-            app.login_throttle_account.clear(&account_key);
+            app.login_accounts.clear(&account_key);
             Ok(user)
         }
         None => {
-            app.login_throttle_account.fail(&account_key);
-            app.login_throttle_address.fail(&addr_key);
-            warn!(address = %addr_key, "failed login");
+            app.login_addresses.fail(ip);
+            warn!(address = %ip, "failed login");
             Err(ApiError::unauthorized("Incorrect username or password"))
         }
     }
@@ -397,8 +437,9 @@ async fn token_pair(app: &Arc<App>, user_id: &str, family: Option<String>) -> Ap
 }
 
 #[utoipa::path(post, path = "/login", tag = "accounts", request_body = LoginBody, responses((status = 200, description = "the user with `access_token`, `refresh_token`, `token_type`, `expires_in`", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 429, description = "too many failed logins (Retry-After)", body = ErrorBody)))]
-async fn login(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, Body(b): Body<LoginBody>) -> ApiResult<Json<Value>> {
-    let user = check_credentials(&app, addr, &b.username_or_email, b.password).await?;
+async fn login(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap, Body(b): Body<LoginBody>) -> ApiResult<Json<Value>> {
+    let ip = app.proxies.client_ip(addr.ip(), &headers);
+    let user = check_credentials(&app, ip, &b.username_or_email, b.password).await?;
     let mut body = serde_json::to_value(&user).map_err(ApiError::internal)?;
     let tokens = token_pair(&app, &user.uuid, None).await?;
     if let (Some(o), Value::Object(t)) = (body.as_object_mut(), tokens) {
@@ -416,14 +457,19 @@ struct TokenForm {
 }
 
 #[utoipa::path(post, path = "/token", tag = "accounts", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded", description = "grant_type `password` (username, password) or `refresh_token` (refresh_token; rotated, a reused one revokes its family)"), responses((status = 200, description = "access_token, refresh_token, token_type, expires_in", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
-async fn token(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>) -> ApiResult<Json<Value>> {
+async fn token(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> ApiResult<Json<Value>> {
     let Form(f) = form.map_err(|e| ApiError::unprocessable(&["body"], e.body_text()))?;
     match f.grant_type.as_str() {
         "password" => {
             let (Some(u), Some(p)) = (f.username, f.password) else {
                 return Err(ApiError::unprocessable(&["body", "username"], "username and password are required"));
             };
-            let user = check_credentials(&app, addr, &u, p).await?;
+            let user = check_credentials(&app, app.proxies.client_ip(addr.ip(), &headers), &u, p).await?;
             Ok(Json(token_pair(&app, &user.uuid, None).await?))
         }
         "refresh_token" => {
@@ -447,6 +493,7 @@ struct UserQuery {
 async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<UserQuery>) -> ApiResult<impl IntoResponse> {
     let who = caller(&app, &headers)?;
     let user = who.acting_user(q.user_id.as_deref())?;
+    let legacy = matches!(who, Caller::Legacy);
     let auth = Arc::clone(&app.auth);
     let tenants = blocking(move || {
         if let Some(u) = &user {
@@ -454,7 +501,7 @@ async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<
                 return Ok(None);
             }
         }
-        auth.tenants(user.as_deref()).map(Some)
+        auth.tenants(user.as_deref(), legacy).map(Some)
     })
     .await?;
     match tenants {
@@ -484,17 +531,15 @@ async fn create_tenant(State(app): AppState, headers: HeaderMap, Body(b): Body<C
         Some(u) => tenant_id(u)?,
         None => TenantId::parse(&uuid::Uuid::new_v4().to_string()).expect("a fresh v4 uuid is canonical"),
     };
-    let name = b.name.trim().to_owned();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable(&["body", "name"], "name must be 1 to 200 characters"));
-    }
+    let name = names::name(&b.name).map_err(|m| ApiError::unprocessable(&["body", "name"], m))?;
+    let legacy = matches!(who, Caller::Legacy);
     let auth = Arc::clone(&app.auth);
     let tid = id.clone();
     let tenant = blocking(move || {
         if auth.user(&user)?.is_none() {
             return Ok(None);
         }
-        auth.create_tenant(&tid, &name, &user).map(Some)
+        auth.create_tenant(&tid, &name, &user, legacy).map(Some)
     })
     .await?
     .ok_or_else(|| ApiError::not_found("User not found"))?;
@@ -508,9 +553,18 @@ async fn create_tenant(State(app): AppState, headers: HeaderMap, Body(b): Body<C
     Ok(Json(tenant))
 }
 
-/// Requires that the caller may act on the tenant: a member (an owner if `owner`), or legacy.
+/// Requires that the caller may act on the tenant: a member (an owner if `owner`); a legacy
+/// client only on a tenant legacy clients created or that came from 0.4, never on a tenant of
+/// token users.
 async fn require_member(app: &Arc<App>, who: &Caller, tenant: &TenantId, owner: bool) -> ApiResult<()> {
-    let Caller::User(u) = who else { return Ok(()) };
+    let Caller::User(u) = who else {
+        let auth = Arc::clone(&app.auth);
+        let t = tenant.clone();
+        return match blocking(move || auth.legacy_open(&t)).await? {
+            true => Ok(()),
+            false => Err(ApiError::unauthorized("Not authenticated")),
+        };
+    };
     let auth = Arc::clone(&app.auth);
     let (t, u) = (tenant.clone(), u.clone());
     let role = blocking(move || auth.role(&t, &u)).await?;
@@ -532,10 +586,14 @@ async fn rename_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<
     let who = caller(&app, &headers)?;
     who.acting_user(q.user_id.as_deref())?;
     let id = tenant_id(&id)?;
+    let name = names::name(&b.name).map_err(|m| ApiError::unprocessable(&["body", "name"], m))?;
     require_member(&app, &who, &id, true).await?;
     let auth = Arc::clone(&app.auth);
-    let name = b.name.trim().to_owned();
-    let t = blocking(move || auth.rename_tenant(&id, &name)).await?;
+    let user = match &who {
+        Caller::User(u) => Some(u.clone()),
+        Caller::Legacy => None,
+    };
+    let t = blocking(move || auth.rename_tenant(&id, &name, user.as_deref())).await?;
     t.map(Json).ok_or_else(|| ApiError::not_found("Tenant not found"))
 }
 
@@ -702,18 +760,42 @@ struct WsQuery {
 }
 
 #[utoipa::path(get, path = "/ws_finwise/ws/{tenant_id}", tag = "sync", params(("tenant_id" = String, Path), WsQuery), security(("bearer" = [])), responses((status = 101, description = "WebSocket upgrade; the messages are described in docs/PROTOCOL.md"), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody)))]
-async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path<String>, Query(q): Query<WsQuery>, upgrade: WebSocketUpgrade) -> ApiResult<Response> {
+async fn ws_upgrade(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    meter: Option<axum::Extension<Arc<crate::net::Meter>>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
     let tenant = tenant_id(&tenant)?;
     let token = q.token.as_deref().or_else(|| bearer(&headers));
     // The socket lives as long as the token it was opened with (see `ws::run`).
     let (who, token_valid_until_ms) = authenticate_until(&app, token)?;
+    if matches!(who, Caller::Legacy) && !crate::browser::websocket_origin_ok(&app.config, &headers) {
+        // browsers apply no CORS to WebSockets: a tokenless socket from a foreign page is refused
+        return Err(ApiError::forbidden("this origin may not open a socket without a token"));
+    }
+    require_member(&app, &who, &tenant, false).await?;
     let user = match &who {
-        Caller::User(u) => {
-            require_member(&app, &who, &tenant, false).await?;
-            Some(u.clone())
-        }
+        Caller::User(u) => Some(u.clone()),
         Caller::Legacy => None,
     };
+    // one user (a legacy client: one address) holds at most `max_connections_per_user` sockets
+    let key = match &user {
+        Some(u) => format!("user:{u}"),
+        None => format!("address:{}", app.proxies.client_ip(addr.ip(), &headers)),
+    };
+    let Some(place) = app.user_conns.take(&key, app.config.max_connections_per_user) else {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many open connections for this user; close some first");
+        e.retry_after = Some(5);
+        return Err(e);
+    };
+    let meter = meter.map(|axum::Extension(m)| m);
+    if let Some(m) = &meter {
+        m.upgraded();
+    }
     let max = app.config.max_batch_bytes.max(app.config.max_message_bytes);
     Ok(upgrade
         .max_message_size(max)
@@ -721,5 +803,5 @@ async fn ws_upgrade(State(app): AppState, headers: HeaderMap, Path(tenant): Path
         // tungstenite's default 128 KiB read buffer per socket would dominate the memory of idle
         // connections; it grows when a large message arrives.
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| ws::run(app, socket, tenant, user, token_valid_until_ms)))
+        .on_upgrade(move |socket| ws::run(app, socket, ws::Session { tenant, user, token_valid_until_ms, meter, _place: place })))
 }

@@ -8,12 +8,16 @@
 //! connections ([`loads`]). Accounts, tenants and tokens live in [`auth`].
 
 pub mod auth;
+pub mod browser;
 pub mod config;
 pub mod engine;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod loads;
 pub mod metrics;
+pub mod names;
+pub mod net;
 pub mod storage;
 pub mod web;
 pub mod writer;
@@ -21,7 +25,6 @@ pub mod ws;
 
 use std::{
     future::Future,
-    net::SocketAddr,
     sync::{atomic::AtomicU64, Arc},
     time::{Duration, Instant},
 };
@@ -61,8 +64,15 @@ pub struct App {
     pub keys: auth::TokenKeys,
     pub writers: Arc<writer::Writers>,
     pub hub: Arc<hub::Hub>,
-    pub login_throttle_account: auth::Throttle,
-    pub login_throttle_address: auth::Throttle,
+    /// Password guesses per account (locks), failed logins per address (slows).
+    pub login_accounts: limits::Attempts,
+    pub login_addresses: limits::AddressSlowdown,
+    pub registrations: limits::Attempts,
+    pub hash_gate: limits::HashGate,
+    pub proxies: limits::TrustedProxies,
+    pub user_conns: Arc<limits::PerKeyCount>,
+    /// Every open TCP connection (the cap, idle timeouts, the WebSocket buffer budget).
+    pub conns: Arc<net::Connections>,
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
     next_conn: AtomicU64,
@@ -75,7 +85,7 @@ impl App {
     /// Opens the data dir: creates it, migrates `auth.db`, loads or creates the JWT secret.
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
         let data = DataDir { root: config.data_dir.clone() };
-        std::fs::create_dir_all(data.tenants_dir())?;
+        storage::sqlite::create_private_dir(&data.tenants_dir())?;
         let auth = Arc::new(auth::AuthStore::open(&data.auth_db())?);
         let secret = match &config.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
@@ -97,9 +107,15 @@ impl App {
             },
         );
         let window = config.login_window;
+        let proxies = limits::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(App {
-            login_throttle_account: auth::Throttle::new(config.login_attempts_per_account, window),
-            login_throttle_address: auth::Throttle::new(config.login_attempts_per_address, window),
+            login_accounts: limits::Attempts::new(config.login_attempts_per_account, window),
+            login_addresses: limits::AddressSlowdown::new(config.login_attempts_per_address, window, config.login_address_delay),
+            registrations: limits::Attempts::new(config.registrations_per_address, config.registration_window),
+            hash_gate: limits::HashGate::new(config.password_hash_concurrency, config.password_hash_wait),
+            proxies,
+            user_conns: Arc::default(),
+            conns: net::Connections::new(config.ws_buffer_budget, config.max_message_bytes),
             config,
             data,
             auth,
@@ -178,23 +194,24 @@ pub async fn serve_locked(
     let app = App::open(config)?;
     let router = http::router(Arc::clone(&app));
     let addr = listener.local_addr()?;
-    info!(%addr, data_dir = %app.data.root.display(), "listening");
+    let cfg = &app.config;
+    let limits = net::NetLimits {
+        max_connections: net::effective_max_connections(cfg.max_connections),
+        header_timeout: cfg.http_header_timeout,
+        idle_timeout: cfg.http_idle_timeout,
+    };
+    if limits.max_connections < cfg.max_connections {
+        warn!(configured = cfg.max_connections, effective = limits.max_connections, "max_connections lowered to fit the open-file limit (ulimit -n)");
+    }
+    info!(%addr, data_dir = %app.data.root.display(), max_connections = limits.max_connections, "listening");
     let hub = Arc::clone(&app.hub);
     let graceful = async move {
         shutdown.await;
         info!("shutting down: telling clients and committing in-flight changes");
         hub.publish_all(hub::Event::Shutdown);
     };
-    // TCP_NODELAY: a `data_update` must not wait in Nagle's buffer for the ACK of the previous
-    // one, which a listener that sends nothing delays by up to 40 ms (delayed ACK).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(graceful)
-        .await?;
+    let drain = app.config.send_timeout + Duration::from_secs(5);
+    net::serve(listener, router, Arc::clone(&app.conns), limits, graceful, drain).await;
     // Upgraded WebSocket connections are not HTTP connections any more: axum returns without
     // them. Each one answers what it has in flight, says `status: shutdown` and closes; wait
     // for that (a client that stops reading is dropped after the send timeout), so the process

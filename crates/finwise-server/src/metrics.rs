@@ -4,6 +4,7 @@
 //! `finwise_messages_out_total{type}`, `finwise_acks_total`, `finwise_nacks_total{reason}`,
 //! `finwise_commit_batch_entries` (histogram), `finwise_commit_seconds` (histogram),
 //! `finwise_commit_failures_total`, `finwise_writer_queue_depth`, `finwise_open_tenants`,
+//! `finwise_tcp_connections_open`, `finwise_ws_buffered_bytes`,
 //! `finwise_http_requests_total{status}`, `finwise_connection_closes_total{code}`.
 
 use std::sync::Mutex;
@@ -36,6 +37,10 @@ pub struct Metrics {
     /// Entries queued on tenant writers and not yet taken into a commit (all tenants).
     pub writer_queue_depth: Gauge,
     pub open_tenants: Gauge,
+    /// TCP connections open now (HTTP and WebSocket).
+    pub tcp_connections_open: Gauge,
+    /// Bytes held in unfinished incoming WebSocket messages.
+    pub ws_buffered_bytes: Gauge,
     pub http_requests: Family<Labels, Counter>,
     /// Connections ended, by close code the server sent (`peer` when the client closed or vanished).
     pub closes: Family<Labels, Counter>,
@@ -103,6 +108,8 @@ impl Metrics {
             commit_failures: Counter::default(),
             writer_queue_depth: Gauge::default(),
             open_tenants: Gauge::default(),
+            tcp_connections_open: Gauge::default(),
+            ws_buffered_bytes: Gauge::default(),
             http_requests: Family::default(),
             closes: Family::default(),
         };
@@ -118,6 +125,8 @@ impl Metrics {
         r.register("finwise_commit_failures", "group commits that failed (storage_error)", m.commit_failures.clone());
         r.register("finwise_writer_queue_depth", "entries queued on tenant writers, all tenants", m.writer_queue_depth.clone());
         r.register("finwise_open_tenants", "tenant databases open (running writers)", m.open_tenants.clone());
+        r.register("finwise_tcp_connections_open", "TCP connections open (HTTP and WebSocket; see max_connections)", m.tcp_connections_open.clone());
+        r.register("finwise_ws_buffered_bytes", "bytes in unfinished incoming WebSocket messages (see ws_buffer_budget)", m.ws_buffered_bytes.clone());
         r.register("finwise_http_requests", "HTTP requests answered, by status", m.http_requests.clone());
         r.register(
             "finwise_connection_closes",

@@ -208,6 +208,16 @@ impl Conn {
 
 const MAX_IN_FLIGHT_FLOOR: usize = 1;
 
+/// What an upgraded connection is: its tenant, its user (`None`: a legacy client), until when
+/// its token is valid, its connection's meter, and its place among the user's connections.
+pub struct Session {
+    pub tenant: TenantId,
+    pub user: Option<String>,
+    pub token_valid_until_ms: Option<i64>,
+    pub meter: Option<Arc<crate::net::Meter>>,
+    pub _place: crate::limits::CountGuard,
+}
+
 /// Most broadcasts put into one write (bounds the write buffer of a connection).
 const FEED_MAX: usize = 64;
 
@@ -218,18 +228,27 @@ const FEED_MAX: usize = 64;
 /// `exp` plus the leeway): the server answers what is in flight, sends an `error` with code
 /// `token_expired` and closes with 1008; the client reconnects with a refreshed token. So a
 /// leaked access token is worth no more on an open socket than on a new request.
-pub async fn run(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>, token_valid_until_ms: Option<i64>) {
+pub async fn run(app: Arc<App>, socket: WebSocket, session: Session) {
+    let Session { tenant, user, token_valid_until_ms, meter, _place } = session;
     let id = app.next_conn_id();
     let _running = app.conn_guard();
     let span = info_span!("conn", conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"));
     app.metrics.connections_total.inc();
     app.metrics.connections_open.inc();
     let metrics = Arc::clone(&app.metrics);
-    run_conn(app, socket, tenant, user, id, token_valid_until_ms).instrument(span).await;
+    run_conn(app, socket, tenant, user, id, token_valid_until_ms, meter).instrument(span).await;
     metrics.connections_open.dec();
 }
 
-async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Option<String>, id: u64, token_valid_until_ms: Option<i64>) {
+async fn run_conn(
+    app: Arc<App>,
+    socket: WebSocket,
+    tenant: TenantId,
+    user: Option<String>,
+    id: u64,
+    token_valid_until_ms: Option<i64>,
+    meter: Option<Arc<crate::net::Meter>>,
+) {
     let (sink, mut stream) = socket.split();
     let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
     info!(conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"), "connected");
@@ -299,9 +318,16 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
             msg = stream.next(), if pending.len() < max_in_flight => {
               if matches!(msg, Some(Ok(_))) {
                   last_heard = Instant::now();
+                  if let Some(m) = &meter {
+                      m.message_done();
+                  }
               }
               match msg {
                 None => Err(Stop::Closed),
+                Some(Err(_)) if meter.as_ref().is_some_and(|m| m.refused()) => {
+                    warn!(conn = id, "unfinished message refused: the server's WebSocket buffer budget is exhausted");
+                    Err(Stop::Close(close::TRY_AGAIN_LATER, "server busy: too much unfinished data; retry"))
+                }
                 Some(Err(e)) => {
                     debug!(conn = id, error = %e, "read error");
                     let text = e.to_string();
@@ -312,6 +338,9 @@ async fn run_conn(app: Arc<App>, socket: WebSocket, tenant: TenantId, user: Opti
                     }
                 }
                 Some(Ok(Message::Text(text))) => handle_text(&mut c, &mut pending, text.as_str()).await,
+                // binary frames count against the message rate like text; over it, no answer
+                // (an answer per frame would let a client make the server write as much as it reads)
+                Some(Ok(Message::Binary(_))) if !c.take_token() => Ok(()),
                 Some(Ok(Message::Binary(_))) => {
                     c.send_json(&ErrorMessage::new("binary_not_supported", "send JSON in text frames")).await
                 }

@@ -328,8 +328,9 @@ async fn operator_switches_and_legacy_mode_boundaries() {
     assert_eq!(ws_refusal(&s.ws_url(&tenant, Some("forged"))).await, 401);
     let r = s.http().get(s.url("/tenants")).bearer_auth("forged").send().await.unwrap();
     assert_eq!(r.status(), 401);
-    case("legacy client without token works in legacy mode");
-    Ws::connect(&s.ws_url(&tenant, None)).await;
+    case("legacy client without token works in legacy mode, on tenants of legacy clients only");
+    assert_eq!(ws_refusal(&s.ws_url(&tenant, None)).await, 401);
+    Ws::connect(&s.ws_url(&new_id(), None)).await;
 }
 
 #[tokio::test]
@@ -386,4 +387,499 @@ async fn an_open_socket_ends_when_its_access_token_expires() {
     assert!(lived >= Duration::from_secs(5) && lived < Duration::from_secs(12), "closed after {lived:?}");
     // Nor can the same token open a new socket.
     assert_eq!(ws_refusal(&s.ws_url(&tenant, Some(&token))).await, 401);
+}
+
+// ---- hardening after the hostile trial: one test per finding ----
+
+/// Peak resident memory of this test process in KiB (nextest runs every test in its own).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// `/health` answers within a second (asserted by callers while an attack runs).
+async fn health_within_1s(s: &TestServer) -> bool {
+    let started = std::time::Instant::now();
+    let ok = tokio::time::timeout(Duration::from_secs(1), reqwest::get(s.url("/health"))).await.is_ok_and(|r| r.is_ok_and(|r| r.status() == 200));
+    ok && started.elapsed() < Duration::from_secs(1)
+}
+
+async fn login_status(s: &TestServer, http: &reqwest::Client, login: &str, password: &str, forwarded_for: Option<&str>) -> (u16, Option<u64>) {
+    let mut req = http.post(s.url("/login")).json(&json!({"username_or_email": login, "password": password}));
+    if let Some(f) = forwarded_for {
+        req = req.header("x-forwarded-for", f);
+    }
+    let r = req.send().await.unwrap();
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    (r.status().as_u16(), retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_guesses_evaluate_at_most_the_limit_and_one_account_is_one_key() {
+    let s = TestServer::start(|c| {
+        c.login_attempts_per_account = 5;
+        c.login_attempts_per_address = 10_000;
+    })
+    .await;
+    s.user("target").await;
+    case("60 simultaneous wrong guesses for one account");
+    let http = s.http();
+    let guesses = (0..60).map(|i| {
+        let (s, http) = (&s, http.clone());
+        async move { login_status(s, &http, "target@example.org", &format!("guess number {i}"), None).await.0 }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let evaluated = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((evaluated, refused), (5, 55), "{statuses:?}");
+    case("the right password after the limit is refused too");
+    assert_eq!(login_status(&s, &http, "target@example.org", "correct horse battery", None).await.0, 429);
+
+    case("e-mail and name are one account");
+    s.user("both").await;
+    for _ in 0..3 {
+        assert_eq!(login_status(&s, &http, "both@example.org", "wrong wrong", None).await.0, 401);
+    }
+    for _ in 0..2 {
+        assert_eq!(login_status(&s, &http, "BOTH", "wrong wrong", None).await.0, 401);
+    }
+    assert_eq!(login_status(&s, &http, "both", "correct horse battery", None).await.0, 429, "the name shares the e-mail's count");
+}
+
+#[tokio::test]
+async fn a_busy_address_is_slowed_never_locked_and_forwarded_for_is_believed_only_from_trusted_proxies() {
+    let s = TestServer::start(|c| {
+        c.login_attempts_per_address = 6;
+        c.login_address_delay = Duration::from_secs(1);
+        c.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    s.user("innocent").await;
+    let http = s.http();
+    case("failed logins for random accounts from one address behind the proxy");
+    for i in 0..6 {
+        let (st, _) = login_status(&s, &http, &format!("nobody{i}@example.org"), "guess-guess", Some("203.0.113.5")).await;
+        assert_eq!(st, 401);
+    }
+    let (st, retry) = login_status(&s, &http, &format!("nobody7@example.org"), "guess-guess", Some("203.0.113.5")).await;
+    assert_eq!((st, retry), (429, Some(1)), "the busy address waits a second between attempts");
+    case("another client behind the same proxy is not affected");
+    assert_eq!(login_status(&s, &http, "innocent@example.org", "correct horse battery", Some("198.51.100.7")).await.0, 200);
+    case("the right password from the busy address gets through after the delay (no 15-minute lockout)");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(login_status(&s, &http, "innocent@example.org", "correct horse battery", Some("203.0.113.5")).await.0, 200);
+
+    case("X-Forwarded-For from an untrusted peer is ignored");
+    let direct = TestServer::start(|c| {
+        c.login_attempts_per_address = 3;
+        c.login_address_delay = Duration::from_secs(30);
+    })
+    .await;
+    for i in 0..3 {
+        login_status(&direct, &http, &format!("x{i}@example.org"), "guess-guess", Some(&format!("192.0.2.{i}"))).await;
+    }
+    let (st, _) = login_status(&direct, &http, "x9@example.org", "guess-guess", Some("192.0.2.99")).await;
+    assert_eq!(st, 429, "a spoofed header does not give a fresh address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_hashing_is_bounded_and_registration_is_throttled() {
+    let s = TestServer::start(|c| {
+        c.password_hash_concurrency = 2;
+        c.password_hash_wait = Duration::from_secs(30);
+        c.login_attempts_per_account = 1000;
+        c.login_attempts_per_address = 100_000;
+        c.registrations_per_address = 3;
+    })
+    .await;
+    let before = peak_rss_kib();
+    case("100 simultaneous logins (each an Argon2 hash)");
+    let http = s.http();
+    let logins = (0..100).map(|i| {
+        let (s, http) = (&s, http.clone());
+        async move { login_status(s, &http, &format!("someone{i}@example.org"), "guess-guess", None).await.0 }
+    });
+    let health = async {
+        let mut ok = true;
+        for _ in 0..5 {
+            ok &= health_within_1s(&s).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ok
+    };
+    let (statuses, healthy) = tokio::join!(futures_util::future::join_all(logins), health);
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(healthy, "/health answered within 1 s throughout");
+    let grown_mib = (peak_rss_kib().saturating_sub(before)) / 1024;
+    println!("peak memory grew by {grown_mib} MiB during 100 simultaneous logins");
+    // 100 hashes at once took 1.9 GB before; two hashing threads with one 19 MiB buffer each
+    assert!(grown_mib < 100, "peak memory grew by {grown_mib} MiB");
+
+    case("registrations per address");
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = http
+            .post(s.url("/register"))
+            .json(&json!({"name": format!("new{i}"), "email": format!("new{i}@example.org"), "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [201, 201, 201, 429, 429]);
+
+    case("a full hashing queue answers 503 with Retry-After instead of waiting forever");
+    let busy = TestServer::start(|c| {
+        c.password_hash_concurrency = 1;
+        c.password_hash_wait = Duration::from_millis(1);
+        c.login_attempts_per_account = 1000;
+        c.login_attempts_per_address = 100_000;
+    })
+    .await;
+    let logins = (0..20).map(|i| {
+        let (s, http) = (&busy, http.clone());
+        async move { login_status(s, &http, &format!("p{i}@example.org"), "guess-guess", None).await }
+    });
+    let results = futures_util::future::join_all(logins).await;
+    assert!(results.iter().any(|r| *r == (503, Some(1))), "{results:?}");
+    assert!(results.iter().all(|r| r.0 == 401 || r.0 == 503), "{results:?}");
+}
+
+/// Opens a WebSocket by hand and sends the start of one text frame that announces `len` bytes
+/// but carries only `sent` of them (mask key 0, so the payload goes as it is).
+async fn unfinished_frame(s: &TestServer, tenant: &str, token: &str, len: u64, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let req = format!(
+        "GET /ws_finwise/ws/{tenant}?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s.addr
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend(std::iter::repeat_n(b' ', sent));
+    let _ = tcp.write_all(&frame).await;
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_memory_is_bounded_per_user_and_in_all() {
+    let s = TestServer::start(|c| {
+        c.max_connections_per_user = 3;
+        c.ws_buffer_budget = 4 * 1024 * 1024;
+    })
+    .await;
+    let (token, tenant, mut ws) = s.connected("hog").await;
+    ws.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "kept", "updated_at": ts(-1000)}))).await;
+    let before = fingerprint(&s, &token, &tenant).await;
+    case("more sockets than max_connections_per_user");
+    let b = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
+    let c = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
+    assert_eq!(ws_refusal(&s.ws_url(&tenant, Some(&token))).await, 429);
+    drop((b, c));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    case("unfinished large messages beyond the server's buffer budget");
+    let (_, other_token, _) = s.user("hog2").await;
+    let (_, third_token, _) = s.user("hog3").await;
+    for t in [&other_token, &third_token] {
+        let r = s.http().post(s.url(&format!("/tenants/{tenant}/members"))).bearer_auth(&token).json(&json!({"email": if *t == other_token { "hog2@example.org" } else { "hog3@example.org" }})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut held = Vec::new();
+    for t in [&token, &other_token, &third_token] {
+        for _ in 0..2 {
+            held.push(unfinished_frame(&s, &tenant, t, 7 * 1024 * 1024, 1536 * 1024).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = s.http().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let buffered: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("finwise_ws_buffered_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no finwise_ws_buffered_bytes in {metrics}"));
+    assert!(buffered <= 4 * 1024 * 1024 + 2 * 1024 * 1024, "buffered {buffered} bytes, budget 4 MiB");
+    assert!(health_within_1s(&s).await);
+    // the refused sockets were closed: reading from them ends (close frame, then EOF)
+    assert!(buffered >= 2 * 1024 * 1024, "the sockets within the budget hold their data ({buffered})");
+    // the refused sockets were closed with 1013 (a close frame 0x88, length 2+, code 0x03f5)
+    let mut closed = 0;
+    for mut tcp in held {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.windows(4).any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xf5) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 3, "sockets over the budget were closed with 1013 ({closed} of 6)");
+    assert_eq!(fingerprint(&s, &token, &tenant).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_trickling_connections_are_closed_and_a_flood_leaves_health_responsive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(|c| {
+        c.http_header_timeout = Duration::from_secs(1);
+        c.http_body_timeout = Duration::from_secs(1);
+        c.http_idle_timeout = Duration::from_secs(2);
+        c.max_connections = 40;
+    })
+    .await;
+    let closed_within = |mut tcp: tokio::net::TcpStream, limit: Duration| async move {
+        let mut buf = vec![0u8; 4096];
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(end, tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    case("a socket that sends nothing");
+    let silent = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert!(closed_within(silent, Duration::from_secs(3)).await);
+    case("headers trickled one line at a time");
+    let mut trickle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    trickle.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    let t = tokio::spawn(async move {
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            if trickle.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+                return true;
+            }
+        }
+        closed_within(trickle, Duration::from_secs(1)).await
+    });
+    assert!(t.await.unwrap(), "a trickled header is cut off");
+    case("a body trickled one byte at a time");
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(format!("POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{", s.addr).as_bytes()).await.unwrap();
+    let t = tokio::spawn(async move {
+        let mut answer = vec![0u8; 4096];
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let _ = slow.write_all(b" ").await;
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut answer)).await {
+                return n == 0 || String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408");
+            }
+        }
+        false
+    });
+    assert!(t.await.unwrap(), "a trickled body gets 408 or is closed");
+    case("an idle keep-alive connection");
+    let mut keep = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    keep.write_all(format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = keep.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(closed_within(keep, Duration::from_secs(4)).await);
+
+    case("more idle connections than max_connections");
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        flood.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    for _ in 0..5 {
+        assert!(health_within_1s(&s).await, "/health answers during the flood");
+    }
+    let (token, tenant, mut ws) = s.connected("steady").await;
+    let ack = ws.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "during flood", "updated_at": ts(-1000)}))).await;
+    assert_eq!(ack["type"], "sync_ack");
+    assert!(fingerprint(&s, &token, &tenant).await.1 == json!(1));
+    drop(flood);
+}
+
+#[tokio::test]
+async fn legacy_mode_never_exposes_token_users_tenants() {
+    let s = TestServer::start(|c| c.allow_legacy_clients = true).await;
+    let (_, token, _) = s.user("tokenuser").await;
+    let tenant = s.tenant(&token, "Private books").await;
+    let mut ws = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
+    ws.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "private", "updated_at": ts(-1000)}))).await;
+    let before = fingerprint(&s, &token, &tenant).await;
+    let http = s.http();
+    let evil = "https://evil.example";
+    case("legacy listing from a foreign page");
+    let r = http.get(s.url("/tenants/")).header("Origin", evil).send().await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "a foreign origin is not allowed");
+    let list: Value = r.json().await.unwrap();
+    assert!(!list.to_string().contains(&tenant), "a token user's tenant is not listed to legacy clients: {list}");
+    case("legacy rename and delete of a token user's tenant");
+    let r = http.put(s.url(&format!("/tenants/{tenant}"))).json(&json!({"name": "pwned"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.delete(s.url(&format!("/tenants/{tenant}/complete"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    case("legacy socket on a token user's tenant");
+    assert_eq!(ws_refusal(&s.ws_url(&tenant, None)).await, 401);
+    case("legacy socket from a foreign origin");
+    let legacy_tenant = new_id();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(s.ws_url(&legacy_tenant, None)).unwrap();
+    req.headers_mut().insert("origin", evil.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("foreign origin accepted: {:?}", other.map(|_| ())),
+    }
+    case("CORS preflight from a foreign origin and from null");
+    for origin in [evil, "null"] {
+        let pre = http
+            .request(reqwest::Method::OPTIONS, s.url("/tenants/"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "DELETE")
+            .send()
+            .await
+            .unwrap();
+        assert!(pre.headers().get("access-control-allow-origin").is_none(), "{origin}");
+    }
+    case("a tenant created by a legacy client stays open to legacy clients");
+    let (uid, _, _) = s.user("legacyuser").await;
+    let r = http.post(s.url("/tenants/")).json(&json!({"uuid": legacy_tenant, "name": "Old books", "user_id": uid})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    Ws::connect(&s.ws_url(&legacy_tenant, None)).await;
+    assert_eq!(fingerprint(&s, &token, &tenant).await, before);
+    let name: Value = http.get(s.url("/tenants/")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(name[0]["name"], "Private books");
+}
+
+#[tokio::test]
+async fn a_tenant_keeps_an_owner_and_names_are_validated_everywhere() {
+    let s = TestServer::start(|c| c.registrations_per_address = 100).await;
+    let (uid, token, _) = s.user("owner").await;
+    let tenant = s.tenant(&token, "Home").await;
+    s.tenant(&token, "Other").await;
+    let http = s.http();
+    let members = |http: reqwest::Client| {
+        let (url, token) = (s.url(&format!("/tenants/{tenant}/members")), token.clone());
+        async move { http.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let before = members(http.clone()).await;
+    case("the sole owner removes themself");
+    let r = http.delete(s.url(&format!("/tenants/{tenant}/members/{uid}"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("at least one owner"));
+    case("the sole owner demotes themself");
+    let r = http.post(s.url(&format!("/tenants/{tenant}/members"))).bearer_auth(&token).json(&json!({"email": "owner@example.org", "role": "member"})).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(members(http.clone()).await, before);
+    case("with a second owner the first may leave");
+    let (uid2, token2, _) = s.user("coowner").await;
+    let r = http.post(s.url(&format!("/tenants/{tenant}/members"))).bearer_auth(&token).json(&json!({"email": "coowner@example.org", "role": "owner"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.delete(s.url(&format!("/tenants/{tenant}/members/{uid}"))).bearer_auth(&token2).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http.delete(s.url(&format!("/tenants/{tenant}/members/{uid2}"))).bearer_auth(&token2).send().await.unwrap();
+    assert_eq!(r.status(), 409, "and then the co-owner is the last one");
+
+    case("rename with what create refuses");
+    let long = "x".repeat(100 * 1024);
+    for (name, status) in [("", 422), ("   ", 422), (long.as_str(), 422), ("bell\u{7}", 422), ("zero\u{200b}width", 422)] {
+        let r = http.put(s.url(&format!("/tenants/{tenant}"))).bearer_auth(&token2).json(&json!({"name": name})).send().await.unwrap();
+        assert_eq!(r.status(), status, "{name:?}");
+    }
+    let other = s.tenant(&token2, "Taken").await;
+    let r = http.put(s.url(&format!("/tenants/{other}"))).bearer_auth(&token2).json(&json!({"name": "Home"})).send().await.unwrap();
+    assert_eq!(r.status(), 400, "a duplicate name of the same user");
+    let list: Value = http.get(s.url("/tenants/")).bearer_auth(&token2).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Home", "Taken"]);
+
+    case("lookalike and broken accounts");
+    let bad = [
+        ("nul", "a\0b@example.org"),
+        ("zw", "an\u{200b}na@example.org"),
+        ("script", "<script>@x.y"),
+        ("dash", "a@-.-"),
+        ("dots", "a@b..c"),
+    ];
+    for (name, email) in bad {
+        let r = http.post(s.url("/register")).json(&json!({"name": name, "email": email, "password": "correct horse battery"})).send().await.unwrap();
+        assert_eq!(r.status(), 422, "{email:?}");
+    }
+    for name in ["an\u{200b}na", "evil\u{202e}gnp", "bell\u{7}"] {
+        let r = http.post(s.url("/register")).json(&json!({"name": name, "email": "fine@example.org", "password": "correct horse battery"})).send().await.unwrap();
+        assert_eq!(r.status(), 422, "{name:?}");
+    }
+    let r = http.post(s.url("/register")).json(&json!({"name": "ä".repeat(200), "email": "long@example.org", "password": "correct horse battery"})).send().await.unwrap();
+    assert_eq!(r.status(), 201, "200 characters are allowed, whatever their bytes");
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_binary_floods_and_absurd_timestamps() {
+    let s = TestServer::start(|c| {
+        c.messages_per_second = 20;
+        c.message_burst = 40;
+    })
+    .await;
+    let (token, tenant, mut ws) = s.connected("numbers").await;
+    let before = fingerprint(&s, &token, &tenant).await;
+    case("an amount of 1e307");
+    let mut t = full_entities(&ts(-1000)).into_iter().find(|(t, _)| *t == "Transaction").unwrap().1;
+    t["amount"] = json!(1e307);
+    let r = ws.entry(&entry(&tenant, "Transaction", "create", t)).await;
+    assert_eq!(r["type"], "sync_nack", "{r}");
+    assert_eq!(r["reason"], "validation_error");
+    assert!(r["detail"].as_str().unwrap().contains("amount"), "{r}");
+    case("an entry timestamp of 1e30");
+    let mut e = entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "t"}));
+    e["timestamp"] = json!(1e30);
+    let r = ws.entry(&e).await;
+    assert_eq!(r["reason"], "validation_error", "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("timestamp") && !r["detail"].as_str().unwrap().contains("1970"), "{r}");
+    assert_eq!(fingerprint(&s, &token, &tenant).await, before);
+
+    case("20,000 binary frames");
+    let mut flood = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
+    for _ in 0..2000 {
+        flood.inner.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    }
+    let mut replies = 0;
+    while let Some(v) = flood.try_recv(Duration::from_millis(500)).await {
+        if v["code"] == "binary_not_supported" {
+            replies += 1;
+        }
+    }
+    assert!(replies <= 60, "binary frames are rate-limited: {replies} replies to 2000 frames");
+}
+
+#[tokio::test]
+async fn browsers_get_security_headers_and_files_are_private() {
+    let s = TestServer::start(|_| {}).await;
+    let (token, tenant, _ws) = s.connected("headers").await;
+    let http = s.http();
+    case("security headers and same-origin CORS in token mode");
+    for path in ["/health", "/docs", "/tenants/"] {
+        let r = http.get(s.url(path)).bearer_auth(&token).header("Origin", "https://evil.example").send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+        assert!(h.get("access-control-allow-origin").is_none(), "{path}: no CORS for a foreign origin");
+    }
+    case("data files are readable by their owner only");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(s.dir.join("tenants")), 0o700);
+        assert_eq!(mode(s.dir.join("auth.db")), 0o600);
+        assert_eq!(mode(s.dir.join("auth.db-wal")), 0o600);
+        assert_eq!(mode(s.dir.join("tenants").join(format!("{tenant}.db"))), 0o600);
+    }
 }

@@ -44,6 +44,8 @@ fn open_ro(path: &Path) -> anyhow::Result<Connection> {
 pub fn copy_db(src: &Path, dst: &Path) -> anyhow::Result<()> {
     let c = open_ro(src)?;
     let target = dst.to_str().context("backup path is not UTF-8")?;
+    // VACUUM INTO fills an empty file: created private first, like the server's own files
+    finwise_server::storage::sqlite::create_private_file(dst).with_context(|| format!("cannot create {}", dst.display()))?;
     c.execute("VACUUM INTO ?1", [target]).with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
     // VACUUM INTO does not sync the new file: a backup must survive a power cut.
     sync_path(dst)?;
@@ -95,7 +97,7 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
     if a.to.exists() && std::fs::read_dir(&a.to)?.next().is_some() {
         bail!("{} is not empty; back up into a new directory", a.to.display());
     }
-    std::fs::create_dir_all(a.to.join("tenants")).with_context(|| format!("cannot create {}", a.to.display()))?;
+    finwise_server::storage::sqlite::create_private_dir(&a.to.join("tenants")).with_context(|| format!("cannot create {}", a.to.display()))?;
     let started = chrono::Utc::now();
     copy_db(&auth, &a.to.join("auth.db"))?;
     let mut tenants = Vec::new();
@@ -158,7 +160,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
             bail!("{} fails its integrity check ({problem}); nothing was restored", src.display());
         }
     }
-    std::fs::create_dir_all(a.data_dir.join("tenants")).with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    finwise_server::storage::sqlite::create_private_dir(&a.data_dir.join("tenants")).with_context(|| format!("cannot create {}", a.data_dir.display()))?;
     for (src, dst) in &files {
         // A consistent copy again (the backup files are plain databases; this also compacts).
         copy_db(src, dst)?;

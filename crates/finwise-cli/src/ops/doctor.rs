@@ -28,6 +28,9 @@ impl Report {
     fn note(&self, what: impl std::fmt::Display) {
         println!("note     {what}");
     }
+    fn warning(&self, what: impl std::fmt::Display, fix: impl std::fmt::Display) {
+        println!("WARNING  {what}\n         fix: {fix}");
+    }
     fn problem(&mut self, what: impl std::fmt::Display, fix: impl std::fmt::Display) {
         self.problems += 1;
         println!("PROBLEM  {what}\n         fix: {fix}");
@@ -178,6 +181,9 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
         Err(_) => r.note(format!("no {}: created at the next start unless FINWISE_JWT_SECRET is set", secret.display())),
     }
 
+    #[cfg(unix)]
+    check_modes(&r, data, &files);
+
     if let Some(t) = tenant {
         let Some(id) = TenantId::parse(t) else {
             anyhow::bail!("--tenant {t}: not a canonical lowercase UUID");
@@ -190,6 +196,35 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
         }
     }
     Ok(r.problems)
+}
+
+/// The data dir and its databases should be private to the server's user (the server creates
+/// them 0700/0600; older versions and copies made by hand may be wider). A warning, not a
+/// problem: the server works, but other local users can read the households' books.
+#[cfg(unix)]
+fn check_modes(r: &Report, data: &Path, files: &[(String, PathBuf)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut paths = vec![data.to_path_buf(), data.join("tenants")];
+    for db in std::iter::once(data.join("auth.db")).chain(files.iter().map(|(_, p)| p.clone())) {
+        for suffix in ["", "-wal", "-shm"] {
+            paths.push(PathBuf::from(format!("{}{suffix}", db.display())));
+        }
+    }
+    let wide: Vec<(PathBuf, u32)> = paths
+        .into_iter()
+        .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.permissions().mode() & 0o777)))
+        .filter(|(_, mode)| mode & 0o077 != 0)
+        .collect();
+    if wide.is_empty() {
+        r.ok("the data dir and its databases are private to their owner");
+        return;
+    }
+    for (p, mode) in &wide {
+        r.warning(
+            format!("{} is readable by other local users (mode {mode:o})", p.display()),
+            format!("chmod {} {}", if p.is_dir() { "700" } else { "600" }, p.display()),
+        );
+    }
 }
 
 /// Every stored entity parses and names itself; then the digest as clients compare it.

@@ -246,7 +246,7 @@ pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data:
         }
     }
     let _lock = finwise_server::storage::sqlite::DataDir { root: data.to_path_buf() }.lock("import-legacy")?;
-    std::fs::create_dir_all(data.join("tenants")).with_context(|| format!("cannot create {}", data.display()))?;
+    finwise_server::storage::sqlite::create_private_dir(&data.join("tenants")).with_context(|| format!("cannot create {}", data.display()))?;
     let auth = AuthStore::open(&data.join("auth.db")).map_err(|e| anyhow::anyhow!("{}: {e}", data.join("auth.db").display()))?;
     let mut s = Summary::default();
 

@@ -120,8 +120,9 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> {
 /// Opens a database for writing with the durability settings every file of ours uses.
 pub fn open_rw(path: &Path) -> Result<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
     }
+    create_private_file(path)?;
     let conn = Connection::open(path)?;
     // SQLite silently opens a file it cannot write read-only (e.g. on a read-only filesystem).
     // Such a connection would refuse every write until it is closed, even after the trouble is
@@ -465,6 +466,20 @@ impl DataDir {
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: std::fs::File,
+}
+
+/// Creates an empty file readable by its owner only (mode 0600), unless it exists. SQLite gives
+/// a database's `-wal` and `-shm` files the mode of the database file, so they are private too.
+pub fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates `dir` and its parents; a directory it creates is readable by its owner only.
