@@ -310,7 +310,8 @@ async fn request_span(State(app): AppState, req: Request, next: axum::middleware
 async fn metrics(State(app): AppState) -> Response {
     app.metrics.open_tenants.set(app.writers.open_count() as i64);
     app.metrics.tcp_connections_open.set(app.conns.open() as i64);
-    app.metrics.ws_buffered_bytes.set(app.conns.ws_buffered() as i64);
+    app.metrics.ws_buffered_bytes.set(app.conns.buffers().inbound() as i64);
+    app.metrics.ws_outbound_bytes.set(app.conns.buffers().outbound() as i64);
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         app.metrics.render(),

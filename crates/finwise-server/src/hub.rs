@@ -3,19 +3,25 @@
 //! forwards it unless it wrote the change itself. A connection that falls more than the channel's
 //! capacity behind is closed with 1013 and resyncs by delta.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
-use crate::TenantId;
+use crate::{
+    net::{Buffers, OutboundCharge},
+    TenantId,
+};
 
 /// What a tenant's connections receive.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A serialised `data_update` written by connection `origin`. Cloning it only bumps a
     /// reference count: every listener sends the same bytes.
-    Change { origin: u64, text: Utf8Bytes },
+    Change { origin: u64, text: Utf8Bytes, charge: Arc<OutboundCharge> },
     /// The tenant was deleted: close with this code.
     Close { code: u16, reason: &'static str },
     /// The user lost access to the tenant: that user's connections close with 1008.
@@ -29,11 +35,19 @@ pub struct Hub {
     capacity: usize,
     tenants: Mutex<HashMap<TenantId, broadcast::Sender<Event>>>,
     all: broadcast::Sender<Event>,
+    /// Broadcasts count against the WebSocket buffer budget until every listener has taken them.
+    pub buffers: Arc<Buffers>,
 }
 
 impl Hub {
-    pub fn new(capacity: usize) -> Self {
-        Hub { capacity, tenants: Mutex::new(HashMap::new()), all: broadcast::channel(4).0 }
+    pub fn new(capacity: usize, buffers: Arc<Buffers>) -> Self {
+        Hub { capacity, tenants: Mutex::new(HashMap::new()), all: broadcast::channel(4).0, buffers }
+    }
+
+    /// Publishes a committed change (serialised once) to the tenant's listeners.
+    pub fn publish_change(&self, tenant: &TenantId, origin: u64, text: Utf8Bytes) {
+        let charge = self.buffers.charge_outbound(text.len());
+        self.publish(tenant, Event::Change { origin, text, charge });
     }
 
     /// Subscribes to a tenant's events (and to server-wide events).

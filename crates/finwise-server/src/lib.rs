@@ -11,6 +11,7 @@ pub mod auth;
 pub mod browser;
 pub mod config;
 pub mod engine;
+pub mod frames;
 pub mod http;
 pub mod hub;
 pub mod limits;
@@ -92,7 +93,8 @@ impl App {
             None => auth::load_or_create_secret(&data.root.join("jwt.secret"))?,
         };
         let keys = auth::TokenKeys::new(&secret, config.access_token_ttl, config.refresh_token_ttl);
-        let hub = Arc::new(hub::Hub::new(config.outbound_queue));
+        let buffers = net::Buffers::new(config.ws_buffer_budget);
+        let hub = Arc::new(hub::Hub::new(config.outbound_queue, Arc::clone(&buffers)));
         let metrics = Arc::new(metrics::Metrics::new());
         let writers = writer::Writers::new(
             data.clone(),
@@ -115,7 +117,7 @@ impl App {
             hash_gate: limits::HashGate::new(config.password_hash_concurrency, config.password_hash_wait),
             proxies,
             user_conns: Arc::default(),
-            conns: net::Connections::new(config.ws_buffer_budget, config.max_message_bytes),
+            conns: net::Connections::new(buffers, config.max_message_bytes),
             config,
             data,
             auth,

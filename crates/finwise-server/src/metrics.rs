@@ -4,7 +4,7 @@
 //! `finwise_messages_out_total{type}`, `finwise_acks_total`, `finwise_nacks_total{reason}`,
 //! `finwise_commit_batch_entries` (histogram), `finwise_commit_seconds` (histogram),
 //! `finwise_commit_failures_total`, `finwise_writer_queue_depth`, `finwise_open_tenants`,
-//! `finwise_tcp_connections_open`, `finwise_ws_buffered_bytes`,
+//! `finwise_tcp_connections_open`, `finwise_ws_buffered_bytes`, `finwise_ws_outbound_bytes`,
 //! `finwise_http_requests_total{status}`, `finwise_connection_closes_total{code}`.
 
 use std::sync::Mutex;
@@ -41,6 +41,8 @@ pub struct Metrics {
     pub tcp_connections_open: Gauge,
     /// Bytes held in unfinished incoming WebSocket messages.
     pub ws_buffered_bytes: Gauge,
+    /// Outgoing WebSocket bytes not yet handed to the kernel.
+    pub ws_outbound_bytes: Gauge,
     pub http_requests: Family<Labels, Counter>,
     /// Connections ended, by close code the server sent (`peer` when the client closed or vanished).
     pub closes: Family<Labels, Counter>,
@@ -110,6 +112,7 @@ impl Metrics {
             open_tenants: Gauge::default(),
             tcp_connections_open: Gauge::default(),
             ws_buffered_bytes: Gauge::default(),
+            ws_outbound_bytes: Gauge::default(),
             http_requests: Family::default(),
             closes: Family::default(),
         };
@@ -127,6 +130,7 @@ impl Metrics {
         r.register("finwise_open_tenants", "tenant databases open (running writers)", m.open_tenants.clone());
         r.register("finwise_tcp_connections_open", "TCP connections open (HTTP and WebSocket; see max_connections)", m.tcp_connections_open.clone());
         r.register("finwise_ws_buffered_bytes", "bytes in unfinished incoming WebSocket messages (see ws_buffer_budget)", m.ws_buffered_bytes.clone());
+        r.register("finwise_ws_outbound_bytes", "outgoing WebSocket bytes not yet written to the kernel (see ws_buffer_budget)", m.ws_outbound_bytes.clone());
         r.register("finwise_http_requests", "HTTP requests answered, by status", m.http_requests.clone());
         r.register(
             "finwise_connection_closes",

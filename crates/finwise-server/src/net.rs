@@ -15,6 +15,8 @@
 //!   the bytes of the WebSocket message being received. A message that grows beyond
 //!   `max_message_bytes` while all connections together hold more than `ws_buffer_budget` in
 //!   unfinished messages is refused: the read fails and the connection closes with 1013.
+//!   The same stream follows the frames ([`crate::frames`]): only a `process_sync_batch` may
+//!   grow beyond `max_message_bytes` (1009 otherwise, as soon as it does).
 
 use std::{
     collections::HashMap,
@@ -23,7 +25,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     task::{Context, Poll},
@@ -66,23 +68,115 @@ struct Entry {
     close: Arc<Notify>,
 }
 
+/// The bytes WebSocket connections hold, against one budget (`ws_buffer_budget`): unfinished
+/// incoming messages, and outgoing messages not yet handed to the kernel (broadcasts that a
+/// listener has not taken yet, and what sits in a socket's write buffer).
+pub struct Buffers {
+    inbound: AtomicUsize,
+    outbound: AtomicUsize,
+    budget: usize,
+    pressure: Notify,
+    last_notice: Mutex<Instant>,
+}
+
+impl Buffers {
+    pub fn new(budget: usize) -> Arc<Self> {
+        Arc::new(Buffers {
+            inbound: AtomicUsize::new(0),
+            outbound: AtomicUsize::new(0),
+            budget,
+            pressure: Notify::new(),
+            last_notice: Mutex::new(Instant::now()),
+        })
+    }
+
+    pub fn inbound(&self) -> usize {
+        self.inbound.load(Ordering::Relaxed)
+    }
+
+    pub fn outbound(&self) -> usize {
+        self.outbound.load(Ordering::Relaxed)
+    }
+
+    pub fn over_budget(&self) -> bool {
+        self.inbound() + self.outbound() > self.budget
+    }
+
+    pub fn add_outbound(&self, n: usize) {
+        self.outbound.fetch_add(n, Ordering::Relaxed);
+        self.notice_pressure();
+    }
+
+    pub fn sub_outbound(&self, n: usize) {
+        self.outbound.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` outgoing bytes until the returned charge is dropped.
+    pub fn charge_outbound(self: &Arc<Self>, n: usize) -> Arc<OutboundCharge> {
+        self.add_outbound(n);
+        Arc::new(OutboundCharge { bytes: n, buffers: Arc::clone(self) })
+    }
+
+    /// Over budget: wakes the connections waiting in a send (at most every 50 ms), so that the
+    /// ones that have waited long close and give their buffers back.
+    fn notice_pressure(&self) {
+        if !self.over_budget() {
+            return;
+        }
+        let mut last = self.last_notice.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= Duration::from_millis(50) {
+            *last = Instant::now();
+            self.pressure.notify_waiters();
+        }
+    }
+
+    /// Resolves when the buffers are over budget and `since` is at least `patience` ago: a send
+    /// that started at `since` and still waits is one of the slowest.
+    pub async fn slow_under_pressure(&self, since: Instant, patience: Duration) {
+        loop {
+            let notified = self.pressure.notified();
+            if self.over_budget() && since.elapsed() >= patience {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Outgoing bytes counted against the budget while this lives (shared by every listener's copy
+/// of a broadcast: dropped when the last one has taken it).
+#[derive(Debug)]
+pub struct OutboundCharge {
+    bytes: usize,
+    buffers: Arc<Buffers>,
+}
+
+impl Drop for OutboundCharge {
+    fn drop(&mut self) {
+        self.buffers.sub_outbound(self.bytes);
+    }
+}
+
+impl std::fmt::Debug for Buffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffers").field("inbound", &self.inbound()).field("outbound", &self.outbound()).field("budget", &self.budget).finish()
+    }
+}
+
 /// Every open connection, for the cap, the idle sweep and the WebSocket budget.
 pub struct Connections {
     entries: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
-    /// Bytes of unfinished WebSocket messages, all connections together.
-    ws_buffered: AtomicUsize,
-    ws_budget: usize,
+    buffers: Arc<Buffers>,
     large_message: usize,
 }
 
 impl Connections {
-    pub fn new(ws_budget: usize, large_message: usize) -> Arc<Self> {
+    pub fn new(buffers: Arc<Buffers>, large_message: usize) -> Arc<Self> {
         Arc::new(Connections {
             entries: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
-            ws_buffered: AtomicUsize::new(0),
-            ws_budget,
+            buffers,
             large_message,
         })
     }
@@ -95,9 +189,8 @@ impl Connections {
         self.lock().len()
     }
 
-    /// Bytes held in unfinished WebSocket messages now.
-    pub fn ws_buffered(&self) -> usize {
-        self.ws_buffered.load(Ordering::Relaxed)
+    pub fn buffers(&self) -> &Arc<Buffers> {
+        &self.buffers
     }
 
     /// Makes room for one more connection under `cap`: closes the longest-idle evictable one
@@ -127,7 +220,13 @@ impl Connections {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         self.lock().insert(id, Entry { busy: 0, upgraded: false, served: false, closing: false, idle_since: Instant::now(), close: close.clone() });
-        let meter = Arc::new(Meter { id, conns: Arc::clone(self), websocket: AtomicBool::new(false), unfinished: AtomicUsize::new(0), refused: AtomicBool::new(false) });
+        let meter = Arc::new(Meter {
+            id,
+            conns: Arc::clone(self),
+            websocket: AtomicBool::new(false),
+            unfinished: AtomicUsize::new(0),
+            refused: AtomicU8::new(REFUSED_NONE),
+        });
         (meter, close)
     }
 
@@ -158,6 +257,22 @@ impl Connections {
     }
 }
 
+const REFUSED_NONE: u8 = 0;
+const REFUSED_BUDGET: u8 = 1;
+const REFUSED_TOO_BIG: u8 = 2;
+const REFUSED_MALFORMED: u8 = 3;
+
+/// Why the reads of a WebSocket connection were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// All connections together hold `ws_buffer_budget` in unfinished messages (close 1013).
+    Budget,
+    /// A message that is not a batch grew beyond `max_message_bytes` (close 1009).
+    TooBig,
+    /// The bytes are not WebSocket client frames (close 1002).
+    Malformed,
+}
+
 /// One connection's share of the bookkeeping; carried in each request's extensions, so that
 /// the WebSocket upgrade can mark it and the WebSocket task can report finished messages.
 pub struct Meter {
@@ -165,7 +280,7 @@ pub struct Meter {
     conns: Arc<Connections>,
     websocket: AtomicBool,
     unfinished: AtomicUsize,
-    refused: AtomicBool,
+    refused: AtomicU8,
 }
 
 impl Meter {
@@ -180,23 +295,41 @@ impl Meter {
     /// A WebSocket message has been received completely: its bytes no longer count.
     pub fn message_done(&self) {
         let n = self.unfinished.swap(0, Ordering::Relaxed);
-        self.conns.ws_buffered.fetch_sub(n, Ordering::Relaxed);
+        self.conns.buffers.inbound.fetch_sub(n, Ordering::Relaxed);
     }
 
-    /// Whether the connection's last read was refused for the buffer budget.
-    pub fn refused(&self) -> bool {
-        self.refused.load(Ordering::Relaxed)
+    /// Why the connection's reads were refused, if they were.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self.refused.load(Ordering::Relaxed) {
+            REFUSED_BUDGET => Some(Refusal::Budget),
+            REFUSED_TOO_BIG => Some(Refusal::TooBig),
+            REFUSED_MALFORMED => Some(Refusal::Malformed),
+            _ => None,
+        }
     }
 
-    fn on_read(&self, n: usize) -> io::Result<()> {
+    fn refuse(&self, why: u8, message: &'static str) -> io::Result<()> {
+        self.refused.store(why, Ordering::Relaxed);
+        Err(io::Error::other(message))
+    }
+
+    fn on_read(&self, bytes: &[u8], frames: &mut Option<crate::frames::FrameTracker>) -> io::Result<()> {
+        let n = bytes.len();
         if n == 0 || !self.websocket.load(Ordering::Relaxed) {
             return Ok(());
         }
+        let tracker = frames.get_or_insert_with(|| crate::frames::FrameTracker::new(self.conns.large_message));
+        match tracker.feed(bytes) {
+            crate::frames::Verdict::Ok => {}
+            crate::frames::Verdict::TooBig => return self.refuse(REFUSED_TOO_BIG, "a message other than a batch exceeds max_message_bytes"),
+            crate::frames::Verdict::Malformed => return self.refuse(REFUSED_MALFORMED, "not a WebSocket client frame"),
+        }
         let mine = self.unfinished.fetch_add(n, Ordering::Relaxed) + n;
-        let total = self.conns.ws_buffered.fetch_add(n, Ordering::Relaxed) + n;
-        if mine > self.conns.large_message && total > self.conns.ws_budget {
-            self.refused.store(true, Ordering::Relaxed);
-            return Err(io::Error::other("the server's WebSocket buffer budget is exhausted"));
+        let b = &self.conns.buffers;
+        let total = b.inbound.fetch_add(n, Ordering::Relaxed) + n + b.outbound();
+        b.notice_pressure();
+        if mine > self.conns.large_message && total > b.budget {
+            return self.refuse(REFUSED_BUDGET, "the server's WebSocket buffer budget is exhausted");
         }
         Ok(())
     }
@@ -205,7 +338,7 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         let n = self.unfinished.swap(0, Ordering::Relaxed);
-        self.conns.ws_buffered.fetch_sub(n, Ordering::Relaxed);
+        self.conns.buffers.inbound.fetch_sub(n, Ordering::Relaxed);
         self.conns.lock().remove(&self.id);
     }
 }
@@ -215,6 +348,8 @@ impl Drop for Meter {
 pub struct Metered {
     inner: TcpStream,
     meter: Arc<Meter>,
+    /// The client's WebSocket frames, followed from the upgrade on.
+    frames: Option<crate::frames::FrameTracker>,
 }
 
 impl AsyncRead for Metered {
@@ -222,8 +357,8 @@ impl AsyncRead for Metered {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
-            let n = buf.filled().len() - before;
-            self.meter.on_read(n)?;
+            let this = &mut *self;
+            this.meter.on_read(&buf.filled()[before..], &mut this.frames)?;
         }
         r
     }
@@ -331,7 +466,7 @@ async fn serve_connection(
 ) {
     let id = meter.id;
     let conns = Arc::clone(&meter.conns);
-    let io = TokioIo::new(Metered { inner: tcp, meter: Arc::clone(&meter) });
+    let io = TokioIo::new(Metered { inner: tcp, meter: Arc::clone(&meter), frames: None });
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(Arc::clone(&meter));

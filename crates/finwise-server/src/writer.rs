@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     engine::{self, Item, Outcome},
-    hub::{Event, Hub},
+    hub::Hub,
     metrics::Metrics,
     storage::sqlite::{DataDir, SqliteTenant},
     TenantId,
@@ -403,7 +403,7 @@ impl Shared {
                                 outs.iter().filter_map(|o| o.broadcast.clone()).collect();
                             let _ = reply.send(outs);
                             for text in texts {
-                                self.hub.publish(tenant, Event::Change { origin, text });
+                                self.hub.publish_change(tenant, origin, text);
                             }
                         }
                         Job::Open { reply } => {

@@ -39,6 +39,7 @@ use crate::{
 /// WebSocket close codes we use.
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -58,6 +59,23 @@ struct Conn {
     sink: Sink,
     tokens: f64,
     last_refill: Instant,
+    /// Bytes fed into the sink since its last flush (counted in the outbound buffers).
+    unflushed: usize,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.app.hub.buffers.sub_outbound(self.unflushed);
+    }
+}
+
+/// How long a send may wait while the buffers are over budget before the connection counts as
+/// one of the slowest and is closed (1013).
+const SLOW_SEND: std::time::Duration = std::time::Duration::from_secs(1);
+
+enum SendResult {
+    Done(Result<Result<(), axum::Error>, tokio::time::error::Elapsed>),
+    TooSlowUnderPressure,
 }
 
 /// Why the loop ended.
@@ -72,14 +90,53 @@ impl Conn {
     async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
         let text: Utf8Bytes = text.into();
         self.app.metrics.message_out(text.as_str());
-        let fed = tokio::time::timeout(self.app.config.send_timeout, self.sink.feed(Message::Text(text))).await;
-        self.check_sent(fed)
+        // counted against the buffer budget until a flush has handed it to the kernel
+        self.app.hub.buffers.add_outbound(text.len());
+        self.unflushed += text.len();
+        let buffers = Arc::clone(&self.app.hub.buffers);
+        let r = Self::send_op(&buffers, self.app.config.send_timeout, self.sink.feed(Message::Text(text))).await;
+        self.sent(r)
     }
 
     async fn flush(&mut self) -> Result<(), Stop> {
-        let flushed = tokio::time::timeout(self.app.config.send_timeout, self.sink.flush()).await;
-        self.check_sent(flushed)
+        let buffers = Arc::clone(&self.app.hub.buffers);
+        let r = Self::send_op(&buffers, self.app.config.send_timeout, self.sink.flush()).await;
+        let r = self.sent(r);
+        if r.is_ok() {
+            buffers.sub_outbound(std::mem::take(&mut self.unflushed));
+        }
+        r
     }
+
+    /// Runs a send: at most `send_timeout`, and while the buffers are over budget at most
+    /// [`SLOW_SEND`]. A send that completes at once (the common case) costs no more than the send.
+    async fn send_op(
+        buffers: &crate::net::Buffers,
+        timeout: std::time::Duration,
+        op: impl std::future::Future<Output = Result<(), axum::Error>>,
+    ) -> SendResult {
+        let mut op = std::pin::pin!(op);
+        if let std::task::Poll::Ready(r) = futures_util::poll!(op.as_mut()) {
+            return SendResult::Done(Ok(r));
+        }
+        let started = Instant::now();
+        tokio::select! {
+            r = tokio::time::timeout(timeout, op) => SendResult::Done(r),
+            _ = buffers.slow_under_pressure(started, SLOW_SEND) => SendResult::TooSlowUnderPressure,
+        }
+    }
+
+    fn sent(&self, r: SendResult) -> Result<(), Stop> {
+        match r {
+            SendResult::Done(r) => self.check_sent(r),
+            SendResult::TooSlowUnderPressure => {
+                warn!(conn = self.id, tenant = %self.tenant, "the WebSocket buffer budget is exhausted and this client has not read for a while; closing");
+                Err(Stop::Close(close::TRY_AGAIN_LATER, "too slow while the server is short of buffer space: resync by delta"))
+            }
+        }
+    }
+
+
 
     fn check_sent(&self, r: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>) -> Result<(), Stop> {
         match r {
@@ -134,7 +191,7 @@ impl Conn {
     /// Feeds one tenant event (call [`Conn::flush`] afterwards).
     async fn feed_event(&mut self, ev: Result<Event, RecvError>, user: Option<&str>) -> Result<(), Stop> {
         match ev {
-            Ok(Event::Change { origin, text }) if origin != self.id => self.feed_text(text).await,
+            Ok(Event::Change { origin, text, .. }) if origin != self.id => self.feed_text(text).await,
             Ok(Event::Revoke { user_id }) if user == Some(user_id.as_str()) => Err(Stop::Close(close::POLICY, "membership revoked")),
             Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Shutdown) => Ok(()),
             Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
@@ -253,7 +310,7 @@ async fn run_conn(
     let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
     info!(conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"), "connected");
     let burst = app.config.message_burst as f64;
-    let mut c = Conn { app: Arc::clone(&app), tenant: tenant.clone(), id, sink, tokens: burst, last_refill: Instant::now() };
+    let mut c = Conn { app: Arc::clone(&app), tenant: tenant.clone(), id, sink, tokens: burst, last_refill: Instant::now(), unflushed: 0 };
     let max_in_flight = app.config.max_in_flight.max(MAX_IN_FLIGHT_FLOOR);
     let mut pending: FuturesOrdered<BoxFuture<'static, Pending>> = FuturesOrdered::new();
     let mut heartbeat = tokio::time::interval(app.config.heartbeat_interval);
@@ -324,9 +381,16 @@ async fn run_conn(
               }
               match msg {
                 None => Err(Stop::Closed),
-                Some(Err(_)) if meter.as_ref().is_some_and(|m| m.refused()) => {
-                    warn!(conn = id, "unfinished message refused: the server's WebSocket buffer budget is exhausted");
-                    Err(Stop::Close(close::TRY_AGAIN_LATER, "server busy: too much unfinished data; retry"))
+                Some(Err(_)) if meter.as_ref().is_some_and(|m| m.refusal().is_some()) => {
+                    use crate::net::Refusal;
+                    match meter.as_ref().and_then(|m| m.refusal()) {
+                        Some(Refusal::Budget) => {
+                            warn!(conn = id, "unfinished message refused: the server's WebSocket buffer budget is exhausted");
+                            Err(Stop::Close(close::TRY_AGAIN_LATER, "server busy: too much unfinished data; retry"))
+                        }
+                        Some(Refusal::TooBig) => Err(Stop::Close(close::TOO_BIG, "message larger than the limit")),
+                        _ => Err(Stop::Close(close::PROTOCOL_ERROR, "not a WebSocket client frame")),
+                    }
                 }
                 Some(Err(e)) => {
                     debug!(conn = id, error = %e, "read error");

@@ -547,29 +547,19 @@ async fn password_hashing_is_bounded_and_registration_is_throttled() {
 
 /// Opens a WebSocket by hand and sends the start of one text frame that announces `len` bytes
 /// but carries only `sent` of them (mask key 0, so the payload goes as it is).
-async fn unfinished_frame(s: &TestServer, tenant: &str, token: &str, len: u64, sent: usize) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let req = format!(
-        "GET /ws_finwise/ws/{tenant}?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        s.addr
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tcp.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+async fn unfinished_frame(s: &TestServer, tenant: &str, token: &str, start: &str, len: u64, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = raw_upgrade(&s.addr.to_string(), tenant, token).await;
     let mut frame = vec![0x81, 0x80 | 127];
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend(std::iter::repeat_n(b' ', sent));
+    frame.extend_from_slice(start.as_bytes());
+    frame.extend(std::iter::repeat_n(b' ', sent - start.len()));
     let _ = tcp.write_all(&frame).await;
     tcp
 }
+
+const BATCH_START: &str = r#"{"type":"process_sync_batch","entries":["#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn websocket_memory_is_bounded_per_user_and_in_all() {
@@ -598,7 +588,7 @@ async fn websocket_memory_is_bounded_per_user_and_in_all() {
     let mut held = Vec::new();
     for t in [&token, &other_token, &third_token] {
         for _ in 0..2 {
-            held.push(unfinished_frame(&s, &tenant, t, 7 * 1024 * 1024, 1536 * 1024).await);
+            held.push(unfinished_frame(&s, &tenant, t, BATCH_START, 7 * 1024 * 1024, 1536 * 1024).await);
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -629,6 +619,20 @@ async fn websocket_memory_is_bounded_per_user_and_in_all() {
         }
     }
     assert!(closed >= 3, "sockets over the budget were closed with 1013 ({closed} of 6)");
+
+    case("a message that is not a batch may not grow beyond max_message_bytes");
+    let mut ping = unfinished_frame(&s, &tenant, &token, r#"{"type":"ping","timestamp":""#, 7 * 1024 * 1024, 1200 * 1024).await;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    use tokio::io::AsyncReadExt;
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), ping.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    // close 1009 (0x03f1), after 1.2 MiB of the announced 7 MiB
+    assert!(got.windows(4).any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xf1), "closed with 1009");
     assert_eq!(fingerprint(&s, &token, &tenant).await, before);
 }
 
@@ -882,4 +886,51 @@ async fn browsers_get_security_headers_and_files_are_private() {
         assert_eq!(mode(s.dir.join("auth.db-wal")), 0o600);
         assert_eq!(mode(s.dir.join("tenants").join(format!("{tenant}.db"))), 0o600);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listeners_that_never_read_are_closed_when_outgoing_buffers_exceed_the_budget() {
+    let s = TestServer::start(|c| {
+        c.ws_buffer_budget = 2 * 1024 * 1024;
+        c.messages_per_second = 100_000;
+        c.message_burst = 200_000;
+    })
+    .await;
+    let (token, tenant, mut writer) = s.connected("broadcaster").await;
+    case("listeners that never read while large changes are broadcast");
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(raw_upgrade(&s.addr.to_string(), &tenant, &token).await);
+    }
+    let name = "n".repeat(16 * 1024);
+    let mut acked = 0;
+    for round in 0..40 {
+        let entries: Vec<Value> = (0..25)
+            .map(|i| entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": format!("{round}-{i}-{name}"), "updated_at": ts(-1000)})))
+            .collect();
+        writer.send(&json!({"type": "process_sync_batch", "entries": entries})).await;
+        let r = writer.recv_until(|v| v["type"] == "sync_batch_result").await;
+        acked += r["results"].as_array().unwrap().iter().filter(|x| x["status"] == "processed").count();
+    }
+    assert_eq!(acked, 1000, "the writer is served throughout");
+    // the stalled listeners were dropped by the server (1013; its close frame cannot reach a
+    // peer that does not read): draining what the kernel buffered ends in EOF
+    let mut ended = 0;
+    for mut tcp in stalled {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await {
+            if n == 0 {
+                ended += 1;
+                break;
+            }
+        }
+    }
+    let metrics = s.http().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> usize { metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0) };
+    let closed_1013 = value("finwise_connection_closes_total{code=\"1013\"} ");
+    assert!(ended >= 6 && closed_1013 >= 6, "stalled listeners ended: {ended} of 8, closed with 1013: {closed_1013}");
+    let outbound = value("finwise_ws_outbound_bytes ");
+    assert!(outbound < 2 * 1024 * 1024, "the buffers were given back ({outbound} bytes outbound)");
+    assert!(health_within_1s(&s).await);
 }

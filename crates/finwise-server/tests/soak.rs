@@ -36,7 +36,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 mod common;
 
-use common::process::{account, ServerProcess};
+use common::{
+    process::{account, ServerProcess},
+    raw_upgrade,
+};
 
 /// A user with two tenants: a busy one and a quiet one.
 async fn setup(addr: &str) -> (String, Vec<String>) {
@@ -134,26 +137,6 @@ async fn client(addr: String, tenant: String, token: String, n: usize, stop: Arc
         tokio::time::sleep(Duration::from_millis((k * 13 + n as u64) % 40)).await;
     }
     let _ = ws.close(None).await;
-}
-
-/// A TCP connection with a tiny receive buffer, upgraded to a WebSocket by hand.
-async fn raw_upgrade(addr: &str, tenant: &str, token: &str) -> tokio::net::TcpStream {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
-    let req = format!(
-        "GET /ws_finwise/ws/{tenant}?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    s
 }
 
 /// Waits until the server ends a stalled connection: reads (draining what it buffered) until a

@@ -326,3 +326,24 @@ pub fn collection(t: &str) -> &'static str {
 pub fn find<'a>(load: &'a Value, t: &str, id: &str) -> Option<&'a Value> {
     load["payload"][collection(t)].as_array().unwrap().iter().find(|e| e["id"] == id)
 }
+
+/// A TCP connection with a tiny receive buffer, upgraded to a WebSocket by hand.
+pub async fn raw_upgrade(addr: &str, tenant: &str, token: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let req = format!(
+        "GET /ws_finwise/ws/{tenant}?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::io::AsyncReadExt::read_exact(&mut s, &mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
