@@ -56,7 +56,8 @@ class FakeServer {
 
   private content(e: Record<string, unknown> | null): string {
     if (!e) return 'deleted'
-    const { updated_at: _u, ...rest } = e
+    const rest = { ...e }
+    delete rest.updated_at
     return JSON.stringify(rest, Object.keys(rest).sort())
   }
 

@@ -18,7 +18,9 @@ use tracing::{error, info, warn};
 
 use crate::{
     auth::{self, AuthError},
-    limits, loads, names, ws, App, TenantId,
+    limits, loads, names,
+    openapi::Accuracy,
+    ws, App, TenantId,
 };
 
 type AppState = State<Arc<App>>;
@@ -257,7 +259,7 @@ impl utoipa::Modify for BearerAuth {
         list_members, add_member, remove_member, ping, health, ready, metrics, websocket_health, data_status, ws_upgrade
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Accuracy),
     tags(
         (name = "accounts", description = "registration, login, tokens"),
         (name = "tenants", description = "tenants (households) of the caller"),
@@ -321,8 +323,12 @@ async fn metrics(State(app): AppState) -> Response {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct RegisterBody {
+    /// Shown to other members; no control or invisible characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$")]
     name: String,
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
 }
 
@@ -451,6 +457,7 @@ async fn login(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>,
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct TokenForm {
+    #[schema(pattern = "^(password|refresh_token)$")]
     grant_type: String,
     username: Option<String>,
     password: Option<String>,
@@ -513,7 +520,9 @@ async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct CreateTenantBody {
+    #[schema(format = Uuid, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     uuid: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$")]
     name: String,
     user_id: Option<String>,
 }
@@ -579,6 +588,7 @@ async fn require_member(app: &Arc<App>, who: &Caller, tenant: &TenantId, owner: 
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct RenameBody {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$")]
     name: String,
 }
 
@@ -647,11 +657,14 @@ async fn list_members(State(app): AppState, headers: HeaderMap, Path(id): Path<S
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct AddMemberBody {
+    #[schema(format = Email)]
     email: String,
+    /// `member` (default) or `owner`
+    #[schema(pattern = "^(member|owner)$")]
     role: Option<String>,
 }
 
-#[utoipa::path(post, path = "/tenants/{id}/members", tag = "members", params(("id" = String, Path, description = "tenant id")), request_body = AddMemberBody, security(("bearer" = [])), responses((status = 200, description = "the members after the change", body = Vec<auth::Member>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/tenants/{id}/members", tag = "members", params(("id" = String, Path, description = "tenant id")), request_body = AddMemberBody, security(("bearer" = [])), responses((status = 200, description = "the members after the change", body = Vec<auth::Member>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form), or no user with this e-mail", body = ErrorBody)))]
 async fn add_member(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<AddMemberBody>) -> ApiResult<Json<Vec<auth::Member>>> {
     let who = caller(&app, &headers)?;
     let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
@@ -669,7 +682,8 @@ async fn add_member(State(app): AppState, headers: HeaderMap, Path(id): Path<Str
         auth.members(&id).map(Some)
     })
     .await?;
-    members.map(Json).ok_or_else(|| ApiError::not_found("no user with this e-mail"))
+    // 422, not 404: the tenant exists; what names nothing is the e-mail in the body
+    members.map(Json).ok_or_else(|| ApiError::unprocessable(&["body", "email"], "no user with this e-mail is registered here"))
 }
 
 #[utoipa::path(delete, path = "/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path, description = "tenant id"), ("user_id" = String, Path)), security(("bearer" = [])), responses((status = 204, description = "removed; the member's open sockets close with 1008"), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
@@ -768,7 +782,7 @@ async fn ws_upgrade(
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let tenant = tenant_id(&tenant)?;
     let token = q.token.as_deref().or_else(|| bearer(&headers));
@@ -793,6 +807,8 @@ async fn ws_upgrade(
         e.retry_after = Some(5);
         return Err(e);
     };
+    // checked after who is calling: a request without a token learns 401 first
+    let upgrade = upgrade.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("not a WebSocket upgrade request: {}", e.body_text())))?;
     let meter = meter.map(|axum::Extension(m)| m);
     if let Some(m) = &meter {
         m.upgraded();

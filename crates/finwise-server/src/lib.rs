@@ -19,6 +19,7 @@ pub mod loads;
 pub mod metrics;
 pub mod names;
 pub mod net;
+pub mod openapi;
 pub mod storage;
 pub mod web;
 pub mod writer;

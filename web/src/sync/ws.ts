@@ -148,7 +148,7 @@ export class WebSocketService implements Transport {
       return
     }
     this.setState('connecting')
-    let token: string | null = null
+    let token: string | null
     try {
       token = await this.o.getToken()
     } catch {
