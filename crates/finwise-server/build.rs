@@ -45,8 +45,13 @@ fn main() {
     code.push_str("pub static WEB_ASSETS: &[(&str, &[u8], &str)] = &[\n");
     for (url, path) in &files {
         let bytes = fs::read(path).expect("read web asset");
-        writeln!(code, "    ({url:?}, include_bytes!({:?}), \"\\\"{:016x}\\\"\"),", path.display().to_string(), fnv1a(&bytes))
-            .expect("write to string");
+        writeln!(
+            code,
+            "    ({url:?}, include_bytes!({:?}), \"\\\"{:016x}\\\"\"),",
+            path.display().to_string(),
+            fnv1a(&bytes)
+        )
+        .expect("write to string");
     }
     code.push_str("];\n");
     fs::write(out.join("web_assets.rs"), code).expect("write web_assets.rs");
@@ -66,7 +71,8 @@ fn source_dir(web: &Path, out: &Path) -> Result<PathBuf, String> {
         return Err("no web/ directory beside the crates".into());
     }
     let dist = web.join("dist");
-    let sources = ["src", "index.html", "vite.config.ts", "package.json"].iter().map(|p| newest(&web.join(p))).max().flatten();
+    let sources =
+        ["src", "index.html", "vite.config.ts", "package.json"].iter().map(|p| newest(&web.join(p))).max().flatten();
     let built = fs::metadata(dist.join("index.html")).and_then(|m| m.modified()).ok();
     if let (Some(built), Some(sources)) = (built, sources) {
         if built >= sources {

@@ -96,7 +96,9 @@ fn hot_paths(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ids.len() as u64));
     group.sample_size(10);
     group.bench_function("100k entities", |b| {
-        b.iter(|| digest::tenant_digest(ids.iter().map(|id| (EntityType::Tag, id.as_str(), "2026-09-21T12:26:39.000Z"))))
+        b.iter(|| {
+            digest::tenant_digest(ids.iter().map(|id| (EntityType::Tag, id.as_str(), "2026-09-21T12:26:39.000Z")))
+        })
     });
     group.finish();
 }

@@ -126,10 +126,13 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} (build it with cargo build --release -p finwise-cli)", bin.display()))?;
+            .with_context(|| {
+                format!("starting {} (build it with cargo build --release -p finwise-cli)", bin.display())
+            })?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let addr = line.trim().strip_prefix("listening on http://").context("server did not print its address")?.to_owned();
+        let addr =
+            line.trim().strip_prefix("listening on http://").context("server did not print its address")?.to_owned();
         Ok(Server { child, addr, _dir: dir })
     }
 
@@ -238,7 +241,12 @@ async fn setup(addr: &str, tenants: usize) -> Result<(String, Vec<String>)> {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(addr: &str, tenant: &str, token: &str) -> Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}"), None, true).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}"),
+        None,
+        true,
+    )
+    .await?;
     let hello = ws.next().await.context("no greeting")??;
     if !hello.to_text()?.contains("\"online\"") {
         bail!("unexpected greeting {hello}");
@@ -258,7 +266,11 @@ fn tag_entry(tenant: &str, name: &str) -> String {
 
 fn progress(len: u64, msg: &'static str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    pb.set_style(ProgressStyle::with_template("{msg:>20} [{bar:40}] {pos}/{len} {per_sec} eta {eta}").expect("template").progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>20} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     pb.set_message(msg);
     pb
 }
@@ -278,7 +290,17 @@ fn percentiles(mut v: Vec<u64>) -> (f64, f64, f64) {
 
 /// Sends `frames` over `conns` sockets with `window` in flight each; returns (rate/s, latencies).
 /// Each frame is answered by exactly one text frame (ack, nack or batch result).
-async fn pipeline(addr: &str, tenants: &[String], token: &str, conns: usize, window: usize, frames: Vec<Vec<String>>, weight: usize, label: &'static str) -> Result<(f64, Vec<u64>)> {
+#[allow(clippy::too_many_arguments)] // one knob each of the load shape, named at the call sites
+async fn pipeline(
+    addr: &str,
+    tenants: &[String],
+    token: &str,
+    conns: usize,
+    window: usize,
+    frames: Vec<Vec<String>>,
+    weight: usize,
+    label: &'static str,
+) -> Result<(f64, Vec<u64>)> {
     let total: usize = frames.iter().map(Vec::len).sum();
     let pb = progress((total * weight) as u64, label);
     let mut sockets = Vec::new();
@@ -360,7 +382,14 @@ fn entry_frames(tenants: &[String], conns: usize, per_conn: usize) -> Vec<Vec<St
     (0..conns)
         .map(|c| {
             let tenant = &tenants[c % tenants.len()];
-            (0..per_conn).map(|i| format!("{{\"type\":\"process_sync_entry\",\"payload\":{}}}", tag_entry(tenant, &format!("c{c}-{i}")))).collect()
+            (0..per_conn)
+                .map(|i| {
+                    format!(
+                        "{{\"type\":\"process_sync_entry\",\"payload\":{}}}",
+                        tag_entry(tenant, &format!("c{c}-{i}"))
+                    )
+                })
+                .collect()
         })
         .collect()
 }
@@ -415,7 +444,9 @@ fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
     let data: Vec<(String, String)> = (0..rows)
         .map(|i| {
             let id = uuid::Uuid::new_v4().to_string();
-            let e = def.normalize(&json!({"id": id, "name": format!("r{i}"), "color": "primary"}), 1_790_000_000_000).expect("valid");
+            let e = def
+                .normalize(&json!({"id": id, "name": format!("r{i}"), "color": "primary"}), 1_790_000_000_000)
+                .expect("valid");
             (id, Value::Object(e).to_string())
         })
         .collect();
@@ -436,7 +467,14 @@ fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn ingest(cli: &Cli, conns: usize, entries: usize, window: usize, batch_size: usize, tenant_count: usize) -> Result<()> {
+async fn ingest(
+    cli: &Cli,
+    conns: usize,
+    entries: usize,
+    window: usize,
+    batch_size: usize,
+    tenant_count: usize,
+) -> Result<()> {
     let per_conn = entries / conns;
     println!("ingest: {conns} connections x {per_conn} entries on {tenant_count} tenant(s), window {window}");
 
@@ -474,7 +512,8 @@ async fn ingest(cli: &Cli, conns: usize, entries: usize, window: usize, batch_si
             let tenant = &batch_tenants[c % batch_tenants.len()];
             (0..per_conn / batch_size)
                 .map(|b| {
-                    let entries: Vec<String> = (0..batch_size).map(|i| tag_entry(tenant, &format!("b{c}-{b}-{i}"))).collect();
+                    let entries: Vec<String> =
+                        (0..batch_size).map(|i| tag_entry(tenant, &format!("b{c}-{b}-{i}"))).collect();
                     format!("{{\"type\":\"process_sync_batch\",\"entries\":[{}]}}", entries.join(","))
                 })
                 .collect()
@@ -557,7 +596,9 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
     let _ = tokio::time::timeout(Duration::from_secs(5), ack_reader).await;
     let lat: Vec<u64> = (0..n).map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
     let commit: Vec<u64> = (0..n).map(|i| acked_at[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
-    let spread: Vec<u64> = (0..n).map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(acked_at[i].load(Ordering::Relaxed))).collect();
+    let spread: Vec<u64> = (0..n)
+        .map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(acked_at[i].load(Ordering::Relaxed)))
+        .collect();
     let (c50, c99, cmax) = percentiles(commit);
     let (s50, s99, smax) = percentiles(spread);
     let (p50, p99, max) = percentiles(lat);
@@ -646,7 +687,10 @@ async fn request(ws: &mut Ws, req: Value, until: impl Fn(&str) -> bool) -> Resul
 /// A chunked full load; returns (time, entities, cursor, peak server RSS while it was sent).
 async fn chunked_load(server: &Server, ws: &mut Ws, tenant: &str, chunk: usize) -> Result<(Duration, usize, i64, u64)> {
     let start = Instant::now();
-    ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": chunk}).to_string().into())).await?;
+    ws.send(Message::Text(
+        json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": chunk}).to_string().into(),
+    ))
+    .await?;
     let (mut n, mut peak) = (0, server.rss_kib());
     loop {
         let Some(Ok(Message::Text(t))) = ws.next().await else { bail!("socket closed") };
@@ -680,7 +724,10 @@ async fn loads(cli: &Cli, entities: usize, chunk: Option<usize>, runs: usize) ->
                     (d, n, seq)
                 }
                 None => {
-                    let (d, v) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
+                    let (d, v) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant}), |t| {
+                        t.starts_with("{\"event_type\":\"initial_data_load\"")
+                    })
+                    .await?;
                     (d, v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0), v["seq"].as_i64().unwrap_or(0))
                 }
             };
@@ -702,7 +749,11 @@ async fn loads(cli: &Cli, entities: usize, chunk: Option<usize>, runs: usize) ->
                 request(&mut writer, frame, |t| t.contains("\"sync_ack\"")).await?;
             }
             let mut ws = connect(&server.addr, tenant, &token).await?;
-            let (d, v) = request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor}), |t| t.starts_with("{\"event_type\":\"initial_data_load\"")).await?;
+            let (d, v) =
+                request(&mut ws, json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor}), |t| {
+                    t.starts_with("{\"event_type\":\"initial_data_load\"")
+                })
+                .await?;
             let n = v["payload"]["tags"].as_array().map(Vec::len).unwrap_or(0);
             if n != 10 {
                 bail!("delta returned {n} of 10");

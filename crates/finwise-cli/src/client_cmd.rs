@@ -156,7 +156,8 @@ impl Ctx {
         if !file.exists() {
             bail!("not logged in: run `finwise login --server URL --email EMAIL`");
         }
-        let auth = Auth::load(&file).with_context(|| format!("cannot read the session {}: run `finwise login` again", file.display()))?;
+        let auth = Auth::load(&file)
+            .with_context(|| format!("cannot read the session {}: run `finwise login` again", file.display()))?;
         Ok(Arc::new(auth))
     }
 
@@ -330,7 +331,11 @@ async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<()> {
             let list = auth.tenants().await.map_err(|e| explain(e, &server))?;
             let matches: Vec<_> = list
                 .iter()
-                .filter(|t| t.uuid == tenant || t.name.eq_ignore_ascii_case(&tenant) || (tenant.len() >= 4 && t.uuid.starts_with(&tenant)))
+                .filter(|t| {
+                    t.uuid == tenant
+                        || t.name.eq_ignore_ascii_case(&tenant)
+                        || (tenant.len() >= 4 && t.uuid.starts_with(&tenant))
+                })
                 .collect();
             let t = match matches.as_slice() {
                 [t] => *t,
@@ -405,9 +410,12 @@ fn find(client: &Client, t: EntityType, key: &str) -> Result<Map<String, Value>>
         return Ok(e);
     }
     let all = client.list(t)?;
-    let by_prefix: Vec<_> = all.iter().filter(|e| key.len() >= 4 && e["id"].as_str().is_some_and(|id| id.starts_with(key))).collect();
+    let by_prefix: Vec<_> =
+        all.iter().filter(|e| key.len() >= 4 && e["id"].as_str().is_some_and(|id| id.starts_with(key))).collect();
     let named = |e: &Map<String, Value>| {
-        ["name", "description", "payee"].iter().any(|k| e.get(*k).and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(key)))
+        ["name", "description", "payee"]
+            .iter()
+            .any(|k| e.get(*k).and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(key)))
     };
     let by_name: Vec<_> = all.iter().filter(|e| named(e)).collect();
     let (one, plural) = noun(t);
@@ -432,7 +440,9 @@ fn fields(client: &Client, t: EntityType, args: &[String]) -> Result<Map<String,
             bail!("{} has no field '{k}'; its fields: {}", noun(t).0, names.join(", "));
         }
         let value = match target {
-            Some(rt) if !v.is_empty() && v != "null" => Value::from(find(client, rt, v)?["id"].as_str().unwrap_or(v).to_owned()),
+            Some(rt) if !v.is_empty() && v != "null" => {
+                Value::from(find(client, rt, v)?["id"].as_str().unwrap_or(v).to_owned())
+            }
             _ => parse_value(v),
         };
         out.insert(key, value);
@@ -460,7 +470,9 @@ fn defaults(client: &Client, t: EntityType, f: &mut Map<String, Value>) -> Resul
                     Some(g) => {
                         f.insert("accountGroupId".into(), json!(g));
                     }
-                    None => bail!("an account needs a group: add `group=NAME` (create one with `finwise groups add name=NAME`)"),
+                    None => bail!(
+                        "an account needs a group: add `group=NAME` (create one with `finwise groups add name=NAME`)"
+                    ),
                 }
             }
         }
@@ -536,7 +548,11 @@ fn entity(ctx: &Ctx, t: EntityType, cmd: EntityCommand) -> Result<()> {
             if ctx.json {
                 println!("{}", json!({"deleted": id}));
             } else {
-                println!("deleted {one} {} ({}); queued: run `finwise sync` to send it", label(&current), short(&current));
+                println!(
+                    "deleted {one} {} ({}); queued: run `finwise sync` to send it",
+                    label(&current),
+                    short(&current)
+                );
             }
         }
         EntityCommand::Show { id } => {
@@ -594,21 +610,48 @@ fn table(client: &Client, t: EntityType, list: &[Map<String, Value>]) -> Result<
         Ok(client
             .list(rt)?
             .into_iter()
-            .map(|e| (e["id"].as_str().unwrap_or_default().to_owned(), e.get("name").and_then(Value::as_str).unwrap_or_default().to_owned()))
+            .map(|e| {
+                (
+                    e["id"].as_str().unwrap_or_default().to_owned(),
+                    e.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                )
+            })
             .collect())
     };
     let (headers, cols): (Vec<&str>, Vec<(&str, Option<EntityType>)>) = match t {
         EntityType::Account => (
             vec!["ID", "NAME", "TYPE", "BALANCE", "GROUP", "UPDATED"],
-            vec![("id", None), ("name", None), ("accountType", None), ("balance", None), ("accountGroupId", Some(EntityType::AccountGroup)), ("updated_at", None)],
+            vec![
+                ("id", None),
+                ("name", None),
+                ("accountType", None),
+                ("balance", None),
+                ("accountGroupId", Some(EntityType::AccountGroup)),
+                ("updated_at", None),
+            ],
         ),
         EntityType::Category => (
             vec!["ID", "NAME", "BUDGETED", "AVAILABLE", "GROUP", "UPDATED"],
-            vec![("id", None), ("name", None), ("budgeted", None), ("available", None), ("categoryGroupId", Some(EntityType::CategoryGroup)), ("updated_at", None)],
+            vec![
+                ("id", None),
+                ("name", None),
+                ("budgeted", None),
+                ("available", None),
+                ("categoryGroupId", Some(EntityType::CategoryGroup)),
+                ("updated_at", None),
+            ],
         ),
         EntityType::Transaction => (
             vec!["ID", "DATE", "ACCOUNT", "AMOUNT", "DESCRIPTION", "CATEGORY", "UPDATED"],
-            vec![("id", None), ("date", None), ("accountId", Some(EntityType::Account)), ("amount", None), ("description", None), ("categoryId", Some(EntityType::Category)), ("updated_at", None)],
+            vec![
+                ("id", None),
+                ("date", None),
+                ("accountId", Some(EntityType::Account)),
+                ("amount", None),
+                ("description", None),
+                ("categoryId", Some(EntityType::Category)),
+                ("updated_at", None),
+            ],
         ),
         _ => (vec!["ID", "NAME", "UPDATED"], vec![("id", None), ("name", None), ("updated_at", None)]),
     };
@@ -871,10 +914,20 @@ async fn status(ctx: &Ctx) -> Result<()> {
     println!("user         {}", session.email);
     println!("tenant       {} ({})", session.tenant_name.unwrap_or_default(), session.tenant.unwrap_or_default());
     match &st.watcher {
-        Some(w) => println!("connection   {} via `finwise sync --watch` (pid {}) since {}", state_word(w.state), w.pid, w.since),
-        None => println!("connection   none (no `finwise sync --watch` running on this store; `finwise sync` connects once)"),
+        Some(w) => println!(
+            "connection   {} via `finwise sync --watch` (pid {}) since {}",
+            state_word(w.state),
+            w.pid,
+            w.since
+        ),
+        None => println!(
+            "connection   none (no `finwise sync --watch` running on this store; `finwise sync` connects once)"
+        ),
     }
-    println!("queue        {} pending, {} in flight, {} failed", st.queue.pending, st.queue.processing, st.queue.failed);
+    println!(
+        "queue        {} pending, {} in flight, {} failed",
+        st.queue.pending, st.queue.processing, st.queue.failed
+    );
     println!("cursor       {}", st.cursor.map(|c| c.to_string()).unwrap_or_else(|| "none (never synced)".into()));
     println!("last sync    {}", st.last_sync.as_deref().unwrap_or("never"));
     let conv = match st.converged {
@@ -893,7 +946,8 @@ async fn status(ctx: &Ctx) -> Result<()> {
     if let Some(e) = st.last_error.as_deref().filter(|e| !e.is_empty()) {
         println!("last error   {e}");
     }
-    let summary: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(t, n)| format!("{n} {}", noun(*t).1)).collect();
+    let summary: Vec<String> =
+        counts.iter().filter(|(_, n)| *n > 0).map(|(t, n)| format!("{n} {}", noun(*t).1)).collect();
     println!("local data   {}", if summary.is_empty() { "empty".to_owned() } else { summary.join(", ") });
     if !failed.is_empty() {
         println!("\nfailed entries (kept for inspection; `finwise sync --retry-failed` sends them again):");

@@ -165,7 +165,10 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Client commands print their own results; only warnings go to the log.
     let level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "error" };
-    let level = if matches!(cli.command, Command::ImportLegacy(_) | Command::Backup(_) | Command::Restore(_) | Command::Doctor(_)) {
+    let level = if matches!(
+        cli.command,
+        Command::ImportLegacy(_) | Command::Backup(_) | Command::Restore(_) | Command::Doctor(_)
+    ) {
         "warn"
     } else {
         level

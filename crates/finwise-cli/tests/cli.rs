@@ -35,7 +35,11 @@ impl Server {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
         Server { child, url, _stdout: stdout, _dir: dir }
     }
 }
@@ -49,7 +53,10 @@ impl Drop for Server {
 
 fn cmd(home: &Path) -> Command {
     let mut c = Command::new(BIN);
-    c.env("FINWISE_HOME", home).env("FINWISE_PASSWORD", PASSWORD).env_remove("RUST_BACKTRACE").env_remove("FINWISE_LOG");
+    c.env("FINWISE_HOME", home)
+        .env("FINWISE_PASSWORD", PASSWORD)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("FINWISE_LOG");
     c
 }
 
@@ -61,7 +68,11 @@ fn finwise(home: &Path, args: &[&str]) -> Output {
 fn ok(home: &Path, args: &[&str]) -> String {
     let out = finwise(home, args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "finwise {args:?} failed:\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "finwise {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -123,10 +134,14 @@ fn two_terminals_log_in_edit_sync_and_watch() {
     let accounts = json(h2, &["accounts", "ls"]);
     assert_eq!(accounts[0]["name"], "Giro");
     let table = ok(h2, &["transactions", "ls"]);
-    assert!(table.contains("Coffee") && table.contains("Giro") && table.contains("Food") && table.contains("-12.50"), "{table}");
+    assert!(
+        table.contains("Coffee") && table.contains("Giro") && table.contains("Food") && table.contains("-12.50"),
+        "{table}"
+    );
 
     // Terminal 2 watches; terminal 1 adds an account and syncs; the watcher prints it.
-    let mut watcher = cmd(h2).args(["sync", "--watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut watcher =
+        cmd(h2).args(["sync", "--watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = watcher.stdout.take().unwrap();
     std::thread::spawn(move || {

@@ -21,7 +21,14 @@ const SECRET: &str = "ops-test-secret-ops-test-secret-ops!";
 
 fn finwise(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(BIN);
-    for k in ["FINWISE_CONFIG", "FINWISE_DATA_DIR", "FINWISE_ADDR", "FINWISE_MESSAGES_PER_SECOND", "FINWISE_LOG", "CORS_ORIGINS"] {
+    for k in [
+        "FINWISE_CONFIG",
+        "FINWISE_DATA_DIR",
+        "FINWISE_ADDR",
+        "FINWISE_MESSAGES_PER_SECOND",
+        "FINWISE_LOG",
+        "CORS_ORIGINS",
+    ] {
         c.env_remove(k);
     }
     c.args(args).envs(env.iter().copied()).stdin(Stdio::null()).output().unwrap()
@@ -143,7 +150,11 @@ impl Ws {
     }
     async fn recv(&mut self) -> Value {
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(20), self.inner.next()).await.expect("a message").unwrap().unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(20), self.inner.next())
+                .await
+                .expect("a message")
+                .unwrap()
+                .unwrap();
             if let Message::Text(t) = m {
                 let v: Value = serde_json::from_str(&t).unwrap();
                 if v["type"] != "ping" {
@@ -289,7 +300,8 @@ async fn backup_under_write_load_restores_to_a_server_with_the_same_data() {
     }
     let backup = dir.path().join("backup");
     let (d, b) = (data.to_str().unwrap().to_owned(), backup.to_str().unwrap().to_owned());
-    let out = tokio::task::spawn_blocking(move || ok(finwise(&["backup", "--data-dir", &d, "--to", &b], &[]))).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || ok(finwise(&["backup", "--data-dir", &d, "--to", &b], &[]))).await.unwrap();
     assert!(out.contains("2 tenant database(s)"), "{out}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop_tx.send(true).unwrap();
@@ -305,7 +317,8 @@ async fn backup_under_write_load_restores_to_a_server_with_the_same_data() {
     let mut expected = BTreeMap::new();
     for t in &tenants {
         let id = finwise_server::TenantId::parse(t).unwrap();
-        let st = finwise_server::loads::data_status(&backup.join("tenants").join(format!("{t}.db")), &id, None).unwrap();
+        let st =
+            finwise_server::loads::data_status(&backup.join("tenants").join(format!("{t}.db")), &id, None).unwrap();
         expected.insert(t.clone(), (st.tenant_digest, st.entity_count));
     }
     let restored = dir.path().join("restored");
@@ -321,7 +334,8 @@ async fn backup_under_write_load_restores_to_a_server_with_the_same_data() {
         let (digest, count) = ws.digest(t).await;
         assert_eq!((digest, count), expected[t], "tenant {t} serves what the backup holds");
         let load = ws.load(t).await;
-        let ids: HashSet<&str> = load["payload"]["tags"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+        let ids: HashSet<&str> =
+            load["payload"]["tags"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len() as u64, count);
         for (tt, id) in &acked_before {
             if tt == t {
@@ -343,7 +357,9 @@ fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < NUMERIC_TOLERANCE,
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
-        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w))),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -406,7 +422,8 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     let password = "Grüne Wiese 42";
     let (user, tenant) = synthetic_legacy_dir(&legacy, password);
     let data = dir.path().join("data");
-    let out = ok(finwise(&["import-legacy", "--from", legacy.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]));
+    let out =
+        ok(finwise(&["import-legacy", "--from", legacy.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]));
     assert!(out.contains("users:    2 (1 without a password"), "{out}");
     assert!(out.contains("tenants:  1"), "{out}");
     assert!(out.contains("accountType"), "the unknown account type is reported: {out}");
@@ -416,7 +433,15 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     let (uid, token) = server.login("joerg@example.de", password).await;
     assert_eq!(uid, user);
     server.login("Jörg Ölsen", password).await;
-    let tenants: Value = reqwest::Client::new().get(server.url("/tenants/")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let tenants: Value = reqwest::Client::new()
+        .get(server.url("/tenants/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tenants[0]["uuid"], tenant);
     assert_eq!(tenants[0]["name"], "Haushalt");
     assert_eq!(tenants[0]["createdAt"], "2025-03-01T10:00:01.000000");
@@ -459,7 +484,8 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
 
     // Importing again changes nothing, and keeps what happened here since (members, the
     // password hash upgraded at the login).
-    let out = ok(finwise(&["import-legacy", "--from", legacy.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]));
+    let out =
+        ok(finwise(&["import-legacy", "--from", legacy.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]));
     assert!(out.contains("unchanged (already imported, same or newer here): 5"), "{out}");
     let server = Server::start(&data).await;
     let (_, token) = server.login("joerg@example.de", password).await;
@@ -479,15 +505,32 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     assert!(hash.starts_with("$argon2"), "{hash}");
 
     // Unreadable input: a clear error, exit status 1.
-    let o = finwise(&["import-legacy", "--from", dir.path().join("nothing").to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);
+    let o = finwise(
+        &[
+            "import-legacy",
+            "--from",
+            dir.path().join("nothing").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
     let bad = dir.path().join("bad/db");
     std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("users.db"), b"this is not sqlite, it is a text file that is long enough to look like one").unwrap();
-    let o = finwise(&["import-legacy", "--from", dir.path().join("bad").to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);
+    std::fs::write(bad.join("users.db"), b"this is not sqlite, it is a text file that is long enough to look like one")
+        .unwrap();
+    let o = finwise(
+        &["import-legacy", "--from", dir.path().join("bad").to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a readable SQLite database"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a readable SQLite database"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// 0.4 installs often keep the central database and the tenant files apart (HOST_DB_PATH,
@@ -531,10 +574,14 @@ async fn import_legacy_sample_matches_expected_over_the_wire() {
         println!("NOTE: ../shared/spec/legacy-data is absent; the real 0.4 sample is not tested here");
         return;
     };
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(sample.join("EXPECTED.json")).unwrap()).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample.join("EXPECTED.json")).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = ok(finwise(&["import-legacy", "--from", sample.join("data").to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]));
+    let out = ok(finwise(
+        &["import-legacy", "--from", sample.join("data").to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+        &[],
+    ));
     println!("{out}");
     let server = Server::start(&data).await;
     let mut tokens = BTreeMap::new();
@@ -548,7 +595,15 @@ async fn import_legacy_sample_matches_expected_over_the_wire() {
     for t in expected["tenants"].as_array().unwrap() {
         let tid = t["uuid"].as_str().unwrap();
         let token = &tokens[t["owner"].as_str().unwrap()];
-        let listed: Value = reqwest::Client::new().get(server.url("/tenants/")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let listed: Value = reqwest::Client::new()
+            .get(server.url("/tenants/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let mine = listed.as_array().unwrap().iter().find(|x| x["uuid"] == tid).expect("the owner is a member");
         assert_eq!(mine["name"], t["name"]);
         assert_eq!(mine["createdAt"], t["createdAt"]);
@@ -561,7 +616,8 @@ async fn import_legacy_sample_matches_expected_over_the_wire() {
             let key = key.as_str().unwrap();
             let ours: BTreeMap<&str, &Value> =
                 load["payload"][key].as_array().unwrap().iter().map(|e| (e["id"].as_str().unwrap(), e)).collect();
-            let live: HashSet<&str> = td["live_ids"][etype].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let live: HashSet<&str> =
+                td["live_ids"][etype].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
             assert_eq!(ours.keys().copied().collect::<HashSet<_>>(), live, "{tid} {etype}: live ids");
             for d in td["deleted_ids"][etype].as_array().into_iter().flatten() {
                 assert!(!ours.contains_key(d.as_str().unwrap()), "deleted {etype} {d} came back");
@@ -576,10 +632,14 @@ async fn import_legacy_sample_matches_expected_over_the_wire() {
                     assert!(same(&mine[field], v), "{tid} {etype} {id}.{field}: ours {} vs 0.4 {}", mine[field], v);
                 }
                 let stored = &td["stored_timestamps"][etype][id];
-                let want = finwise_protocol::time::format_ms(finwise_protocol::time::parse_ms(stored["updatedAt"].as_str().unwrap()).unwrap());
+                let want = finwise_protocol::time::format_ms(
+                    finwise_protocol::time::parse_ms(stored["updatedAt"].as_str().unwrap()).unwrap(),
+                );
                 assert_eq!(mine["updated_at"], want.as_str(), "{etype} {id}: updated_at is 0.4's updatedAt");
                 if etype == "Transaction" {
-                    let created = finwise_protocol::time::format_ms(finwise_protocol::time::parse_ms(stored["createdAt"].as_str().unwrap()).unwrap());
+                    let created = finwise_protocol::time::format_ms(
+                        finwise_protocol::time::parse_ms(stored["createdAt"].as_str().unwrap()).unwrap(),
+                    );
                     assert_eq!(mine["createdAt"], created.as_str());
                 }
                 compared += 1;
@@ -636,7 +696,10 @@ async fn doctor_finds_planted_problems_and_names_the_fix() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     let problem = |needle: &str| {
-        let i = out.lines().position(|l| l.starts_with("PROBLEM") && l.contains(needle)).unwrap_or_else(|| panic!("no problem about {needle}:\n{out}"));
+        let i = out
+            .lines()
+            .position(|l| l.starts_with("PROBLEM") && l.contains(needle))
+            .unwrap_or_else(|| panic!("no problem about {needle}:\n{out}"));
         let fix = out.lines().nth(i + 1).unwrap();
         assert!(fix.trim_start().starts_with("fix: "), "{fix}");
         fix.to_owned()
@@ -738,7 +801,12 @@ fn spawn_server(dir: &Path, extra: &[&str]) -> (std::process::Child, Server) {
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let addr: SocketAddr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("first line {line:?}")).parse().unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("first line {line:?}"))
+        .parse()
+        .unwrap();
     (child, Server { addr, stop: None, task: None })
 }
 
@@ -858,7 +926,8 @@ async fn the_binary_serves_its_built_in_web_app_from_any_directory() {
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
         let etag = r.headers()["etag"].clone();
-        let again = reqwest::Client::new().get(format!("{url}{path}")).header("if-none-match", etag).send().await.unwrap();
+        let again =
+            reqwest::Client::new().get(format!("{url}{path}")).header("if-none-match", etag).send().await.unwrap();
         assert_eq!(again.status(), 304, "{path}");
     }
     let html = reqwest::get(format!("{url}/")).await.unwrap().text().await.unwrap();
@@ -935,7 +1004,8 @@ async fn sigterm_shuts_down_gracefully() {
     wait_ready(&server).await;
     let mut ws = server.ws(&tenant, &token).await;
     let load = ws.load(&tenant).await;
-    let got: HashSet<String> = load["payload"]["tags"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+    let got: HashSet<String> =
+        load["payload"]["tags"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(got, sent);
     let _ = child.kill();
     let _ = child.wait();

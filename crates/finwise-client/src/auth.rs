@@ -123,7 +123,10 @@ async fn error_of(resp: reqwest::Response) -> Error {
             Value::Array(items) => items
                 .iter()
                 .map(|i| {
-                    let loc = i["loc"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(".")).unwrap_or_default();
+                    let loc = i["loc"]
+                        .as_array()
+                        .map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("."))
+                        .unwrap_or_default();
                     format!("{loc}: {}", i["msg"].as_str().unwrap_or(""))
                 })
                 .collect::<Vec<_>>()
@@ -290,7 +293,10 @@ impl Auth {
     }
 
     /// Sends an authenticated request; on 401 refreshes the token once and retries.
-    async fn send(&self, make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
         let server = self.server();
         let resp = make(&self.http, &server).bearer_auth(self.access_token()).send().await?;
         if resp.status().as_u16() != 401 {

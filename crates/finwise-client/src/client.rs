@@ -242,9 +242,22 @@ impl Client {
         &self.inner.auth
     }
 
-    fn change(&self, t: EntityType, id: &str, op: Operation, entity: Option<Map<String, Value>>, ms: i64) -> Result<()> {
+    fn change(
+        &self,
+        t: EntityType,
+        id: &str,
+        op: Operation,
+        entity: Option<Map<String, Value>>,
+        ms: i64,
+    ) -> Result<()> {
         self.inner.store().local_change(t, id, op, entity.as_ref(), ms)?;
-        let _ = self.inner.changes.send(Change { entity_type: t, id: id.to_owned(), operation: op, origin: Origin::Local, entity });
+        let _ = self.inner.changes.send(Change {
+            entity_type: t,
+            id: id.to_owned(),
+            operation: op,
+            origin: Origin::Local,
+            entity,
+        });
         self.inner.local_notify.notify_one();
         Ok(())
     }
@@ -254,7 +267,12 @@ impl Client {
     pub fn create(&self, t: EntityType, payload: Value) -> Result<Map<String, Value>> {
         let mut obj = match payload {
             Value::Object(m) => m,
-            _ => return Err(Error::Validation { entity_type: t, source: ValidationError::new("payload", "must be an object") }),
+            _ => {
+                return Err(Error::Validation {
+                    entity_type: t,
+                    source: ValidationError::new("payload", "must be an object"),
+                })
+            }
         };
         let id = match obj.get("id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() => id.to_owned(),
@@ -263,10 +281,16 @@ impl Client {
         obj.insert("id".into(), Value::from(id.clone()));
         let previous = self.inner.store().get(t, &id)?;
         if previous.as_ref().is_some_and(|r| !r.deleted) {
-            return Err(Error::Validation { entity_type: t, source: ValidationError::new("id", format!("{id} already exists")) });
+            return Err(Error::Validation {
+                entity_type: t,
+                source: ValidationError::new("id", format!("{id} already exists")),
+            });
         }
         let ms = next_stamp(previous.map(|r| r.updated_at_ms));
-        let entity = t.def().normalize(&Value::Object(obj), ms).map_err(|source| Error::Validation { entity_type: t, source })?;
+        let entity = t
+            .def()
+            .normalize(&Value::Object(obj), ms)
+            .map_err(|source| Error::Validation { entity_type: t, source })?;
         self.change(t, &id, Operation::Create, Some(entity.clone()), ms)?;
         Ok(entity)
     }
@@ -275,9 +299,17 @@ impl Client {
     /// change (`null` clears a nullable field). Returns the stored entity.
     pub fn update(&self, t: EntityType, id: &str, patch: Value) -> Result<Map<String, Value>> {
         let Value::Object(patch) = patch else {
-            return Err(Error::Validation { entity_type: t, source: ValidationError::new("payload", "must be an object") });
+            return Err(Error::Validation {
+                entity_type: t,
+                source: ValidationError::new("payload", "must be an object"),
+            });
         };
-        let row = self.inner.store().get(t, id)?.filter(|r| !r.deleted).ok_or_else(|| Error::NotFound { entity_type: t, id: id.to_owned() })?;
+        let row = self
+            .inner
+            .store()
+            .get(t, id)?
+            .filter(|r| !r.deleted)
+            .ok_or_else(|| Error::NotFound { entity_type: t, id: id.to_owned() })?;
         let mut merged = row.data.clone();
         for (k, v) in patch {
             if k != "id" {
@@ -285,14 +317,22 @@ impl Client {
             }
         }
         let ms = next_stamp(Some(row.updated_at_ms));
-        let entity = t.def().normalize(&Value::Object(merged), ms).map_err(|source| Error::Validation { entity_type: t, source })?;
+        let entity = t
+            .def()
+            .normalize(&Value::Object(merged), ms)
+            .map_err(|source| Error::Validation { entity_type: t, source })?;
         self.change(t, id, Operation::Update, Some(entity.clone()), ms)?;
         Ok(entity)
     }
 
     /// Deletes an entity locally and queues the delete.
     pub fn delete(&self, t: EntityType, id: &str) -> Result<()> {
-        let row = self.inner.store().get(t, id)?.filter(|r| !r.deleted).ok_or_else(|| Error::NotFound { entity_type: t, id: id.to_owned() })?;
+        let row = self
+            .inner
+            .store()
+            .get(t, id)?
+            .filter(|r| !r.deleted)
+            .ok_or_else(|| Error::NotFound { entity_type: t, id: id.to_owned() })?;
         let ms = next_stamp(Some(row.updated_at_ms));
         self.change(t, id, Operation::Delete, None, ms)
     }
@@ -333,9 +373,18 @@ impl Client {
             converged: store.meta("converged")?.map(|s| s == "true"),
             local_digest: store.digest()?,
             server_digest: store.meta("server_digest")?,
-            last_error: self.inner.last_error.lock().expect("error lock").clone().or(store.meta("last_error")?.filter(|e| !e.is_empty())),
+            last_error: self
+                .inner
+                .last_error
+                .lock()
+                .expect("error lock")
+                .clone()
+                .or(store.meta("last_error")?.filter(|e| !e.is_empty())),
             clock_offset_ms: store.meta("clock_offset_ms")?.and_then(|s| s.parse().ok()),
-            watcher: store.meta("watch")?.and_then(|t| serde_json::from_str::<WatcherInfo>(&t).ok()).filter(WatcherInfo::alive),
+            watcher: store
+                .meta("watch")?
+                .and_then(|t| serde_json::from_str::<WatcherInfo>(&t).ok())
+                .filter(WatcherInfo::alive),
         })
     }
 

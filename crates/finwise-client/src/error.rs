@@ -42,7 +42,8 @@ pub enum Error {
 impl Error {
     /// Whether the operation may succeed later without user action (network, server busy).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Connect(_) | Error::Timeout(_)) || matches!(self, Error::Http { status, .. } if *status >= 500 || *status == 429)
+        matches!(self, Error::Connect(_) | Error::Timeout(_))
+            || matches!(self, Error::Http { status, .. } if *status >= 500 || *status == 429)
     }
 }
 

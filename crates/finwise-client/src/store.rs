@@ -318,7 +318,13 @@ impl Store {
     }
 
     /// Applies one version received from the server in a `data_update` (LWW client rule).
-    pub fn apply_remote(&mut self, t: EntityType, entity: &Map<String, Value>, deleted: bool, updated_at_ms: i64) -> Result<Option<Change>> {
+    pub fn apply_remote(
+        &mut self,
+        t: EntityType,
+        entity: &Map<String, Value>,
+        deleted: bool,
+        updated_at_ms: i64,
+    ) -> Result<Option<Change>> {
         let tx = self.conn.transaction()?;
         let c = apply_one(&tx, t, entity, deleted, updated_at_ms, false)?;
         tx.commit()?;
@@ -361,7 +367,13 @@ impl Store {
                         // (the next data_update or load decides anything newer).
                         let ms = existing.as_ref().map(|r| r.updated_at_ms).unwrap_or(0);
                         put_row(&tx, *t, id, &serde_json::json!({ "id": id }).to_string(), ms, true)?;
-                        changes.push(Change { entity_type: *t, id: id.clone(), operation: Operation::Delete, origin: Origin::Remote, entity: None });
+                        changes.push(Change {
+                            entity_type: *t,
+                            id: id.clone(),
+                            operation: Operation::Delete,
+                            origin: Origin::Remote,
+                            entity: None,
+                        });
                     }
                 }
             }
@@ -377,7 +389,8 @@ impl Store {
         let mut gone = Vec::new();
         {
             let mut stmt = tx.prepare("SELECT type, id, updated_at_ms FROM entities WHERE deleted = 0")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
             for r in rows {
                 let (t, id, ms) = r?;
                 let t = parse_type(&t);
@@ -392,7 +405,13 @@ impl Store {
                 continue;
             }
             put_row(&tx, t, &id, &serde_json::json!({ "id": id }).to_string(), ms, true)?;
-            changes.push(Change { entity_type: t, id, operation: Operation::Delete, origin: Origin::Remote, entity: None });
+            changes.push(Change {
+                entity_type: t,
+                id,
+                operation: Operation::Delete,
+                origin: Origin::Remote,
+                entity: None,
+            });
         }
         tx.commit()?;
         Ok(changes)
@@ -426,7 +445,8 @@ impl Store {
         let mut out = Vec::new();
         {
             // Scanned lazily in queue order: a batch reads about as many rows as it takes.
-            let sql = format!("SELECT {ENTRY_COLUMNS} FROM queue WHERE status IN ('pending', 'processing') ORDER BY seq");
+            let sql =
+                format!("SELECT {ENTRY_COLUMNS} FROM queue WHERE status IN ('pending', 'processing') ORDER BY seq");
             let mut stmt = tx.prepare_cached(&sql)?;
             let mut rows = stmt.query([])?;
             let mut blocked: HashSet<(EntityType, String)> = HashSet::new();
@@ -628,7 +648,14 @@ fn is_pending(conn: &Connection, t: EntityType, id: &str) -> Result<bool> {
 
 /// Applies one server version unless a local change is queued, by the LWW client rule
 /// (or unconditionally when `authoritative`). Returns the change when something changed.
-fn apply_one(tx: &Transaction<'_>, t: EntityType, entity: &Map<String, Value>, deleted: bool, updated_at_ms: i64, authoritative: bool) -> Result<Option<Change>> {
+fn apply_one(
+    tx: &Transaction<'_>,
+    t: EntityType,
+    entity: &Map<String, Value>,
+    deleted: bool,
+    updated_at_ms: i64,
+    authoritative: bool,
+) -> Result<Option<Change>> {
     let Some(id) = entity.get("id").and_then(Value::as_str) else { return Ok(None) };
     let pending = is_pending(tx, t, id)?;
     let local = get_row(tx, t, id)?;
@@ -640,7 +667,9 @@ fn apply_one(tx: &Transaction<'_>, t: EntityType, entity: &Map<String, Value>, d
     if !accept {
         return Ok(None);
     }
-    let same = local.as_ref().is_some_and(|r| r.updated_at_ms == updated_at_ms && r.deleted == deleted && (deleted || r.data == *entity));
+    let same = local
+        .as_ref()
+        .is_some_and(|r| r.updated_at_ms == updated_at_ms && r.deleted == deleted && (deleted || r.data == *entity));
     if same {
         return Ok(None);
     }
@@ -655,7 +684,13 @@ fn apply_one(tx: &Transaction<'_>, t: EntityType, entity: &Map<String, Value>, d
     if deleted && !existed {
         return Ok(None);
     }
-    Ok(Some(Change { entity_type: t, id: id.to_owned(), operation, origin: Origin::Remote, entity: (!deleted).then(|| entity.clone()) }))
+    Ok(Some(Change {
+        entity_type: t,
+        id: id.to_owned(),
+        operation,
+        origin: Origin::Remote,
+        entity: (!deleted).then(|| entity.clone()),
+    }))
 }
 
 const ENTRY_COLUMNS: &str =

@@ -103,7 +103,11 @@ async fn connect(inner: &Inner) -> Result<Ws> {
         let url = ws_url(&inner.auth.server(), &inner.tenant, &inner.auth.access_token());
         // TCP_NODELAY (the `true`): pipelined entries go out at once instead of waiting in
         // Nagle's buffer for the server's delayed ACK.
-        let attempt = tokio::time::timeout(inner.opts.request_timeout, tokio_tungstenite::connect_async_with_config(url, None, true)).await;
+        let attempt = tokio::time::timeout(
+            inner.opts.request_timeout,
+            tokio_tungstenite::connect_async_with_config(url, None, true),
+        )
+        .await;
         match attempt {
             Err(_) => return Err(Error::Timeout("the WebSocket connection")),
             Ok(Ok((mut ws, _))) => {
@@ -139,7 +143,8 @@ async fn connect(inner: &Inner) -> Result<Ws> {
                     401 => return Err(Error::SessionExpired("the server refused a fresh access token".into())),
                     403 => return Err(Error::Forbidden(inner.tenant.clone())),
                     _ => {
-                        let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                        let body =
+                            resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                         return Err(Error::Http { status, message: body });
                     }
                 }
@@ -185,7 +190,8 @@ impl<'a> Conn<'a> {
                 None => return Err(Error::Connect("the server closed the connection".into())),
                 Some(Err(e)) => return Err(Error::Connect(e.to_string())),
                 Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).map_err(|e| Error::Protocol(format!("invalid JSON from server: {e}")))?;
+                    let v: Value = serde_json::from_str(&t)
+                        .map_err(|e| Error::Protocol(format!("invalid JSON from server: {e}")))?;
                     if v["type"] == "ping" || v["type"] == "pong" {
                         continue;
                     }
@@ -242,7 +248,9 @@ impl<'a> Conn<'a> {
             let v = match tokio::time::timeout_at(until, self.read()).await {
                 Ok(r) => r?,
                 Err(_) if until < deadline => {
-                    return Err(Error::Connect(format!("no answer from the server while waiting for {what}: connection presumed dead")))
+                    return Err(Error::Connect(format!(
+                        "no answer from the server while waiting for {what}: connection presumed dead"
+                    )))
                 }
                 Err(_) => return Err(Error::Timeout(what)),
             };
@@ -250,7 +258,11 @@ impl<'a> Conn<'a> {
                 return Ok(v);
             }
             if v["type"] == "error" {
-                return Err(Error::Protocol(format!("{}: {}", v["code"].as_str().unwrap_or("error"), v["message"].as_str().unwrap_or(""))));
+                return Err(Error::Protocol(format!(
+                    "{}: {}",
+                    v["code"].as_str().unwrap_or("error"),
+                    v["message"].as_str().unwrap_or("")
+                )));
             }
             self.dispatch(&v)?;
         }
@@ -289,7 +301,11 @@ impl<'a> Conn<'a> {
         };
         let mut sent = 0u64;
         loop {
-            let batch = self.inner.store().take_batch_bounded(time::now_ms(), self.inner.opts.batch_size.clamp(1, 1000), MAX_BATCH_BYTES)?;
+            let batch = self.inner.store().take_batch_bounded(
+                time::now_ms(),
+                self.inner.opts.batch_size.clamp(1, 1000),
+                MAX_BATCH_BYTES,
+            )?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -374,7 +390,8 @@ impl<'a> Conn<'a> {
         if let Some(s) = since {
             req["since"] = json!(s);
         }
-        let mut first = Some(self.request(&req, "initial_data_load", |v| v["event_type"] == "initial_data_load").await?);
+        let mut first =
+            Some(self.request(&req, "initial_data_load", |v| v["event_type"] == "initial_data_load").await?);
         let mut seen: HashSet<(EntityType, String)> = HashSet::new();
         let mut received = 0u64;
         loop {
@@ -631,7 +648,10 @@ impl Client {
     }
 }
 
-async fn run_connected(conn: &mut Conn<'_>, mut shutdown: Pin<&mut (dyn Future<Output = ()> + Send + '_)>) -> Result<()> {
+async fn run_connected(
+    conn: &mut Conn<'_>,
+    mut shutdown: Pin<&mut (dyn Future<Output = ()> + Send + '_)>,
+) -> Result<()> {
     let inner = conn.inner;
     conn.cycle().await?;
     finish_cycle(conn)?;

@@ -1,4 +1,4 @@
-//! Issue 7: chaos convergence. Several devices (the Rust client library, each with its own
+//! Chaos convergence. Several devices (the Rust client library, each with its own
 //! store) create, update and delete entities of all nine types while:
 //!
 //! * a fault-injecting TCP proxy between them and the server cuts connections and delays bytes;
@@ -39,7 +39,11 @@ use std::{
 use common::{dump, fast_options};
 use finwise_client::{store::Store, Auth, Client, EntityType, EntryStatus, Operation};
 use futures_util::{SinkExt, StreamExt};
-use rand::{rngs::StdRng, seq::{IndexedRandom, SliceRandom}, Rng, SeedableRng};
+use rand::{
+    rngs::StdRng,
+    seq::{IndexedRandom, SliceRandom},
+    Rng, SeedableRng,
+};
 use serde_json::{json, Map, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -74,7 +78,12 @@ fn start_server(dir: &Path) -> (Child, SocketAddr) {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("address line, got {line:?}")).parse().unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("address line, got {line:?}"))
+        .parse()
+        .unwrap();
     std::thread::spawn(move || {
         let mut sink = String::new();
         while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
@@ -147,7 +156,10 @@ impl Log {
             return;
         }
         let e = self.sent.get(id).unwrap_or_else(|| panic!("ack for an entry never seen going out: {r}"));
-        let ms = r["updated_at"].as_str().and_then(finwise_protocol::time::parse_ms).unwrap_or_else(|| panic!("ack without updated_at: {r}"));
+        let ms = r["updated_at"]
+            .as_str()
+            .and_then(finwise_protocol::time::parse_ms)
+            .unwrap_or_else(|| panic!("ack without updated_at: {r}"));
         self.acks.push(AckRec {
             entity_type: EntityType::parse(e["entityType"].as_str().unwrap()).unwrap(),
             entity_id: e["entityId"].as_str().unwrap().to_owned(),
@@ -372,7 +384,8 @@ impl Proxy {
                     };
                     let chaos = st.chaos.load(Ordering::Relaxed);
                     // Some connections are cut after a random lifetime.
-                    let lifetime = (chaos && rng.random_bool(0.3)).then(|| Duration::from_millis(rng.random_range(20..2500)));
+                    let lifetime =
+                        (chaos && rng.random_bool(0.3)).then(|| Duration::from_millis(rng.random_range(20..2500)));
                     let gen = *st.cut_gen.borrow();
                     let mut cut = st.cut_gen.subscribe();
                     let (dr, dw) = down.into_split();
@@ -415,21 +428,29 @@ fn payload(t: EntityType, id: &str, marker: &str, rng: &mut StdRng) -> Value {
     let r = |p: &str| format!("00000000-0000-4000-8000-{p}00000000");
     match t {
         EntityType::AccountGroup => json!({"id": id, "name": marker, "sortOrder": k}),
-        EntityType::Account => json!({"id": id, "name": marker, "isActive": rng.random_bool(0.5), "isOfflineBudget": false,
-            "accountGroupId": r("0001"), "balance": n, "offset": k, "accountType": "giro", "iban": "DE00 1234"}),
-        EntityType::CategoryGroup => json!({"id": id, "name": marker, "sortOrder": k, "isIncomeGroup": rng.random_bool(0.5)}),
+        EntityType::Account => {
+            json!({"id": id, "name": marker, "isActive": rng.random_bool(0.5), "isOfflineBudget": false,
+            "accountGroupId": r("0001"), "balance": n, "offset": k, "accountType": "giro", "iban": "DE00 1234"})
+        }
+        EntityType::CategoryGroup => {
+            json!({"id": id, "name": marker, "sortOrder": k, "isIncomeGroup": rng.random_bool(0.5)})
+        }
         EntityType::Category => json!({"id": id, "name": marker, "budgeted": n, "activity": -n, "available": 0.0,
             "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": k, "categoryGroupId": r("0002"),
             "goalDate": "2027-01-01", "note": "ü€ \"q\""}),
         EntityType::Recipient => json!({"id": id, "name": marker, "defaultCategoryId": r("0003"), "note": null}),
         EntityType::Tag => json!({"id": id, "name": marker, "color": "primary"}),
-        EntityType::AutomationRule => json!({"id": id, "name": marker, "stage": "DEFAULT", "priority": k, "isActive": true,
-            "conditions": [{"type": "RECIPIENT_CONTAINS", "value": marker}], "actions": [], "conditionLogic": "any"}),
+        EntityType::AutomationRule => {
+            json!({"id": id, "name": marker, "stage": "DEFAULT", "priority": k, "isActive": true,
+            "conditions": [{"type": "RECIPIENT_CONTAINS", "value": marker}], "actions": [], "conditionLogic": "any"})
+        }
         EntityType::PlanningTransaction => json!({"id": id, "name": marker, "accountId": r("0004"), "amount": -n,
             "amountType": "EXACT", "startDate": "2026-01-01", "recurrencePattern": "MONTHLY", "recurrenceEndType": "NEVER",
             "weekendHandling": "NONE", "isActive": true, "forecastOnly": false, "tagIds": [r("0005")]}),
-        EntityType::Transaction => json!({"id": id, "accountId": r("0004"), "date": "2026-02-01", "valueDate": "2026-02-02",
-            "amount": -n, "description": marker, "type": "EXPENSE", "runningBalance": n, "recipientId": r("0006")}),
+        EntityType::Transaction => {
+            json!({"id": id, "accountId": r("0004"), "date": "2026-02-01", "valueDate": "2026-02-02",
+            "amount": -n, "description": marker, "type": "EXPENSE", "runningBalance": n, "recipientId": r("0006")})
+        }
     }
 }
 
@@ -516,7 +537,11 @@ impl Device {
                 match r {
                     Ok(()) => return op.as_str(),
                     Err(finwise_client::Error::NotFound { .. }) => continue,
-                    Err(finwise_client::Error::Validation { source, .. }) if source.message.contains("already exists") => continue,
+                    Err(finwise_client::Error::Validation { source, .. })
+                        if source.message.contains("already exists") =>
+                    {
+                        continue
+                    }
                     Err(e) => panic!("local {} of {t} {id}: {e}", op.as_str()),
                 }
             } else {
@@ -543,7 +568,10 @@ async fn inject(proxy: &Proxy, tenant: &str, dev: &Device, rng: &mut StdRng) {
     }
     entries.shuffle(rng);
     let url = format!("ws://{}/ws_finwise/ws/{tenant}?token={}", proxy.addr, dev.auth.access_token());
-    let Ok(Ok((mut ws, _))) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url)).await else { return };
+    let Ok(Ok((mut ws, _))) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url)).await
+    else {
+        return;
+    };
     let n = entries.len();
     let parts = rng.random_range(1..=3.min(n));
     let per = n.div_ceil(parts);
@@ -555,7 +583,11 @@ async fn inject(proxy: &Proxy, tenant: &str, dev: &Device, rng: &mut StdRng) {
                     "operationType": e.operation.as_str(), "payload": e.payload, "timestamp": e.timestamp})
             })
             .collect();
-        if ws.send(Message::Text(json!({"type": "process_sync_batch", "entries": wire}).to_string().into())).await.is_err() {
+        if ws
+            .send(Message::Text(json!({"type": "process_sync_batch", "entries": wire}).to_string().into()))
+            .await
+            .is_err()
+        {
             return;
         }
         proxy.state.stats.injected_batches.fetch_add(1, Ordering::Relaxed);
@@ -582,7 +614,8 @@ type RawWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStrea
 
 async fn next_where(ws: &mut RawWs, pred: impl Fn(&Value) -> bool) -> Value {
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.expect("server answers").unwrap().unwrap();
+        let m =
+            tokio::time::timeout(Duration::from_secs(30), ws.next()).await.expect("server answers").unwrap().unwrap();
         let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap_or(Value::Null);
         if pred(&v) {
             return v;
@@ -592,11 +625,18 @@ async fn next_where(ws: &mut RawWs, pred: impl Fn(&Value) -> bool) -> Value {
 
 /// The server's digest and full state, read directly (not through the proxy).
 async fn server_state(addr: SocketAddr, tenant: &str, token: &str) -> (String, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
     ws.next().await.unwrap().unwrap();
-    ws.send(Message::Text(json!({"type": "data_status_request", "tenant_id": tenant, "entity_types": null}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type": "data_status_request", "tenant_id": tenant, "entity_types": null}).to_string().into(),
+    ))
+    .await
+    .unwrap();
     let st = next_where(&mut ws, |v| v["type"] == "data_status_response").await;
-    ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": tenant}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": tenant}).to_string().into()))
+        .await
+        .unwrap();
     let load = next_where(&mut ws, |v| v["event_type"] == "initial_data_load").await;
     (st["tenant_digest"].as_str().unwrap().to_owned(), load)
 }
@@ -606,7 +646,9 @@ fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
-        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w))),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -660,7 +702,12 @@ async fn run(seed: u64, ops: u64) -> Summary {
 
     // Four devices: clock offsets within ±4 min (device 0 uses the library's API with the system
     // clock); devices 0 and 1 stay connected (`watch`), 2 and 3 sync now and then.
-    let offsets = [0i64, rng.random_range(-240_000..240_000), rng.random_range(-240_000..240_000), rng.random_range(-240_000..240_000)];
+    let offsets = [
+        0i64,
+        rng.random_range(-240_000..240_000),
+        rng.random_range(-240_000..240_000),
+        rng.random_range(-240_000..240_000),
+    ];
     let mut devices = Vec::new();
     for (i, off) in offsets.iter().enumerate() {
         let auth = if i == 0 { Arc::clone(&first) } else { Arc::new(login().await.unwrap()) };
@@ -677,7 +724,8 @@ async fn run(seed: u64, ops: u64) -> Summary {
     proxy.state.chaos.store(true, Ordering::SeqCst);
     let stop_killer = Arc::new(AtomicBool::new(false));
     let killer = {
-        let (child, state, stop, dir) = (Arc::clone(&child), Arc::clone(&proxy.state), Arc::clone(&stop_killer), data.path().to_path_buf());
+        let (child, state, stop, dir) =
+            (Arc::clone(&child), Arc::clone(&proxy.state), Arc::clone(&stop_killer), data.path().to_path_buf());
         let mut krng = StdRng::seed_from_u64(seed.wrapping_add(1));
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
@@ -758,7 +806,12 @@ async fn run(seed: u64, ops: u64) -> Summary {
     let reference = dump(&devices[0].client);
     for (i, dev) in devices.iter().enumerate() {
         let st = dev.client.status().unwrap();
-        assert_eq!((st.queue.pending, st.queue.processing, st.queue.failed), (0, 0, 0), "seed {seed} device {i}: {:?}", dev.client.queue_entries(EntryStatus::Failed).unwrap());
+        assert_eq!(
+            (st.queue.pending, st.queue.processing, st.queue.failed),
+            (0, 0, 0),
+            "seed {seed} device {i}: {:?}",
+            dev.client.queue_entries(EntryStatus::Failed).unwrap()
+        );
         assert_eq!(st.local_digest, server_digest, "seed {seed} device {i}: digest differs from the server's");
         assert_eq!(dump(&dev.client), reference, "seed {seed} device {i}: content differs from device 0");
     }
@@ -777,7 +830,10 @@ async fn run(seed: u64, ops: u64) -> Summary {
                 // The same version acked twice (a duplicate, or an identical resend).
                 assert_eq!(w.op == "delete", a.op == "delete", "seed {seed}: two versions of {key:?} share updated_at");
                 if a.op != "delete" {
-                    assert!(same(&Value::Object(content(&w.payload)), &Value::Object(content(&a.payload))), "seed {seed}: two contents of {key:?} share updated_at");
+                    assert!(
+                        same(&Value::Object(content(&w.payload)), &Value::Object(content(&a.payload))),
+                        "seed {seed}: two contents of {key:?} share updated_at"
+                    );
                 }
             }
             _ => {
@@ -794,21 +850,32 @@ async fn run(seed: u64, ops: u64) -> Summary {
     for (key, w) in &winners {
         match (w.op.as_str(), live.get(key)) {
             ("delete", None) => {}
-            ("delete", Some(e)) => panic!("seed {seed}: {key:?} acked as deleted at {} but the server has {e}", w.updated_at_ms),
+            ("delete", Some(e)) => {
+                panic!("seed {seed}: {key:?} acked as deleted at {} but the server has {e}", w.updated_at_ms)
+            }
             (_, None) => panic!("seed {seed}: acked {key:?} at {} is missing on the server", w.updated_at_ms),
             (_, Some(e)) => {
                 let ms = e["updated_at"].as_str().and_then(finwise_protocol::time::parse_ms).unwrap();
                 assert_eq!(ms, w.updated_at_ms, "seed {seed}: {key:?}: server version is not the newest acked one");
-                assert!(same(&Value::Object(content(e)), &Value::Object(content(&w.payload))), "seed {seed}: {key:?}: server {e} != acked {}", w.payload);
+                assert!(
+                    same(&Value::Object(content(e)), &Value::Object(content(&w.payload))),
+                    "seed {seed}: {key:?}: server {e} != acked {}",
+                    w.payload
+                );
             }
         }
     }
     for key in live.keys() {
         assert!(winners.contains_key(key), "seed {seed}: the server has {key:?} but no change of it was acked");
     }
-    let permanent: u64 = log.nacks.iter().filter(|(r, _)| !matches!(r.as_str(), "storage_error" | "overloaded")).map(|(_, n)| n).sum();
+    let permanent: u64 =
+        log.nacks.iter().filter(|(r, _)| !matches!(r.as_str(), "storage_error" | "overloaded")).map(|(_, n)| n).sum();
     assert_eq!(permanent, 0, "seed {seed}: permanent refusals {:?}", log.nacks);
-    assert!(log.acks.len() as u64 >= ops / 4, "seed {seed}: too few acks ({}): the chaos starved the load", log.acks.len());
+    assert!(
+        log.acks.len() as u64 >= ops / 4,
+        "seed {seed}: too few acks ({}): the chaos starved the load",
+        log.acks.len()
+    );
 
     let s = &proxy.state.stats;
     let summary = Summary {

@@ -95,7 +95,12 @@ async fn random_edits_with_a_watching_device_converge() {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = {
             let w = devices[0].clone();
-            tokio::spawn(async move { w.watch(async { let _ = stop_rx.await; }).await })
+            tokio::spawn(async move {
+                w.watch(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            })
         };
         let ids: Vec<String> = (0..6).map(|i| format!("00000000-0000-4000-8000-00000000000{i}")).collect();
         let mut rng = StdRng::seed_from_u64(seed);

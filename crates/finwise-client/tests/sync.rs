@@ -13,7 +13,9 @@ fn account(name: &str, group: &str) -> serde_json::Value {
 }
 
 /// The next change that came from the server, within 10 s.
-async fn next_remote(changes: &mut tokio::sync::broadcast::Receiver<finwise_client::Change>) -> Option<finwise_client::Change> {
+async fn next_remote(
+    changes: &mut tokio::sync::broadcast::Receiver<finwise_client::Change>,
+) -> Option<finwise_client::Change> {
     let fut = async {
         loop {
             let c = changes.recv().await.unwrap();
@@ -47,7 +49,9 @@ async fn two_clients_edit_offline_and_converge_to_the_server() {
     let aid = acc["id"].as_str().unwrap().to_owned();
     let mut tags = Vec::new();
     for i in 0..12 {
-        tags.push(a.create(EntityType::Tag, json!({"name": format!("tag {i}")})).unwrap()["id"].as_str().unwrap().to_owned());
+        tags.push(
+            a.create(EntityType::Tag, json!({"name": format!("tag {i}")})).unwrap()["id"].as_str().unwrap().to_owned(),
+        );
     }
     let r = a.sync_once().await.unwrap();
     assert_eq!((r.acked, r.failed), (14, 0), "{r:?}");
@@ -65,8 +69,11 @@ async fn two_clients_edit_offline_and_converge_to_the_server() {
     pause().await;
     b.update(EntityType::Account, &aid, json!({"balance": 42.5, "name": "Giro (B)"})).unwrap();
     let b_cat = b
-        .create(EntityType::Category, json!({"name": "Food", "budgeted": 0, "activity": 0, "available": 0,
-            "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": 1}))
+        .create(
+            EntityType::Category,
+            json!({"name": "Food", "budgeted": 0, "activity": 0, "available": 0,
+            "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": 1}),
+        )
         .unwrap()["id"]
         .as_str()
         .unwrap()
@@ -263,10 +270,18 @@ async fn watch_streams_changes_and_survives_a_server_restart() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let watcher = {
         let b = b.clone();
-        tokio::spawn(async move { b.watch(async { let _ = stop_rx.await; }).await })
+        tokio::spawn(async move {
+            b.watch(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
     };
     let mut conn = b.connection();
-    tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s == ConnectionState::Online)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s == ConnectionState::Online))
+        .await
+        .unwrap()
+        .unwrap();
 
     let t = a.create(EntityType::Tag, json!({"name": "live"})).unwrap()["id"].as_str().unwrap().to_owned();
     a.sync_once().await.unwrap();
@@ -425,17 +440,29 @@ async fn watch_finds_a_dead_link_by_health_checks_and_resumes_by_delta() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let watcher = {
         let b = b.clone();
-        tokio::spawn(async move { b.watch(async { let _ = stop_rx.await; }).await })
+        tokio::spawn(async move {
+            b.watch(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
     };
     let online = |conn: &mut tokio::sync::watch::Receiver<ConnectionState>| {
         let mut conn = conn.clone();
-        async move { tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s == ConnectionState::Online)).await.is_ok() }
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s == ConnectionState::Online))
+                .await
+                .is_ok()
+        }
     };
     assert!(online(&mut conn).await);
 
     // A frozen link: nothing flows, nothing closes. The pings go unanswered; B reconnects.
     proxy.freeze();
-    tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s != ConnectionState::Online)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), conn.wait_for(|s| *s != ConnectionState::Online))
+        .await
+        .unwrap()
+        .unwrap();
     let t1 = a.create(EntityType::Tag, json!({"name": "while frozen"})).unwrap()["id"].as_str().unwrap().to_owned();
     a.sync_once().await.unwrap();
     let c = next_remote(&mut changes).await.expect("B resumes and catches up");
@@ -468,7 +495,10 @@ async fn watch_gives_up_on_what_retrying_cannot_fix() {
     let c = device(&mia, &foreign, dir.path());
     let err = c.sync_once().await.unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)), "{err}");
-    let err = tokio::time::timeout(Duration::from_secs(10), c.watch(std::future::pending())).await.expect("no endless retry").unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(10), c.watch(std::future::pending()))
+        .await
+        .expect("no endless retry")
+        .unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)), "{err}");
     assert!(c.status().unwrap().last_error.unwrap().contains("denied"));
     // A revoked session: the refresh token is refused.
@@ -478,7 +508,10 @@ async fn watch_gives_up_on_what_retrying_cannot_fix() {
     let revoked = Arc::new(Auth::from_session(s, None));
     let tenant = mia.create_tenant("Mia's").await.unwrap().uuid;
     let c = device(&revoked, &tenant, dir.path());
-    let err = tokio::time::timeout(Duration::from_secs(10), c.watch(std::future::pending())).await.expect("no endless retry").unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(10), c.watch(std::future::pending()))
+        .await
+        .expect("no endless retry")
+        .unwrap_err();
     assert!(matches!(err, Error::SessionExpired(_)), "{err}");
 }
 
@@ -492,13 +525,18 @@ async fn thousands_of_offline_changes_sync_in_batches_and_load_in_chunks() {
     let opts = finwise_client::ClientOptions { batch_size: 500, chunk_size: 1000, ..fast_options() };
     let a = Client::open(Arc::clone(&auth_a), &tenant, dir_a.path(), opts.clone()).unwrap();
     let progress = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let b = Client::open(Arc::clone(&auth_b), &tenant, dir_b.path(), finwise_client::ClientOptions {
-        progress: Some({
-            let p = Arc::clone(&progress);
-            Arc::new(move |e: &finwise_client::Progress| p.lock().unwrap().push(e.clone()))
-        }),
-        ..opts
-    })
+    let b = Client::open(
+        Arc::clone(&auth_b),
+        &tenant,
+        dir_b.path(),
+        finwise_client::ClientOptions {
+            progress: Some({
+                let p = Arc::clone(&progress);
+                Arc::new(move |e: &finwise_client::Progress| p.lock().unwrap().push(e.clone()))
+            }),
+            ..opts
+        },
+    )
     .unwrap();
     let started = std::time::Instant::now();
     for i in 0..3000 {
@@ -525,7 +563,8 @@ async fn concurrent_refreshes_share_one_rotation() {
     server.register("quin").await;
     let home = tempfile::tempdir().unwrap();
     let file = home.path().join("session.json");
-    let auth = Auth::login(&server.url(), "quin@example.org", "correct horse battery", Some(file.clone())).await.unwrap();
+    let auth =
+        Auth::login(&server.url(), "quin@example.org", "correct horse battery", Some(file.clone())).await.unwrap();
     auth.create_tenant("Home").await.unwrap();
     // Expire the access token in the file; two "processes" load the session from it.
     auth.update_session(|s| s.access_token = "expired".into()).unwrap();

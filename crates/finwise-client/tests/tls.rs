@@ -54,9 +54,10 @@ async fn the_client_speaks_https_and_wss() {
     assert_eq!((r.acked, r.converged), (1, Some(true)), "{r:?}");
 
     // Plain HTTP on the TLS port fails cleanly (no panic, a connection error).
-    let err = Auth::login(&format!("http://127.0.0.1:{}", proxy.port()), "olga@example.org", "correct horse battery", None)
-        .await
-        .err()
-        .expect("plain http to a TLS port fails");
+    let err =
+        Auth::login(&format!("http://127.0.0.1:{}", proxy.port()), "olga@example.org", "correct horse battery", None)
+            .await
+            .err()
+            .expect("plain http to a TLS port fails");
     assert!(err.is_transient() || matches!(err, finwise_client::Error::Http { .. }), "{err}");
 }

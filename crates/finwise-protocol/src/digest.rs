@@ -24,13 +24,38 @@ pub fn tenant_digest<'a>(live: impl IntoIterator<Item = (EntityType, &'a str, &'
 pub fn checksum_keys(t: EntityType) -> Option<&'static [&'static str]> {
     Some(match t {
         EntityType::Account => &[
-            "id", "name", "description", "note", "accountType", "isActive", "isOfflineBudget", "accountGroupId",
-            "sortOrder", "iban", "balance", "creditLimit", "offset", "logo_path", "updated_at",
+            "id",
+            "name",
+            "description",
+            "note",
+            "accountType",
+            "isActive",
+            "isOfflineBudget",
+            "accountGroupId",
+            "sortOrder",
+            "iban",
+            "balance",
+            "creditLimit",
+            "offset",
+            "logo_path",
+            "updated_at",
         ],
         EntityType::AccountGroup => &["id", "name", "sortOrder", "logo_path", "updated_at"],
         EntityType::Category => &[
-            "id", "name", "icon", "budgeted", "activity", "available", "isIncomeCategory", "isHidden", "isActive",
-            "sortOrder", "categoryGroupId", "parentCategoryId", "isSavingsGoal", "updated_at",
+            "id",
+            "name",
+            "icon",
+            "budgeted",
+            "activity",
+            "available",
+            "isIncomeCategory",
+            "isHidden",
+            "isActive",
+            "sortOrder",
+            "categoryGroupId",
+            "parentCategoryId",
+            "isSavingsGoal",
+            "updated_at",
         ],
         EntityType::CategoryGroup => &["id", "name", "sortOrder", "isIncomeGroup", "updated_at"],
         EntityType::Recipient => &["id", "name", "defaultCategoryId", "note", "updated_at"],
@@ -145,8 +170,14 @@ mod tests {
 
     #[test]
     fn digest_is_order_independent() {
-        let a = tenant_digest([(EntityType::Tag, "b", "2026-01-01T00:00:00.000Z"), (EntityType::Account, "a", "2026-01-01T00:00:00.000Z")]);
-        let b = tenant_digest([(EntityType::Account, "a", "2026-01-01T00:00:00.000Z"), (EntityType::Tag, "b", "2026-01-01T00:00:00.000Z")]);
+        let a = tenant_digest([
+            (EntityType::Tag, "b", "2026-01-01T00:00:00.000Z"),
+            (EntityType::Account, "a", "2026-01-01T00:00:00.000Z"),
+        ]);
+        let b = tenant_digest([
+            (EntityType::Account, "a", "2026-01-01T00:00:00.000Z"),
+            (EntityType::Tag, "b", "2026-01-01T00:00:00.000Z"),
+        ]);
         assert_eq!(a, b);
         assert_eq!(tenant_digest([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }

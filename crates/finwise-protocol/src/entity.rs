@@ -57,10 +57,7 @@ impl EntityType {
 
     /// This type's definition in the registry.
     pub fn def(self) -> &'static EntityDef {
-        REGISTRY
-            .iter()
-            .find(|d| d.entity_type == self)
-            .expect("every EntityType has an EntityDef in REGISTRY")
+        REGISTRY.iter().find(|d| d.entity_type == self).expect("every EntityType has an EntityDef in REGISTRY")
     }
 }
 
@@ -168,8 +165,20 @@ pub struct EntityDef {
 }
 
 const ACCOUNT_TYPES: &[&str] = &[
-    "giro", "tagesgeld", "festgeld", "spar", "kreditkarte", "depot", "bauspar", "darlehen",
-    "geschaeft", "gemeinschaft", "fremdwaehrung", "virtuell", "bar", "sonstiges",
+    "giro",
+    "tagesgeld",
+    "festgeld",
+    "spar",
+    "kreditkarte",
+    "depot",
+    "bauspar",
+    "darlehen",
+    "geschaeft",
+    "gemeinschaft",
+    "fremdwaehrung",
+    "virtuell",
+    "bar",
+    "sonstiges",
 ];
 const TRANSACTION_TYPES: &[&str] = &["EXPENSE", "INCOME", "ACCOUNTTRANSFER", "CATEGORYTRANSFER", "RECONCILE"];
 
@@ -276,10 +285,7 @@ pub static REGISTRY: &[EntityDef] = &[
             req("startDate", Date),
             opt("valueDate", Date),
             opt("endDate", Date),
-            req(
-                "recurrencePattern",
-                Enum(&["ONCE", "DAILY", "WEEKLY", "BIWEEKLY", "MONTHLY", "QUARTERLY", "YEARLY"]),
-            ),
+            req("recurrencePattern", Enum(&["ONCE", "DAILY", "WEEKLY", "BIWEEKLY", "MONTHLY", "QUARTERLY", "YEARLY"])),
             opt("recurrenceCount", Int),
             req("recurrenceEndType", Enum(&["NEVER", "COUNT", "DATE"])),
             opt("executionDay", Int),
@@ -469,9 +475,9 @@ fn as_f64(v: &Value) -> Option<f64> {
 
 fn as_int(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15).map(|x| x as i64)
-        }),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15).map(|x| x as i64))
+        }
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     }

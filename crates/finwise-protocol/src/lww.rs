@@ -79,17 +79,26 @@ mod tests {
 
     #[test]
     fn newer_wins_older_loses() {
-        assert_eq!(decide(Some(&v(10, false, "a")), &v(11, false, "b")), Decision::Apply { updated_at_ms: 11, restamped: false });
+        assert_eq!(
+            decide(Some(&v(10, false, "a")), &v(11, false, "b")),
+            Decision::Apply { updated_at_ms: 11, restamped: false }
+        );
         assert_eq!(decide(Some(&v(10, false, "a")), &v(9, false, "b")), Decision::Lose);
         assert_eq!(decide(None, &v(9, true, "")), Decision::Apply { updated_at_ms: 9, restamped: false });
     }
 
     #[test]
     fn tie_keeps_the_later_edit_and_restamps_it() {
-        assert_eq!(decide(Some(&v(10, false, "a")), &v(10, false, "b")), Decision::Apply { updated_at_ms: 11, restamped: true });
+        assert_eq!(
+            decide(Some(&v(10, false, "a")), &v(10, false, "b")),
+            Decision::Apply { updated_at_ms: 11, restamped: true }
+        );
         assert_eq!(decide(Some(&v(10, false, "a")), &v(10, false, "a")), Decision::Unchanged);
         assert_eq!(decide(Some(&v(10, true, "")), &v(10, true, "x")), Decision::Unchanged);
-        assert_eq!(decide(Some(&v(10, true, "")), &v(10, false, "a")), Decision::Apply { updated_at_ms: 11, restamped: true });
+        assert_eq!(
+            decide(Some(&v(10, true, "")), &v(10, false, "a")),
+            Decision::Apply { updated_at_ms: 11, restamped: true }
+        );
     }
 
     #[test]

@@ -51,7 +51,9 @@ impl Operation {
         }
     }
     fn parse(s: &str) -> Option<Operation> {
-        [Operation::Create, Operation::Update, Operation::Delete].into_iter().find(|o| o.as_str().eq_ignore_ascii_case(s))
+        [Operation::Create, Operation::Update, Operation::Delete]
+            .into_iter()
+            .find(|o| o.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -63,13 +65,27 @@ pub enum ClientMessage {
     ProcessSyncEntry(Result<Box<SyncQueueEntry>, EntryError>),
     /// `process_sync_batch`: entries that could not even be parsed are reported per position.
     ProcessSyncBatch(Vec<Result<SyncQueueEntry, EntryError>>),
-    RequestInitialData { tenant_id: Option<String>, since: Option<i64>, chunk_size: Option<usize> },
-    Ping { timestamp: Value },
-    DataStatusRequest { tenant_id: Option<String>, entity_types: Option<Vec<String>> },
-    TenantDisconnect { tenant_id: Option<String>, reason: Option<String> },
+    RequestInitialData {
+        tenant_id: Option<String>,
+        since: Option<i64>,
+        chunk_size: Option<usize>,
+    },
+    Ping {
+        timestamp: Value,
+    },
+    DataStatusRequest {
+        tenant_id: Option<String>,
+        entity_types: Option<Vec<String>>,
+    },
+    TenantDisconnect {
+        tenant_id: Option<String>,
+        reason: Option<String>,
+    },
     ConnectionStatusRequest,
     /// `process_sync_queue`, `retry_failed_entries`, `get_sync_queue_status`: 0.4 queue messages.
-    QueueStatus { kind: String },
+    QueueStatus {
+        kind: String,
+    },
 }
 
 /// An entry that could not be parsed; answered with a `validation_error` NACK.
@@ -147,10 +163,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
         },
-        "tenant_disconnect" => ClientMessage::TenantDisconnect {
-            tenant_id: opt_str(&obj, "tenant_id"),
-            reason: opt_str(&obj, "reason"),
-        },
+        "tenant_disconnect" => {
+            ClientMessage::TenantDisconnect { tenant_id: opt_str(&obj, "tenant_id"), reason: opt_str(&obj, "reason") }
+        }
         "connection_status_request" => ClientMessage::ConnectionStatusRequest,
         "process_sync_queue" | "retry_failed_entries" | "get_sync_queue_status" | "trigger_cyclic_sync" => {
             ClientMessage::QueueStatus { kind }
@@ -185,7 +200,8 @@ pub fn parse_entry(v: Value) -> Result<SyncQueueEntry, EntryError> {
     let entity_type = string("entityType")?;
     let entity_id = string("entityId")?;
     let op = string("operationType")?;
-    let operation_type = Operation::parse(&op).ok_or_else(|| fail("operationType", "must be create, update or delete"))?;
+    let operation_type =
+        Operation::parse(&op).ok_or_else(|| fail("operationType", "must be create, update or delete"))?;
     let timestamp = match obj.get("timestamp") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => {
@@ -193,7 +209,12 @@ pub fn parse_entry(v: Value) -> Result<SyncQueueEntry, EntryError> {
             // years 0..=9999: what ISO-8601 timestamps (and every client) can express
             match ms.filter(|ms| (-62_167_219_200_000..=253_402_300_799_999).contains(ms)) {
                 Some(ms) => Some(ms),
-                None => return Err(fail("timestamp", &format!("{n} is not a time in milliseconds since the epoch (years 0 to 9999)"))),
+                None => {
+                    return Err(fail(
+                        "timestamp",
+                        &format!("{n} is not a time in milliseconds since the epoch (years 0 to 9999)"),
+                    ))
+                }
             }
         }
         Some(_) => return Err(fail("timestamp", "expected an integer (milliseconds since the epoch)")),
@@ -501,8 +522,12 @@ impl From<ProtocolError> for ErrorMessage {
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutgoingClientMessage {
-    ProcessSyncEntry { payload: SyncQueueEntry },
-    ProcessSyncBatch { entries: Vec<SyncQueueEntry> },
+    ProcessSyncEntry {
+        payload: SyncQueueEntry,
+    },
+    ProcessSyncBatch {
+        entries: Vec<SyncQueueEntry>,
+    },
     RequestInitialData {
         tenant_id: String,
         #[ts(optional)]
@@ -518,7 +543,10 @@ pub enum OutgoingClientMessage {
         tenant_id: String,
         entity_types: Option<Vec<EntityType>>,
     },
-    TenantDisconnect { tenant_id: String, reason: String },
+    TenantDisconnect {
+        tenant_id: String,
+        reason: String,
+    },
 }
 
 #[cfg(test)]
@@ -551,7 +579,9 @@ mod tests {
     #[test]
     fn delete_accepts_null_payload_but_update_does_not() {
         let base = |op: &str, payload: &str| {
-            format!(r#"{{"id":"e","tenantId":"t","entityType":"Tag","entityId":"x","operationType":"{op}","payload":{payload},"timestamp":1}}"#)
+            format!(
+                r#"{{"id":"e","tenantId":"t","entityType":"Tag","entityId":"x","operationType":"{op}","payload":{payload},"timestamp":1}}"#
+            )
         };
         assert!(parse_entry(serde_json::from_str(&base("delete", "null")).unwrap()).is_ok());
         let e = parse_entry(serde_json::from_str(&base("update", "null")).unwrap()).unwrap_err();

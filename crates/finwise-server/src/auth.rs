@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{storage::sqlite, TenantId};
 
-const AUTH_MIGRATIONS: &[&str] = &[r#"
+const AUTH_MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE users (
         id            TEXT PRIMARY KEY,
         name          TEXT NOT NULL UNIQUE COLLATE NOCASE,
@@ -244,11 +245,14 @@ impl AuthStore {
                      WHERE m.user_id = ?1 AND (?2 = 0 OR t.legacy_open) ORDER BY t.created_at"
                 );
                 let mut stmt = db.prepare(&sql)?;
-                let rows = stmt.query_map(params![u, legacy_only], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let rows =
+                    stmt.query_map(params![u, legacy_only], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 rows
             }
             None => {
-                let mut stmt = db.prepare(&format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.legacy_open ORDER BY t.created_at"))?;
+                let mut stmt = db.prepare(&format!(
+                    "SELECT {TENANT_COLS} FROM tenants t WHERE t.legacy_open ORDER BY t.created_at"
+                ))?;
                 let rows = stmt.query_map([], tenant_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 rows
             }
@@ -264,13 +268,23 @@ impl AuthStore {
     /// Creates a tenant with its creator as owner. Creating a tenant the user already owns under
     /// the same id is idempotent (the 0.4 frontend retries).
     /// `legacy_open`: created by a tokenless 0.4 client, so tokenless clients may use it.
-    pub fn create_tenant(&self, id: &TenantId, name: &str, user_id: &str, legacy_open: bool) -> Result<Tenant, AuthError> {
+    pub fn create_tenant(
+        &self,
+        id: &TenantId,
+        name: &str,
+        user_id: &str,
+        legacy_open: bool,
+    ) -> Result<Tenant, AuthError> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let sql = format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1");
         if let Some(t) = tx.query_row(&sql, [id.as_str()], tenant_row).optional()? {
             let member: bool = tx
-                .query_row("SELECT 1 FROM members WHERE tenant_id = ?1 AND user_id = ?2", params![id.as_str(), user_id], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM members WHERE tenant_id = ?1 AND user_id = ?2",
+                    params![id.as_str(), user_id],
+                    |_| Ok(()),
+                )
                 .optional()?
                 .is_some();
             return if member { Ok(t) } else { Err(AuthError::TenantIdTaken) };
@@ -295,7 +309,13 @@ impl AuthStore {
             params![id.as_str(), user_id],
         )?;
         tx.commit()?;
-        Ok(Tenant { name: name.into(), uuid: id.as_str().into(), user_id: user_id.into(), created_at: now.clone(), updated_at: now })
+        Ok(Tenant {
+            name: name.into(),
+            uuid: id.as_str().into(),
+            user_id: user_id.into(),
+            created_at: now.clone(),
+            updated_at: now,
+        })
     }
 
     /// Renames a tenant, with the check `create_tenant` makes: `user_id` (the renaming user, or
@@ -317,7 +337,10 @@ impl AuthStore {
         if dup.is_some() {
             return Err(AuthError::TenantNameExists(name.into()));
         }
-        tx.execute("UPDATE tenants SET name = ?2, updated_at = ?3 WHERE id = ?1", params![id.as_str(), name, naive_now()])?;
+        tx.execute(
+            "UPDATE tenants SET name = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.as_str(), name, naive_now()],
+        )?;
         tx.commit()?;
         drop(db);
         self.tenant(id)
@@ -327,8 +350,10 @@ impl AuthStore {
     /// imported from 0.4, or one not created yet (the 0.4 frontend opens the socket of a new
     /// tenant before its `POST /tenants/` returns). Never a tenant created by a token user.
     pub fn legacy_open(&self, id: &TenantId) -> Result<bool, AuthError> {
-        let open: Option<bool> =
-            self.db().query_row("SELECT legacy_open FROM tenants WHERE id = ?1", [id.as_str()], |r| r.get(0)).optional()?;
+        let open: Option<bool> = self
+            .db()
+            .query_row("SELECT legacy_open FROM tenants WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .optional()?;
         Ok(open.unwrap_or(true))
     }
 
@@ -373,7 +398,8 @@ impl AuthStore {
         if last_owner(&tx, tenant, user_id)? {
             return Err(AuthError::LastOwner);
         }
-        let n = tx.execute("DELETE FROM members WHERE tenant_id = ?1 AND user_id = ?2", params![tenant.as_str(), user_id])?;
+        let n =
+            tx.execute("DELETE FROM members WHERE tenant_id = ?1 AND user_id = ?2", params![tenant.as_str(), user_id])?;
         tx.commit()?;
         Ok(n > 0)
     }
@@ -384,7 +410,9 @@ impl AuthStore {
             "SELECT u.id, u.name, u.email, m.role FROM members m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = ?1 ORDER BY u.name",
         )?;
         let rows = stmt
-            .query_map([tenant.as_str()], |r| Ok(Member { user_id: r.get(0)?, name: r.get(1)?, email: r.get(2)?, role: r.get(3)? }))?
+            .query_map([tenant.as_str()], |r| {
+                Ok(Member { user_id: r.get(0)?, name: r.get(1)?, email: r.get(2)?, role: r.get(3)? })
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -452,9 +480,12 @@ pub fn hash_password(password: &str) -> String {
     let hash = with_argon_memory(params.block_count(), |blocks| {
         let mut salt_bytes = [0u8; 64];
         let salt_bytes = salt.as_salt().decode_b64(&mut salt_bytes)?;
-        let output = argon2::password_hash::Output::init_with(params.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN), |out| {
-            argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, blocks).map_err(Into::into)
-        })?;
+        let output = argon2::password_hash::Output::init_with(
+            params.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN),
+            |out| {
+                argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, blocks).map_err(Into::into)
+            },
+        )?;
         Ok(PasswordHash {
             algorithm: argon2::Algorithm::Argon2id.ident(),
             version: Some(argon2::Version::V0x13.into()),
@@ -577,7 +608,10 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
                 return Ok(bytes);
             }
         }
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a valid secret", path.display())));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a valid secret", path.display()),
+        ));
     }
     let mut bytes = vec![0u8; 64];
     rand::rng().fill_bytes(&mut bytes);
@@ -603,7 +637,7 @@ mod tests {
     fn bcrypt_hashes_verify_and_ask_for_rehash() {
         let h = bcrypt::hash("pw", 4).unwrap();
         assert_eq!(verify_password("pw", &h), (true, true));
-        assert_eq!(verify_password("nope", &h).0, false);
+        assert!(!verify_password("nope", &h).0);
         let a = hash_password("pw");
         assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
         assert_eq!(verify_password("pw", &a), (true, false));
@@ -619,6 +653,10 @@ mod tests {
         assert_eq!(verify_password("Grune Wiese 43", &theirs), (false, false));
         let ours = hash_password("Grune Wiese 42");
         assert!(Argon2::default().verify_password(b"Grune Wiese 42", &PasswordHash::new(&ours).unwrap()).is_ok());
-        assert_eq!(verify_password("x", "$argon2id$v=19$m=1048576,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"), (false, false), "a stored hash may not ask for 1 GiB");
+        assert_eq!(
+            verify_password("x", "$argon2id$v=19$m=1048576,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"),
+            (false, false),
+            "a stored hash may not ask for 1 GiB"
+        );
     }
 }

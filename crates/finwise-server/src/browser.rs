@@ -44,7 +44,10 @@ fn loopback_origin(origin: &str) -> bool {
 /// Whether `Origin` names this server itself (the `Host` the request was sent to).
 pub fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
-    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).is_some_and(|o| o.eq_ignore_ascii_case(host))
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 
 /// For a tokenless (legacy) WebSocket upgrade: browsers do not apply CORS to WebSockets, so

@@ -274,17 +274,26 @@ impl Settings {
             };
             let value = match kind {
                 KeyKind::Str => toml::Value::String(raw),
-                KeyKind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| err(&var, format!("'{raw}' is not a whole number")))?),
-                KeyKind::Bool => toml::Value::Boolean(parse_bool(&raw).ok_or_else(|| err(&var, format!("'{raw}' is not true/false")))?),
+                KeyKind::Int => toml::Value::Integer(
+                    raw.trim().parse().map_err(|_| err(&var, format!("'{raw}' is not a whole number")))?,
+                ),
+                KeyKind::Bool => toml::Value::Boolean(
+                    parse_bool(&raw).ok_or_else(|| err(&var, format!("'{raw}' is not true/false")))?,
+                ),
                 KeyKind::List => toml::Value::Array(
-                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.into()))
+                        .collect(),
                 ),
             };
             table.insert((*key).into(), value);
         }
         if let Some(v) = lookup("FINWISE_DISABLE_REGISTRATION") {
             if !table.contains_key("registration_enabled") {
-                let b = parse_bool(&v).ok_or_else(|| err("FINWISE_DISABLE_REGISTRATION", format!("'{v}' is not true/false")))?;
+                let b = parse_bool(&v)
+                    .ok_or_else(|| err("FINWISE_DISABLE_REGISTRATION", format!("'{v}' is not true/false")))?;
                 table.insert("registration_enabled".into(), toml::Value::Boolean(!b));
             }
         }
@@ -474,7 +483,11 @@ mod tests {
 
     #[test]
     fn printed_configuration_is_a_valid_config_file() {
-        let flags = Settings { max_in_flight: Some(7), cors_origins: Some(vec!["https://x.example".into()]), ..Settings::default() };
+        let flags = Settings {
+            max_in_flight: Some(7),
+            cors_origins: Some(vec!["https://x.example".into()]),
+            ..Settings::default()
+        };
         let r = resolve(Config::default(), &Settings::default(), &Settings::default(), &flags);
         let text = r.to_toml();
         let back: Settings = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -70,7 +70,13 @@ pub struct Limits {
 }
 
 /// Validates an entry for the socket's tenant. Never touches storage.
-pub fn prepare(mut entry: SyncQueueEntry, socket_tenant: &str, now_ms: i64, limits: Limits) -> Result<Prepared, SyncNack> {
+#[allow(clippy::result_large_err)] // the Err is the NACK sent back, moved as it is; refusals are rare
+pub fn prepare(
+    mut entry: SyncQueueEntry,
+    socket_tenant: &str,
+    now_ms: i64,
+    limits: Limits,
+) -> Result<Prepared, SyncNack> {
     if entry.tenant_id != socket_tenant {
         return Err(SyncNack::for_entry(
             &entry,
@@ -220,7 +226,11 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
         }
         Decision::Unchanged => {
             let s = stored.as_ref().expect("Unchanged implies a stored version");
-            Outcome { reply: Reply::Ack(ack(p, s.seq, true, time::format_ms(s.updated_at_ms))), broadcast: None, to_writer: None }
+            Outcome {
+                reply: Reply::Ack(ack(p, s.seq, true, time::format_ms(s.updated_at_ms))),
+                broadcast: None,
+                to_writer: None,
+            }
         }
         Decision::Lose => {
             let s = stored.as_ref().expect("Lose implies a stored version");

@@ -58,7 +58,8 @@ impl ApiError {
     }
     /// 503 with `Retry-After`: every password-hashing slot stayed busy.
     fn busy_hashing(wait: limits::RetryAfter) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy checking passwords; try again in a moment");
+        let mut e =
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy checking passwords; try again in a moment");
         e.retry_after = Some(wait.secs());
         e
     }
@@ -295,7 +296,9 @@ async fn request_span(State(app): AppState, req: Request, next: axum::middleware
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
@@ -314,17 +317,18 @@ async fn metrics(State(app): AppState) -> Response {
     app.metrics.tcp_connections_open.set(app.conns.open() as i64);
     app.metrics.ws_buffered_bytes.set(app.conns.buffers().inbound() as i64);
     app.metrics.ws_outbound_bytes.set(app.conns.buffers().outbound() as i64);
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        app.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
         .into_response()
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct RegisterBody {
     /// Shown to other members; no control or invisible characters.
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$"
+    )]
     name: String,
     #[schema(format = Email, max_length = 254)]
     email: String,
@@ -372,7 +376,12 @@ struct LoginBody {
 }
 
 /// Checks credentials with throttling per account and per address. Returns the user id.
-async fn check_credentials(app: &Arc<App>, ip: std::net::IpAddr, login: &str, password: String) -> ApiResult<auth::User> {
+async fn check_credentials(
+    app: &Arc<App>,
+    ip: std::net::IpAddr,
+    login: &str,
+    password: String,
+) -> ApiResult<auth::User> {
     // An address with many failures is slowed (one attempt per `login_address_delay`), never
     // locked: the right password of an account that is not under attack still gets through.
     app.login_addresses
@@ -444,7 +453,12 @@ async fn token_pair(app: &Arc<App>, user_id: &str, family: Option<String>) -> Ap
 }
 
 #[utoipa::path(post, path = "/login", tag = "accounts", request_body = LoginBody, responses((status = 200, description = "the user with `access_token`, `refresh_token`, `token_type`, `expires_in`", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 429, description = "too many failed logins (Retry-After)", body = ErrorBody)))]
-async fn login(State(app): AppState, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap, Body(b): Body<LoginBody>) -> ApiResult<Json<Value>> {
+async fn login(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Body(b): Body<LoginBody>,
+) -> ApiResult<Json<Value>> {
     let ip = app.proxies.client_ip(addr.ip(), &headers);
     let user = check_credentials(&app, ip, &b.username_or_email, b.password).await?;
     let mut body = serde_json::to_value(&user).map_err(ApiError::internal)?;
@@ -498,7 +512,11 @@ struct UserQuery {
 }
 
 #[utoipa::path(get, path = "/tenants/", tag = "tenants", params(UserQuery), security(("bearer" = [])), responses((status = 200, description = "tenants the caller is a member of", body = Vec<auth::Tenant>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
-async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<UserQuery>) -> ApiResult<impl IntoResponse> {
+async fn list_tenants(
+    State(app): AppState,
+    headers: HeaderMap,
+    Query(q): Query<UserQuery>,
+) -> ApiResult<impl IntoResponse> {
     let who = caller(&app, &headers)?;
     let user = who.acting_user(q.user_id.as_deref())?;
     let legacy = matches!(who, Caller::Legacy);
@@ -522,17 +540,26 @@ async fn list_tenants(State(app): AppState, headers: HeaderMap, Query(q): Query<
 struct CreateTenantBody {
     #[schema(format = Uuid, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     uuid: Option<String>,
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$"
+    )]
     name: String,
     user_id: Option<String>,
 }
 
 fn tenant_id(s: &str) -> ApiResult<TenantId> {
-    TenantId::parse(s).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "tenant id must be a canonical lowercase UUID"))
+    TenantId::parse(s)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "tenant id must be a canonical lowercase UUID"))
 }
 
 #[utoipa::path(post, path = "/tenants/", tag = "tenants", request_body = CreateTenantBody, security(("bearer" = [])), responses((status = 200, description = "the tenant (idempotent for the same owner and id)", body = auth::Tenant), (status = 409, description = "the id belongs to another user's tenant", body = ErrorBody), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form)", body = ErrorBody)))]
-async fn create_tenant(State(app): AppState, headers: HeaderMap, Body(b): Body<CreateTenantBody>) -> ApiResult<Json<auth::Tenant>> {
+async fn create_tenant(
+    State(app): AppState,
+    headers: HeaderMap,
+    Body(b): Body<CreateTenantBody>,
+) -> ApiResult<Json<auth::Tenant>> {
     let who = caller(&app, &headers)?;
     let user = who
         .acting_user(b.user_id.as_deref())?
@@ -588,12 +615,22 @@ async fn require_member(app: &Arc<App>, who: &Caller, tenant: &TenantId, owner: 
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct RenameBody {
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$"
+    )]
     name: String,
 }
 
 #[utoipa::path(put, path = "/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "tenant id"), UserQuery), request_body = RenameBody, security(("bearer" = [])), responses((status = 200, body = auth::Tenant), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
-async fn rename_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>, Body(b): Body<RenameBody>) -> ApiResult<Json<auth::Tenant>> {
+async fn rename_tenant(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<UserQuery>,
+    Body(b): Body<RenameBody>,
+) -> ApiResult<Json<auth::Tenant>> {
     let who = caller(&app, &headers)?;
     who.acting_user(q.user_id.as_deref())?;
     let id = tenant_id(&id)?;
@@ -609,7 +646,12 @@ async fn rename_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<
 }
 
 #[utoipa::path(delete, path = "/tenants/{id}/complete", tag = "tenants", params(("id" = String, Path, description = "tenant id"), UserQuery), security(("bearer" = [])), responses((status = 200, description = "the deleted tenant; its database file is removed", body = auth::Tenant), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
-async fn delete_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>) -> ApiResult<Json<auth::Tenant>> {
+async fn delete_tenant(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<UserQuery>,
+) -> ApiResult<Json<auth::Tenant>> {
     let who = caller(&app, &headers)?;
     who.acting_user(q.user_id.as_deref())?;
     let id = tenant_id(&id)?;
@@ -636,17 +678,28 @@ async fn delete_tenant(State(app): AppState, headers: HeaderMap, Path(id): Path<
 }
 
 #[utoipa::path(delete, path = "/tenants/{id}/sync-queue", tag = "tenants", params(("id" = String, Path, description = "tenant id"), UserQuery), security(("bearer" = [])), responses((status = 200, description = "0.4 compatibility: there is never a server-side queue", body = Object), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody)))]
-async fn clear_sync_queue(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<UserQuery>) -> ApiResult<Json<Value>> {
+async fn clear_sync_queue(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<UserQuery>,
+) -> ApiResult<Json<Value>> {
     let who = caller(&app, &headers)?;
     who.acting_user(q.user_id.as_deref())?;
     let id = tenant_id(&id)?;
     require_member(&app, &who, &id, false).await?;
     // This server keeps no queue: every entry is acked or refused when it arrives.
-    Ok(Json(json!({ "message": "Sync queue is empty: this server answers every entry when it arrives", "tenant_id": id.as_str() })))
+    Ok(Json(
+        json!({ "message": "Sync queue is empty: this server answers every entry when it arrives", "tenant_id": id.as_str() }),
+    ))
 }
 
 #[utoipa::path(get, path = "/tenants/{id}/members", tag = "members", params(("id" = String, Path, description = "tenant id")), security(("bearer" = [])), responses((status = 200, body = Vec<auth::Member>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody)))]
-async fn list_members(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Vec<auth::Member>>> {
+async fn list_members(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<auth::Member>>> {
     let who = caller(&app, &headers)?;
     let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
     let id = tenant_id(&id)?;
@@ -665,7 +718,12 @@ struct AddMemberBody {
 }
 
 #[utoipa::path(post, path = "/tenants/{id}/members", tag = "members", params(("id" = String, Path, description = "tenant id")), request_body = AddMemberBody, security(("bearer" = [])), responses((status = 200, description = "the members after the change", body = Vec<auth::Member>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 422, description = "invalid body (FastAPI list form), or no user with this e-mail", body = ErrorBody)))]
-async fn add_member(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<AddMemberBody>) -> ApiResult<Json<Vec<auth::Member>>> {
+async fn add_member(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(b): Body<AddMemberBody>,
+) -> ApiResult<Json<Vec<auth::Member>>> {
     let who = caller(&app, &headers)?;
     let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
     let id = tenant_id(&id)?;
@@ -683,11 +741,17 @@ async fn add_member(State(app): AppState, headers: HeaderMap, Path(id): Path<Str
     })
     .await?;
     // 422, not 404: the tenant exists; what names nothing is the e-mail in the body
-    members.map(Json).ok_or_else(|| ApiError::unprocessable(&["body", "email"], "no user with this e-mail is registered here"))
+    members
+        .map(Json)
+        .ok_or_else(|| ApiError::unprocessable(&["body", "email"], "no user with this e-mail is registered here"))
 }
 
 #[utoipa::path(delete, path = "/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path, description = "tenant id"), ("user_id" = String, Path)), security(("bearer" = [])), responses((status = 204, description = "removed; the member's open sockets close with 1008"), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
-async fn remove_member(State(app): AppState, headers: HeaderMap, Path((id, user_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn remove_member(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path((id, user_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let who = caller(&app, &headers)?;
     let Caller::User(_) = who else { return Err(ApiError::unauthorized("Not authenticated")) };
     let id = tenant_id(&id)?;
@@ -803,12 +867,15 @@ async fn ws_upgrade(
         None => format!("address:{}", app.proxies.client_ip(addr.ip(), &headers)),
     };
     let Some(place) = app.user_conns.take(&key, app.config.max_connections_per_user) else {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many open connections for this user; close some first");
+        let mut e =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many open connections for this user; close some first");
         e.retry_after = Some(5);
         return Err(e);
     };
     // checked after who is calling: a request without a token learns 401 first
-    let upgrade = upgrade.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("not a WebSocket upgrade request: {}", e.body_text())))?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("not a WebSocket upgrade request: {}", e.body_text()))
+    })?;
     let meter = meter.map(|axum::Extension(m)| m);
     if let Some(m) = &meter {
         m.upgraded();
@@ -820,5 +887,7 @@ async fn ws_upgrade(
         // tungstenite's default 128 KiB read buffer per socket would dominate the memory of idle
         // connections; it grows when a large message arrives.
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| ws::run(app, socket, ws::Session { tenant, user, token_valid_until_ms, meter, _place: place })))
+        .on_upgrade(move |socket| {
+            ws::run(app, socket, ws::Session { tenant, user, token_valid_until_ms, meter, _place: place })
+        }))
 }

@@ -113,7 +113,11 @@ impl App {
         let proxies = limits::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(App {
             login_accounts: limits::Attempts::new(config.login_attempts_per_account, window),
-            login_addresses: limits::AddressSlowdown::new(config.login_attempts_per_address, window, config.login_address_delay),
+            login_addresses: limits::AddressSlowdown::new(
+                config.login_attempts_per_address,
+                window,
+                config.login_address_delay,
+            ),
             registrations: limits::Attempts::new(config.registrations_per_address, config.registration_window),
             hash_gate: limits::HashGate::new(config.password_hash_concurrency, config.password_hash_wait),
             proxies,
@@ -176,7 +180,11 @@ impl Drop for ConnGuard {
 /// Serves on `listener` until `shutdown` resolves, then shuts down gracefully: tells every
 /// connection (`status: shutdown`), lets in-flight entries commit and be acked, closes the
 /// tenant databases.
-pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     // one process per data dir: held until the server has stopped (or the process dies)
     let lock = DataDir { root: config.data_dir.clone() }.lock("serve")?;
     serve_locked(listener, config, lock, shutdown).await
@@ -204,7 +212,11 @@ pub async fn serve_locked(
         idle_timeout: cfg.http_idle_timeout,
     };
     if limits.max_connections < cfg.max_connections {
-        warn!(configured = cfg.max_connections, effective = limits.max_connections, "max_connections lowered to fit the open-file limit (ulimit -n)");
+        warn!(
+            configured = cfg.max_connections,
+            effective = limits.max_connections,
+            "max_connections lowered to fit the open-file limit (ulimit -n)"
+        );
     }
     info!(%addr, data_dir = %app.data.root.display(), max_connections = limits.max_connections, "listening");
     let hub = Arc::clone(&app.hub);

@@ -219,10 +219,16 @@ impl TrustedProxies {
                 Some((a, l)) => (a, Some(l)),
                 None => (s.as_str(), None),
             };
-            let ip: IpAddr = addr.trim().parse().map_err(|_| format!("trusted_proxies: '{s}' is not an address or CIDR range"))?;
+            let ip: IpAddr =
+                addr.trim().parse().map_err(|_| format!("trusted_proxies: '{s}' is not an address or CIDR range"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let len = match len {
-                Some(l) => l.trim().parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("trusted_proxies: bad prefix length in '{s}'"))?,
+                Some(l) => l
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|l| *l <= max)
+                    .ok_or_else(|| format!("trusted_proxies: bad prefix length in '{s}'"))?,
                 None => max,
             };
             out.push((ip, len));

@@ -66,7 +66,12 @@ impl Collections {
 /// Streams the load for `req` into `out` as serialised messages. With `chunk_size` at most that
 /// many entities are held at once, and the bounded channel keeps a slow client from making the
 /// server buffer the tenant: memory stays proportional to the chunk, not the tenant.
-pub fn stream_load(path: &std::path::Path, tenant: &TenantId, req: LoadRequest, out: mpsc::Sender<String>) -> Result<()> {
+pub fn stream_load(
+    path: &std::path::Path,
+    tenant: &TenantId,
+    req: LoadRequest,
+    out: mpsc::Sender<String>,
+) -> Result<()> {
     let mut reader = SqliteReader::open(path)?;
     reader.read(|r| {
         let snap = r.snapshot()?;
@@ -85,7 +90,10 @@ pub fn stream_load(path: &std::path::Path, tenant: &TenantId, req: LoadRequest, 
         } else {
             None
         };
-        let make = |payload: Box<RawValue>, part: Option<u32>, more: bool, deleted: Option<BTreeMap<EntityType, Vec<String>>>| {
+        let make = |payload: Box<RawValue>,
+                    part: Option<u32>,
+                    more: bool,
+                    deleted: Option<BTreeMap<EntityType, Vec<String>>>| {
             let msg = InitialDataLoad {
                 event_type: "initial_data_load".into(),
                 tenant_id: tenant.as_str().into(),
@@ -126,7 +134,11 @@ pub fn stream_load(path: &std::path::Path, tenant: &TenantId, req: LoadRequest, 
 
 /// Computes `data_status_response`: 0.4 per-row checksums for the requested types, plus the
 /// v2 tenant digest over all live entities.
-pub fn data_status(path: &std::path::Path, tenant: &TenantId, entity_types: Option<&[String]>) -> Result<DataStatusResponse> {
+pub fn data_status(
+    path: &std::path::Path,
+    tenant: &TenantId,
+    entity_types: Option<&[String]>,
+) -> Result<DataStatusResponse> {
     let requested: Vec<String> = match entity_types {
         Some(list) => list.to_vec(),
         None => ["Account", "AccountGroup", "Category", "CategoryGroup"].iter().map(|s| s.to_string()).collect(),
@@ -137,7 +149,8 @@ pub fn data_status(path: &std::path::Path, tenant: &TenantId, entity_types: Opti
         let mut lines: Vec<(EntityType, String, String)> = Vec::new();
         r.live_versions(&mut |t, id, ms| lines.push((t, id.to_owned(), time::format_ms(ms))))?;
         let tenant_digest = digest::tenant_digest(lines.iter().map(|(t, id, u)| (*t, id.as_str(), u.as_str())));
-        let mut checksums: BTreeMap<String, Vec<EntityChecksum>> = requested.iter().map(|k| (k.clone(), Vec::new())).collect();
+        let mut checksums: BTreeMap<String, Vec<EntityChecksum>> =
+            requested.iter().map(|k| (k.clone(), Vec::new())).collect();
         let wanted: Vec<EntityType> = requested
             .iter()
             .filter_map(|k| EntityType::parse(k).filter(|t| digest::checksum_keys(*t).is_some()))
@@ -153,7 +166,8 @@ pub fn data_status(path: &std::path::Path, tenant: &TenantId, entity_types: Opti
                                 .and_then(time::parse_ms)
                                 .map(|ms| ms.div_euclid(1000))
                                 .unwrap_or(0);
-                            let key = requested.iter().find(|k| EntityType::parse(k) == Some(t)).cloned().unwrap_or_default();
+                            let key =
+                                requested.iter().find(|k| EntityType::parse(k) == Some(t)).cloned().unwrap_or_default();
                             checksums.entry(key).or_default().push(EntityChecksum {
                                 entity_id: m.get("id").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
                                 checksum: sum,

@@ -67,8 +67,17 @@ const KNOWN_IN: &[&str] = &[
 ];
 
 /// Message types the server sends most.
-const KNOWN_OUT: &[&str] =
-    &["data_update", "sync_ack", "sync_nack", "sync_batch_result", "initial_data_load", "status", "ping", "pong", "error"];
+const KNOWN_OUT: &[&str] = &[
+    "data_update",
+    "sync_ack",
+    "sync_nack",
+    "sync_batch_result",
+    "initial_data_load",
+    "status",
+    "ping",
+    "pong",
+    "error",
+];
 
 fn resolve(family: &Family<Labels, Counter>, kinds: &[&'static str]) -> Vec<(&'static str, Counter)> {
     kinds.iter().map(|k| (*k, family.get_or_create(&vec![("type", (*k).to_owned())]).clone())).collect()
@@ -126,11 +135,27 @@ impl Metrics {
         r.register("finwise_commit_batch_entries", "entries in one group commit", m.commit_batch_entries.clone());
         r.register("finwise_commit_seconds", "duration of one group commit transaction", m.commit_seconds.clone());
         r.register("finwise_commit_failures", "group commits that failed (storage_error)", m.commit_failures.clone());
-        r.register("finwise_writer_queue_depth", "entries queued on tenant writers, all tenants", m.writer_queue_depth.clone());
+        r.register(
+            "finwise_writer_queue_depth",
+            "entries queued on tenant writers, all tenants",
+            m.writer_queue_depth.clone(),
+        );
         r.register("finwise_open_tenants", "tenant databases open (running writers)", m.open_tenants.clone());
-        r.register("finwise_tcp_connections_open", "TCP connections open (HTTP and WebSocket; see max_connections)", m.tcp_connections_open.clone());
-        r.register("finwise_ws_buffered_bytes", "bytes in unfinished incoming WebSocket messages (see ws_buffer_budget)", m.ws_buffered_bytes.clone());
-        r.register("finwise_ws_outbound_bytes", "outgoing WebSocket bytes not yet written to the kernel (see ws_buffer_budget)", m.ws_outbound_bytes.clone());
+        r.register(
+            "finwise_tcp_connections_open",
+            "TCP connections open (HTTP and WebSocket; see max_connections)",
+            m.tcp_connections_open.clone(),
+        );
+        r.register(
+            "finwise_ws_buffered_bytes",
+            "bytes in unfinished incoming WebSocket messages (see ws_buffer_budget)",
+            m.ws_buffered_bytes.clone(),
+        );
+        r.register(
+            "finwise_ws_outbound_bytes",
+            "outgoing WebSocket bytes not yet written to the kernel (see ws_buffer_budget)",
+            m.ws_outbound_bytes.clone(),
+        );
         r.register("finwise_http_requests", "HTTP requests answered, by status", m.http_requests.clone());
         r.register(
             "finwise_connection_closes",

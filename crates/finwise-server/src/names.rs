@@ -63,7 +63,10 @@ pub fn email(raw: &str) -> Result<String, String> {
             && !l.ends_with('-')
             && l.chars().all(|c| c.is_alphanumeric() || c == '-')
     };
-    if labels.len() < 2 || !labels.iter().all(label_ok) || labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+    if labels.len() < 2
+        || !labels.iter().all(label_ok)
+        || labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
         return Err(MSG.into());
     }
     Ok(s)

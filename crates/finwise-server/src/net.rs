@@ -159,7 +159,11 @@ impl Drop for OutboundCharge {
 
 impl std::fmt::Debug for Buffers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Buffers").field("inbound", &self.inbound()).field("outbound", &self.outbound()).field("budget", &self.budget).finish()
+        f.debug_struct("Buffers")
+            .field("inbound", &self.inbound())
+            .field("outbound", &self.outbound())
+            .field("budget", &self.budget)
+            .finish()
     }
 }
 
@@ -173,12 +177,7 @@ pub struct Connections {
 
 impl Connections {
     pub fn new(buffers: Arc<Buffers>, large_message: usize) -> Arc<Self> {
-        Arc::new(Connections {
-            entries: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            buffers,
-            large_message,
-        })
+        Arc::new(Connections { entries: Mutex::new(HashMap::new()), next: AtomicU64::new(1), buffers, large_message })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
@@ -200,7 +199,11 @@ impl Connections {
         if map.len() < cap {
             return true;
         }
-        let victim = map.iter().filter(|(_, e)| e.busy == 0 && !e.upgraded && !e.closing).min_by_key(|(_, e)| e.idle_since).map(|(id, e)| (*id, e.close.clone()));
+        let victim = map
+            .iter()
+            .filter(|(_, e)| e.busy == 0 && !e.upgraded && !e.closing)
+            .min_by_key(|(_, e)| e.idle_since)
+            .map(|(id, e)| (*id, e.close.clone()));
         drop(map);
         match victim {
             Some((id, close)) => {
@@ -219,7 +222,17 @@ impl Connections {
     fn register(self: &Arc<Self>) -> (Arc<Meter>, Arc<Notify>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
-        self.lock().insert(id, Entry { busy: 0, upgraded: false, served: false, closing: false, idle_since: Instant::now(), close: close.clone() });
+        self.lock().insert(
+            id,
+            Entry {
+                busy: 0,
+                upgraded: false,
+                served: false,
+                closing: false,
+                idle_since: Instant::now(),
+                close: close.clone(),
+            },
+        );
         let meter = Arc::new(Meter {
             id,
             conns: Arc::clone(self),
@@ -321,7 +334,9 @@ impl Meter {
         let tracker = frames.get_or_insert_with(|| crate::frames::FrameTracker::new(self.conns.large_message));
         match tracker.feed(bytes) {
             crate::frames::Verdict::Ok => {}
-            crate::frames::Verdict::TooBig => return self.refuse(REFUSED_TOO_BIG, "a message other than a batch exceeds max_message_bytes"),
+            crate::frames::Verdict::TooBig => {
+                return self.refuse(REFUSED_TOO_BIG, "a message other than a batch exceeds max_message_bytes")
+            }
             crate::frames::Verdict::Malformed => return self.refuse(REFUSED_MALFORMED, "not a WebSocket client frame"),
         }
         let mine = self.unfinished.fetch_add(n, Ordering::Relaxed) + n;
@@ -374,7 +389,11 @@ impl AsyncWrite for Metered {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -433,7 +452,10 @@ pub async fn serve(
         };
         if !conns.make_room(limits.max_connections) {
             if refused_logged.elapsed() > Duration::from_secs(10) {
-                warn!(max_connections = limits.max_connections, "connection cap reached and every connection is busy: refusing new connections");
+                warn!(
+                    max_connections = limits.max_connections,
+                    "connection cap reached and every connection is busy: refusing new connections"
+                );
                 refused_logged = Instant::now();
             }
             drop(tcp);

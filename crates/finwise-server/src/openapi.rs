@@ -13,7 +13,8 @@ use utoipa::openapi::{
 pub struct Accuracy;
 
 fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
-    let content = ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody")))).build();
+    let content =
+        ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody")))).build();
     RefOr::T(ResponseBuilder::new().description(description).content("application/json", content).build())
 }
 
@@ -47,7 +48,10 @@ impl utoipa::Modify for Accuracy {
                 for p in op.parameters.iter_mut().flatten() {
                     if p.name == "id" || p.name == "tenant_id" {
                         p.schema = Some(RefOr::T(Schema::Object(
-                            ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))).build(),
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                                .build(),
                         )));
                         tenant_param = true;
                     }

@@ -23,7 +23,9 @@ pub fn mount<S: Clone + Send + Sync + 'static>(r: Router<S>, web_dir: Option<&Pa
     if let Some(dir) = web_dir {
         if dir.join("index.html").is_file() {
             let index = dir.join("index.html");
-            return r.fallback_service(tower_http::services::ServeDir::new(dir).fallback(tower_http::services::ServeFile::new(index)));
+            return r.fallback_service(
+                tower_http::services::ServeDir::new(dir).fallback(tower_http::services::ServeFile::new(index)),
+            );
         }
         warn!(web_dir = %dir.display(), "web_dir has no index.html; serving the web app built into this binary instead");
     }
@@ -46,7 +48,9 @@ async fn serve_embedded(uri: Uri, headers: HeaderMap) -> Response {
     let asset = match find(path) {
         Some(a) => a,
         // the app's routes (`/tenants/…` style links, deep links): the shell
-        None if !path.starts_with("/assets/") && !path.contains('.') => find("/index.html").expect("embedded index.html"),
+        None if !path.starts_with("/assets/") && !path.contains('.') => {
+            find("/index.html").expect("embedded index.html")
+        }
         None => return (StatusCode::NOT_FOUND, "not found").into_response(),
     };
     let (name, bytes, etag) = *asset;
@@ -56,7 +60,11 @@ async fn serve_embedded(uri: Uri, headers: HeaderMap) -> Response {
     let mut h = HeaderMap::new();
     h.insert(header::ETAG, HeaderValue::from_static(etag));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
         return (StatusCode::NOT_MODIFIED, h).into_response();
     }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(name)));

@@ -142,7 +142,10 @@ impl Writers {
         });
         for i in 0..threads {
             let s = Arc::clone(&shared);
-            std::thread::Builder::new().name(format!("writer-{i}")).spawn(move || s.work()).expect("spawn writer thread");
+            std::thread::Builder::new()
+                .name(format!("writer-{i}"))
+                .spawn(move || s.work())
+                .expect("spawn writer thread");
         }
         Arc::new(Writers { shared })
     }
@@ -369,7 +372,8 @@ impl Shared {
     /// Applies a group of jobs in one transaction. Returns false when a `Close` was among them.
     fn process(&self, tenant: &TenantId, db: &mut SqliteTenant, jobs: Vec<Job>) -> bool {
         let now = finwise_protocol::time::now_ms();
-        let entries: usize = jobs.iter().map(|j| if let Job::Entries { items, .. } = j { items.len() } else { 0 }).sum();
+        let entries: usize =
+            jobs.iter().map(|j| if let Job::Entries { items, .. } = j { items.len() } else { 0 }).sum();
         let started = std::time::Instant::now();
         let result = db.write(|txn| {
             let mut all = Vec::with_capacity(jobs.len());
@@ -399,8 +403,7 @@ impl Shared {
                             // The texts to publish are taken before the reply goes out, and the
                             // reply goes first: the writer's task is woken before the listeners'
                             // (a wake from this thread queues in FIFO order on the runtime).
-                            let texts: Vec<Utf8Bytes> =
-                                outs.iter().filter_map(|o| o.broadcast.clone()).collect();
+                            let texts: Vec<Utf8Bytes> = outs.iter().filter_map(|o| o.broadcast.clone()).collect();
                             let _ = reply.send(outs);
                             for text in texts {
                                 self.hub.publish_change(tenant, origin, text);
@@ -429,7 +432,6 @@ impl Shared {
         }
         keep_running
     }
-
 }
 
 fn fail_job(job: Job, detail: &str) {

@@ -131,12 +131,13 @@ impl Conn {
             SendResult::Done(r) => self.check_sent(r),
             SendResult::TooSlowUnderPressure => {
                 warn!(conn = self.id, tenant = %self.tenant, "the WebSocket buffer budget is exhausted and this client has not read for a while; closing");
-                Err(Stop::Close(close::TRY_AGAIN_LATER, "too slow while the server is short of buffer space: resync by delta"))
+                Err(Stop::Close(
+                    close::TRY_AGAIN_LATER,
+                    "too slow while the server is short of buffer space: resync by delta",
+                ))
             }
         }
     }
-
-
 
     fn check_sent(&self, r: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>) -> Result<(), Stop> {
         match r {
@@ -192,7 +193,9 @@ impl Conn {
     async fn feed_event(&mut self, ev: Result<Event, RecvError>, user: Option<&str>) -> Result<(), Stop> {
         match ev {
             Ok(Event::Change { origin, text, .. }) if origin != self.id => self.feed_text(text).await,
-            Ok(Event::Revoke { user_id }) if user == Some(user_id.as_str()) => Err(Stop::Close(close::POLICY, "membership revoked")),
+            Ok(Event::Revoke { user_id }) if user == Some(user_id.as_str()) => {
+                Err(Stop::Close(close::POLICY, "membership revoked"))
+            }
             Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Shutdown) => Ok(()),
             Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
             Err(RecvError::Lagged(n)) => {
@@ -310,7 +313,15 @@ async fn run_conn(
     let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
     info!(conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"), "connected");
     let burst = app.config.message_burst as f64;
-    let mut c = Conn { app: Arc::clone(&app), tenant: tenant.clone(), id, sink, tokens: burst, last_refill: Instant::now(), unflushed: 0 };
+    let mut c = Conn {
+        app: Arc::clone(&app),
+        tenant: tenant.clone(),
+        id,
+        sink,
+        tokens: burst,
+        last_refill: Instant::now(),
+        unflushed: 0,
+    };
     let max_in_flight = app.config.max_in_flight.max(MAX_IN_FLIGHT_FLOOR);
     let mut pending: FuturesOrdered<BoxFuture<'static, Pending>> = FuturesOrdered::new();
     let mut heartbeat = tokio::time::interval(app.config.heartbeat_interval);
@@ -485,7 +496,11 @@ fn submit(c: &Conn, items: Vec<Item>, batch: bool) -> BoxFuture<'static, Pending
     }
 }
 
-async fn handle_text(c: &mut Conn, pending: &mut FuturesOrdered<BoxFuture<'static, Pending>>, text: &str) -> Result<(), Stop> {
+async fn handle_text(
+    c: &mut Conn,
+    pending: &mut FuturesOrdered<BoxFuture<'static, Pending>>,
+    text: &str,
+) -> Result<(), Stop> {
     let cfg = &c.app.config;
     let oversized = text.len() > cfg.max_message_bytes;
     let parsed = parse_client_message(text);
@@ -514,7 +529,11 @@ async fn handle_text(c: &mut Conn, pending: &mut FuturesOrdered<BoxFuture<'stati
     let limits = c.app.engine_limits();
     let prepare = |e: finwise_protocol::messages::SyncQueueEntry| -> Item {
         if !rate_ok {
-            return Item::Refused(SyncNack::for_entry(&e, NackReason::Overloaded, "message rate limit exceeded; retry with backoff"));
+            return Item::Refused(SyncNack::for_entry(
+                &e,
+                NackReason::Overloaded,
+                "message rate limit exceeded; retry with backoff",
+            ));
         }
         match engine::prepare(e, c.tenant.as_str(), now, limits) {
             Ok(p) => Item::Ready(Box::new(p)),
@@ -552,10 +571,15 @@ async fn handle_text(c: &mut Conn, pending: &mut FuturesOrdered<BoxFuture<'stati
             pending.push_back(f);
             Ok(())
         }
-        _ if !rate_ok => c.send_json(&ErrorMessage::new("rate_limited", "message rate limit exceeded; slow down")).await,
+        _ if !rate_ok => {
+            c.send_json(&ErrorMessage::new("rate_limited", "message rate limit exceeded; slow down")).await
+        }
         ClientMessage::RequestInitialData { tenant_id, since, chunk_size } => {
             if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
-                let e = ErrorMessage::new("tenant_mismatch", "Failed to load initial data: tenant_id is not this connection's tenant");
+                let e = ErrorMessage::new(
+                    "tenant_mismatch",
+                    "Failed to load initial data: tenant_id is not this connection's tenant",
+                );
                 return c.send_json(&e).await;
             }
             send_load(c, LoadRequest { since, chunk_size }).await
@@ -563,11 +587,14 @@ async fn handle_text(c: &mut Conn, pending: &mut FuturesOrdered<BoxFuture<'stati
         ClientMessage::Ping { timestamp } => c.send_json(&json!({"type": "pong", "timestamp": timestamp})).await,
         ClientMessage::DataStatusRequest { tenant_id, entity_types } => {
             if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
-                return c.send_json(&ErrorMessage::new("tenant_mismatch", "tenant_id is not this connection's tenant")).await;
+                return c
+                    .send_json(&ErrorMessage::new("tenant_mismatch", "tenant_id is not this connection's tenant"))
+                    .await;
             }
             let path = c.app.data.tenant_db(&c.tenant);
             let tenant = c.tenant.clone();
-            let res = tokio::task::spawn_blocking(move || loads::data_status(&path, &tenant, entity_types.as_deref())).await;
+            let res =
+                tokio::task::spawn_blocking(move || loads::data_status(&path, &tenant, entity_types.as_deref())).await;
             match res {
                 Ok(Ok(status)) => c.send_json(&status).await,
                 Ok(Err(e)) => {

@@ -1,4 +1,4 @@
-//! Property test (issue 4): random interleavings of creates, updates and deletes from several
+//! Property test: random interleavings of creates, updates and deletes from several
 //! writers, with random (often equal) timestamps, duplicated entries and reordered delivery.
 //! Checks that every replica converges to the server's state and that the server's state is what
 //! LWW over all accepted changes gives, folded independently of the engine.
@@ -12,7 +12,10 @@ use finwise_protocol::{
 };
 use finwise_server::{
     engine::{self, Item, Reply},
-    storage::{sqlite::{SqliteReader, SqliteTenant}, TenantReader},
+    storage::{
+        sqlite::{SqliteReader, SqliteTenant},
+        TenantReader,
+    },
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -32,8 +35,9 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (0..3usize, 0..3usize, 0..3u8, 0..4i64, 0..4u8, prop::option::weighted(0.2, 0..50usize))
-        .prop_map(|(writer, entity, kind, ts_offset, name, retry_of)| Op { writer, entity, kind, ts_offset, name, retry_of })
+    (0..3usize, 0..3usize, 0..3u8, 0..4i64, 0..4u8, prop::option::weighted(0.2, 0..50usize)).prop_map(
+        |(writer, entity, kind, ts_offset, name, retry_of)| Op { writer, entity, kind, ts_offset, name, retry_of },
+    )
 }
 
 /// A replica's view: id → (updated_at_ms, deleted, name).

@@ -1,4 +1,4 @@
-//! Issue 2: the server as a drop-in for the FinWise 0.4 backend, over real sockets.
+//! The server as a drop-in for the FinWise 0.4 backend, over real sockets.
 
 mod common;
 
@@ -32,7 +32,12 @@ async fn legacy_0_4_rest_flow_and_cors() {
         .unwrap();
     assert_eq!(dup.status(), 400);
     assert_eq!(dup.json::<Value>().await.unwrap()["detail"], "Email already registered");
-    let bad = http.post(s.url("/register")).json(&json!({"name": "x", "email": "nope", "password": "secret-password"})).send().await.unwrap();
+    let bad = http
+        .post(s.url("/register"))
+        .json(&json!({"name": "x", "email": "nope", "password": "secret-password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 422);
 
     let login = http
@@ -63,7 +68,10 @@ async fn legacy_0_4_rest_flow_and_cors() {
         .unwrap();
     assert_eq!(created.status(), 200);
     let t: Value = created.json().await.unwrap();
-    assert_eq!((t["uuid"].as_str(), t["user_id"].as_str(), t["name"].as_str()), (Some(tenant.as_str()), Some(uid), Some("Haushalt")));
+    assert_eq!(
+        (t["uuid"].as_str(), t["user_id"].as_str(), t["name"].as_str()),
+        (Some(tenant.as_str()), Some(uid), Some("Haushalt"))
+    );
     let again = http
         .post(s.url("/tenants"))
         .json(&json!({"uuid": new_id(), "name": "Haushalt", "user_id": uid}))
@@ -208,18 +216,34 @@ async fn create_on_existing_acts_as_update_update_of_missing_creates_delete_of_m
     let (token, tenant, mut a) = s.connected("dora").await;
     let mut b = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
     let id = new_id();
-    let ack = a.entry(&entry(&tenant, "Recipient", "update", json!({"id": id, "name": "R1", "updated_at": ts(-5000)}))).await;
+    let ack =
+        a.entry(&entry(&tenant, "Recipient", "update", json!({"id": id, "name": "R1", "updated_at": ts(-5000)}))).await;
     assert_eq!(ack["applied"], true);
     assert_eq!(b.recv().await["operation_type"], "update");
-    let ack = a.entry(&entry(&tenant, "Recipient", "create", json!({"id": id, "name": "R2", "updated_at": ts(-4000)}))).await;
+    let ack =
+        a.entry(&entry(&tenant, "Recipient", "create", json!({"id": id, "name": "R2", "updated_at": ts(-4000)}))).await;
     assert_eq!(ack["applied"], true);
     assert_eq!(b.recv().await["operation_type"], "update", "create on an existing id is an update");
     let missing = new_id();
     let ack = a.entry(&entry(&tenant, "Transaction", "delete", json!({"id": missing}))).await;
     assert_eq!(ack["type"], "sync_ack");
     let del = b.recv().await;
-    assert_eq!((del["operation_type"].as_str(), del["data"]["single_entity"]["id"].as_str()), (Some("delete"), Some(missing.as_str())));
-    let ack = a.entry(&entry(&tenant, "Recipient", "delete", Value::Null).as_object().unwrap().clone().into_iter().map(|(k, v)| if k == "entityId" { (k, json!(id)) } else { (k, v) }).collect::<serde_json::Map<_, _>>().into()).await;
+    assert_eq!(
+        (del["operation_type"].as_str(), del["data"]["single_entity"]["id"].as_str()),
+        (Some("delete"), Some(missing.as_str()))
+    );
+    let ack = a
+        .entry(
+            &entry(&tenant, "Recipient", "delete", Value::Null)
+                .as_object()
+                .unwrap()
+                .clone()
+                .into_iter()
+                .map(|(k, v)| if k == "entityId" { (k, json!(id)) } else { (k, v) })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        )
+        .await;
     assert_eq!(ack["type"], "sync_ack", "delete with a null payload: {ack}");
     let load = b.load(&tenant).await;
     assert!(find(&load, "Recipient", &id).is_none());
@@ -233,7 +257,10 @@ async fn ping_disconnect_status_and_0_4_checksum() {
     assert_eq!(a.recv().await, json!({"type": "pong", "timestamp": 1795618222061i64}));
     a.send(&json!({"type": "connection_status_request"})).await;
     let st = a.recv().await;
-    assert_eq!((st["type"].as_str(), st["backend_status"].as_str()), (Some("connection_status_response"), Some("online")));
+    assert_eq!(
+        (st["type"].as_str(), st["backend_status"].as_str()),
+        (Some("connection_status_response"), Some("online"))
+    );
     // The worked example of the 0.4 description §10.
     let g = json!({"id": "5aea3e0b-2565-449a-946e-29e3860f72db", "name": "G", "sortOrder": 0, "logo_path": null,
         "updated_at": "2026-01-02T03:04:05.678Z"});
@@ -259,7 +286,13 @@ async fn bad_input_gets_precise_errors_and_changes_nothing() {
     let s = TestServer::start(|c| c.max_message_bytes = 64 * 1024).await;
     let (token, tenant, mut a) = s.connected("fritz").await;
     let acc = new_id();
-    a.entry(&entry(&tenant, "AccountGroup", "create", json!({"id": acc, "name": "G", "sortOrder": 0, "updated_at": ts(-1000)}))).await;
+    a.entry(&entry(
+        &tenant,
+        "AccountGroup",
+        "create",
+        json!({"id": acc, "name": "G", "sortOrder": 0, "updated_at": ts(-1000)}),
+    ))
+    .await;
     let before = a.status(&tenant).await["tenant_digest"].clone();
 
     a.send_raw("{not json").await;
@@ -275,11 +308,31 @@ async fn bad_input_gets_precise_errors_and_changes_nothing() {
 
     // Validation errors name the field.
     let cases = [
-        ("Account", json!({"id": new_id(), "name": "A", "isActive": "yes", "isOfflineBudget": false, "accountGroupId": acc, "balance": 0, "offset": 0}), "isActive"),
-        ("Account", json!({"id": new_id(), "name": "A", "isActive": true, "isOfflineBudget": false, "accountGroupId": acc, "offset": 0}), "balance"),
-        ("Account", json!({"id": new_id(), "name": "A", "isActive": true, "isOfflineBudget": false, "accountGroupId": acc, "balance": 0, "offset": 0, "accountType": "checking"}), "accountType"),
-        ("Transaction", json!({"id": new_id(), "accountId": acc, "date": "02.01.2026", "valueDate": "2026-01-02", "amount": 1, "type": "EXPENSE", "runningBalance": 0}), "date"),
-        ("AutomationRule", json!({"id": new_id(), "name": "R", "stage": "LATER", "priority": 1, "isActive": true}), "stage"),
+        (
+            "Account",
+            json!({"id": new_id(), "name": "A", "isActive": "yes", "isOfflineBudget": false, "accountGroupId": acc, "balance": 0, "offset": 0}),
+            "isActive",
+        ),
+        (
+            "Account",
+            json!({"id": new_id(), "name": "A", "isActive": true, "isOfflineBudget": false, "accountGroupId": acc, "offset": 0}),
+            "balance",
+        ),
+        (
+            "Account",
+            json!({"id": new_id(), "name": "A", "isActive": true, "isOfflineBudget": false, "accountGroupId": acc, "balance": 0, "offset": 0, "accountType": "checking"}),
+            "accountType",
+        ),
+        (
+            "Transaction",
+            json!({"id": new_id(), "accountId": acc, "date": "02.01.2026", "valueDate": "2026-01-02", "amount": 1, "type": "EXPENSE", "runningBalance": 0}),
+            "date",
+        ),
+        (
+            "AutomationRule",
+            json!({"id": new_id(), "name": "R", "stage": "LATER", "priority": 1, "isActive": true}),
+            "stage",
+        ),
         ("AccountGroup", json!({"id": new_id(), "name": "G", "sortOrder": "first"}), "sortOrder"),
         ("Tag", json!({"id": new_id(), "name": "T", "updated_at": "last tuesday"}), "updated_at"),
     ];
@@ -294,7 +347,10 @@ async fn bad_input_gets_precise_errors_and_changes_nothing() {
     let mut broken = entry(&tenant, "Tag", "update", Value::Null);
     broken["entityId"] = json!(new_id());
     let nack = a.entry(&broken).await;
-    assert_eq!((nack["reason"].as_str(), nack["detail"].as_str().map(|d| d.contains("payload"))), (Some("validation_error"), Some(true)));
+    assert_eq!(
+        (nack["reason"].as_str(), nack["detail"].as_str().map(|d| d.contains("payload"))),
+        (Some("validation_error"), Some(true))
+    );
     let mut no_op = entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "x"}));
     no_op.as_object_mut().unwrap().remove("operationType");
     let nack = a.entry(&no_op).await;
@@ -340,7 +396,8 @@ async fn a_peer_that_never_reads_does_not_stall_others() {
     let mut reader = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
     let big = "x".repeat(4000);
     for i in 0..300 {
-        let ack = writer.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": format!("{i}{big}")}))).await;
+        let ack =
+            writer.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": format!("{i}{big}")}))).await;
         assert_eq!(ack["type"], "sync_ack");
         let got = reader.recv().await;
         assert_eq!(got["event_type"], "data_update");

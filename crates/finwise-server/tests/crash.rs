@@ -1,4 +1,4 @@
-//! Issue 7: crash durability. The real `finwise` binary ingests under load and is killed with
+//! Crash durability. The real `finwise` binary ingests under load and is killed with
 //! SIGKILL at random moments; after every restart each acked change must be there with the acked
 //! version, and every database file must pass SQLite's integrity check.
 //!
@@ -32,9 +32,15 @@ impl Rng {
 type Acked = Arc<Mutex<HashMap<String, (String, String)>>>;
 
 async fn ingest(addr: String, tenant: String, token: String, acked: Acked, worker: usize, batch: bool) {
-    let Ok((ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await else { return };
+    let Ok((ws, _)) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await
+    else {
+        return;
+    };
     let (mut sink, mut stream) = ws.split();
-    let pending: Arc<Mutex<HashMap<String, (String, String, String)>>> = Arc::new(Mutex::new(HashMap::new()));
+    // entry id → (entity id, name, updated_at) of what was sent and not yet answered
+    type Pending = Arc<Mutex<HashMap<String, (String, String, String)>>>;
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let p2 = Arc::clone(&pending);
     let sender = tokio::spawn(async move {
         for n in 0.. {
@@ -87,7 +93,10 @@ async fn ingest(addr: String, tenant: String, token: String, acked: Acked, worke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_changes_survive_kill_9() {
     let rounds: u64 = std::env::var("FINWISE_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
-    let seed: u64 = std::env::var("FINWISE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| chrono::Utc::now().timestamp_millis() as u64);
+    let seed: u64 = std::env::var("FINWISE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() as u64);
     println!("crash test: seed {seed} (replay with FINWISE_CRASH_SEED={seed}), {rounds} rounds");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +108,9 @@ async fn acked_changes_survive_kill_9() {
     let mut addr = server.addr.clone();
     for round in 0..rounds {
         let workers: Vec<_> = (0..4)
-            .map(|w| tokio::spawn(ingest(addr.clone(), tenant.clone(), token.clone(), Arc::clone(&acked), w, w % 2 == 1)))
+            .map(|w| {
+                tokio::spawn(ingest(addr.clone(), tenant.clone(), token.clone(), Arc::clone(&acked), w, w % 2 == 1))
+            })
             .collect();
         // The kill window starts at this round's first ack, so long runs keep testing ingest
         // even when a big database makes the restart slow.
@@ -119,7 +130,9 @@ async fn acked_changes_survive_kill_9() {
         server = ServerProcess::start(dir.path(), &["--messages-per-second", "1000000"]);
         addr = server.addr.clone();
         // Every acked change is there, with the acked version.
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}"))
+            .await
+            .unwrap();
         ws.next().await.unwrap().unwrap();
         // Chunked (protocol v2): long runs store far more than one 16 MiB frame holds.
         let request = json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": 10_000});
@@ -138,9 +151,16 @@ async fn acked_changes_survive_kill_9() {
         let stored: HashMap<&str, &Value> = tags.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
         for (id, (updated_at, name)) in acked.lock().unwrap().iter() {
             let t = stored.get(id.as_str()).unwrap_or_else(|| panic!("seed {seed} round {round}: acked {id} lost"));
-            assert_eq!((t["updated_at"].as_str().unwrap(), t["name"].as_str().unwrap()), (updated_at.as_str(), name.as_str()), "seed {seed}");
+            assert_eq!(
+                (t["updated_at"].as_str().unwrap(), t["name"].as_str().unwrap()),
+                (updated_at.as_str(), name.as_str()),
+                "seed {seed}"
+            );
         }
-        println!("round {round}: killed after {delay} ms; {before} acked changes all present ({} stored)", stored.len());
+        println!(
+            "round {round}: killed after {delay} ms; {before} acked changes all present ({} stored)",
+            stored.len()
+        );
     }
     server.kill();
     integrity_ok(&dir.path().join("auth.db"));

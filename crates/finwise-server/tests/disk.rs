@@ -1,4 +1,4 @@
-//! Issue 7: disk trouble. The real `finwise` binary with its tenant databases on storage that
+//! Disk trouble. The real `finwise` binary with its tenant databases on storage that
 //! fails for real (the tests run as root, so `chmod` would not stop writes):
 //!
 //! * `full_and_read_only_disk` — `tenants/` is a small tmpfs (16 MiB). It is filled up (ENOSPC), then
@@ -36,7 +36,8 @@ async fn setup(addr: &str) -> (String, String) {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(addr: &str, tenant: &str, token: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
     ws.next().await.unwrap().unwrap();
     ws
 }
@@ -101,9 +102,16 @@ async fn send_ok(ws: &mut Ws, batch: &[Value], acked: &mut Acked) {
 
 async fn verify(addr: &str, tenant: &str, token: &str, acked: &Acked) -> usize {
     let mut ws = connect(addr, tenant, token).await;
-    ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": tenant}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": tenant}).to_string().into()))
+        .await
+        .unwrap();
     let load = next_where(&mut ws, |v| v["event_type"] == "initial_data_load").await;
-    let stored: HashMap<&str, &str> = load["payload"]["tags"].as_array().unwrap().iter().map(|t| (t["id"].as_str().unwrap(), t["updated_at"].as_str().unwrap())).collect();
+    let stored: HashMap<&str, &str> = load["payload"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap(), t["updated_at"].as_str().unwrap()))
+        .collect();
     for (id, at) in acked {
         assert_eq!(stored.get(id.as_str()), Some(&at.as_str()), "acked {id} missing or changed");
     }
@@ -146,7 +154,10 @@ async fn full_and_read_only_disk() {
     let tenants = dir.path().join("tenants");
     std::fs::create_dir_all(&tenants).unwrap();
     if let Err(e) = sh("mount", &["-t", "tmpfs", "-o", "size=16m", "tmpfs", tenants.to_str().unwrap()]) {
-        println!("SKIPPED: cannot mount a tmpfs here ({}); the full/read-only disk test needs root with mount", e.trim());
+        println!(
+            "SKIPPED: cannot mount a tmpfs here ({}); the full/read-only disk test needs root with mount",
+            e.trim()
+        );
         return;
     }
     let _mount = Mount(tenants.clone());
@@ -166,8 +177,12 @@ async fn full_and_read_only_disk() {
     println!("disk full: {refused} of {} entries refused with storage_error, {} acked", big.len(), big.len() - refused);
     assert!(refused > 0, "a full disk refused nothing");
     let log = server.log();
-    assert!(log.contains("commit failed") || log.contains("cannot open tenant database"), "no log line about the failure:\n{log}");
-    let line = log.lines().find(|l| l.contains("storage_error") || l.contains("cannot open")).unwrap_or_default().to_owned();
+    assert!(
+        log.contains("commit failed") || log.contains("cannot open tenant database"),
+        "no log line about the failure:\n{log}"
+    );
+    let line =
+        log.lines().find(|l| l.contains("storage_error") || l.contains("cannot open")).unwrap_or_default().to_owned();
     println!("log line: {line}");
     std::fs::remove_file(&filler).unwrap();
     // The same entries (same ids) are accepted once there is space again.
@@ -264,7 +279,10 @@ async fn unopenable_tenant_database() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         log = server.log();
     }
-    let line = log.lines().find(|l| l.contains("cannot open tenant database")).unwrap_or_else(|| panic!("no log line:\n{log}"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot open tenant database"))
+        .unwrap_or_else(|| panic!("no log line:\n{log}"));
     println!("unopenable database: {refused} entries refused with storage_error; log: {line}");
 
     // Trouble cleared: the database is back, the same entries are accepted.

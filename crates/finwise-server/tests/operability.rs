@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus text page.
 fn sample(page: &str, series: &str) -> Option<f64> {
-    page.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    page.lines().find_map(|l| {
+        l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
 }
 
 async fn metrics(s: &TestServer) -> String {
@@ -154,10 +156,15 @@ async fn graceful_shutdown_acks_and_keeps_everything_in_flight() {
     let ids: Vec<String> = (0..n).map(|_| new_id()).collect();
     let mut entry_ids = HashSet::new();
     for id in &ids {
-        let e = entry(&tenant, "Transaction", "create", json!({
-            "id": id, "accountId": "a", "date": "2026-01-01", "valueDate": "2026-01-01", "amount": -1.5,
-            "type": "EXPENSE", "runningBalance": 0, "updated_at": ts(0),
-        }));
+        let e = entry(
+            &tenant,
+            "Transaction",
+            "create",
+            json!({
+                "id": id, "accountId": "a", "date": "2026-01-01", "valueDate": "2026-01-01", "amount": -1.5,
+                "type": "EXPENSE", "runningBalance": 0, "updated_at": ts(0),
+            }),
+        );
         entry_ids.insert(e["id"].as_str().unwrap().to_owned());
         ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
     }
@@ -205,7 +212,8 @@ async fn graceful_shutdown_acks_and_keeps_everything_in_flight() {
     let s = s.restart().await;
     let mut ws = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
     let load = ws.load(&tenant).await;
-    let got: HashSet<&str> = load["payload"]["transactions"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let got: HashSet<&str> =
+        load["payload"]["transactions"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert_eq!(got.len(), n);
     for id in &ids {
         assert!(got.contains(id.as_str()), "{id} lost");

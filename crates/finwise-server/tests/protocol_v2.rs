@@ -1,4 +1,4 @@
-//! Issue 4: sequence numbers, delta sync, tombstones, idempotency, batches, convergence, digest.
+//! Protocol v2: sequence numbers, delta sync, tombstones, idempotency, batches, convergence, digest.
 
 mod common;
 
@@ -25,8 +25,16 @@ async fn offline_device_learns_delete_create_and_update_from_one_delta() {
     // Meanwhile A deletes x, updates y, creates z.
     let del = a.entry(&entry(&tenant, "Tag", "delete", json!({"id": x, "updated_at": ts(-5000)}))).await;
     assert_eq!(del["seq"], 3);
-    assert_eq!(a.entry(&entry(&tenant, "Tag", "update", json!({"id": y, "name": "edited", "updated_at": ts(-4000)}))).await["seq"], 4);
-    assert_eq!(a.entry(&entry(&tenant, "Tag", "create", json!({"id": z, "name": "new", "updated_at": ts(-3000)}))).await["seq"], 5);
+    assert_eq!(
+        a.entry(&entry(&tenant, "Tag", "update", json!({"id": y, "name": "edited", "updated_at": ts(-4000)}))).await
+            ["seq"],
+        4
+    );
+    assert_eq!(
+        a.entry(&entry(&tenant, "Tag", "create", json!({"id": z, "name": "new", "updated_at": ts(-3000)}))).await
+            ["seq"],
+        5
+    );
     // B comes back and asks for what changed after its cursor.
     let mut b = Ws::connect(&s.ws_url(&tenant, Some(&token))).await;
     let delta = b.load_since(&tenant, cursor).await;
@@ -34,7 +42,8 @@ async fn offline_device_learns_delete_create_and_update_from_one_delta() {
     assert_eq!(delta["seq"], 5);
     assert_eq!(delta["deleted"], json!({"Tag": [x]}));
     let tags = delta["payload"]["tags"].as_array().unwrap();
-    let names: HashMap<&str, &str> = tags.iter().map(|t| (t["id"].as_str().unwrap(), t["name"].as_str().unwrap())).collect();
+    let names: HashMap<&str, &str> =
+        tags.iter().map(|t| (t["id"].as_str().unwrap(), t["name"].as_str().unwrap())).collect();
     assert_eq!(names.len(), 2);
     assert_eq!((names[y.as_str()], names[z.as_str()]), ("edited", "new"));
     // An up-to-date cursor gets an empty delta.
@@ -42,11 +51,13 @@ async fn offline_device_learns_delete_create_and_update_from_one_delta() {
     assert_eq!(empty["payload"]["tags"], json!([]));
     assert!(empty.get("deleted").is_none() || empty["deleted"] == json!({}));
     // A stale update cannot resurrect x; a newer one can.
-    let stale = b.entry(&entry(&tenant, "Tag", "update", json!({"id": x, "name": "zombie", "updated_at": ts(-6000)}))).await;
+    let stale =
+        b.entry(&entry(&tenant, "Tag", "update", json!({"id": x, "name": "zombie", "updated_at": ts(-6000)}))).await;
     assert_eq!(stale["applied"], false);
     let winner = b.recv().await;
     assert_eq!(winner["operation_type"], "delete");
-    let newer = b.entry(&entry(&tenant, "Tag", "update", json!({"id": x, "name": "back", "updated_at": ts(-1000)}))).await;
+    let newer =
+        b.entry(&entry(&tenant, "Tag", "update", json!({"id": x, "name": "back", "updated_at": ts(-1000)}))).await;
     assert_eq!(newer["applied"], true);
 }
 
@@ -104,9 +115,18 @@ async fn retried_entry_after_a_dropped_connection_is_acked_and_broadcast_once() 
 async fn clock_skew_is_refused() {
     let s = TestServer::start(|_| {}).await;
     let (_, tenant, mut a) = s.connected("ron").await;
-    let nack = a.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "future", "updated_at": ts(10 * 60 * 1000)}))).await;
+    let nack = a
+        .entry(&entry(
+            &tenant,
+            "Tag",
+            "create",
+            json!({"id": new_id(), "name": "future", "updated_at": ts(10 * 60 * 1000)}),
+        ))
+        .await;
     assert_eq!(nack["reason"], "clock_skew");
-    let ok = a.entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "near", "updated_at": ts(60 * 1000)}))).await;
+    let ok = a
+        .entry(&entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "near", "updated_at": ts(60 * 1000)})))
+        .await;
     assert_eq!(ok["type"], "sync_ack");
 }
 
@@ -144,7 +164,8 @@ async fn batches_apply_in_order_and_a_bad_entry_fails_alone() {
     assert_eq!(res["results"][0]["duplicate"], true);
     other.assert_silent(300).await;
     // Too many entries.
-    let many: Vec<Value> = (0..1001).map(|_| entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "n"}))).collect();
+    let many: Vec<Value> =
+        (0..1001).map(|_| entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": "n"}))).collect();
     a.send(&json!({"type": "process_sync_batch", "entries": many})).await;
     let e = a.recv().await;
     assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("batch_too_large")));
@@ -224,7 +245,12 @@ async fn digest_computed_from_the_load_equals_the_servers() {
     let mut lines = Vec::new();
     for t in finwise_protocol::EntityType::ALL {
         for e in load["payload"][t.collection()].as_array().unwrap() {
-            lines.push(format!("{}\t{}\t{}\n", t.as_str(), e["id"].as_str().unwrap(), e["updated_at"].as_str().unwrap()));
+            lines.push(format!(
+                "{}\t{}\t{}\n",
+                t.as_str(),
+                e["id"].as_str().unwrap(),
+                e["updated_at"].as_str().unwrap()
+            ));
         }
     }
     lines.sort();
@@ -243,7 +269,11 @@ async fn digest_computed_from_the_load_equals_the_servers() {
 async fn chunked_full_load_streams_in_parts() {
     let s = TestServer::start(|_| {}).await;
     let (_, tenant, mut a) = s.connected("vera").await;
-    let entries: Vec<Value> = (0..2500).map(|i| entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": format!("t{i}"), "updated_at": ts(-1000)}))).collect();
+    let entries: Vec<Value> = (0..2500)
+        .map(|i| {
+            entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": format!("t{i}"), "updated_at": ts(-1000)}))
+        })
+        .collect();
     for chunk in entries.chunks(1000) {
         a.send(&json!({"type": "process_sync_batch", "entries": chunk})).await;
         let r = a.recv_until(|v| v["type"] == "sync_batch_result").await;
@@ -283,8 +313,16 @@ async fn one_writer_thread_serves_many_busy_tenants_and_closes_idle_ones() {
         let url = s.ws_url(&tenant, Some(&token));
         tasks.push(tokio::spawn(async move {
             let mut ws = Ws::connect(&url).await;
-            let entries: Vec<Value> =
-                (0..50).map(|i| entry(&tenant, "Tag", "create", json!({"id": new_id(), "name": format!("t{i}"), "updated_at": ts(-1000)}))).collect();
+            let entries: Vec<Value> = (0..50)
+                .map(|i| {
+                    entry(
+                        &tenant,
+                        "Tag",
+                        "create",
+                        json!({"id": new_id(), "name": format!("t{i}"), "updated_at": ts(-1000)}),
+                    )
+                })
+                .collect();
             for e in &entries {
                 ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
             }
@@ -312,6 +350,8 @@ async fn one_writer_thread_serves_many_busy_tenants_and_closes_idle_ones() {
     }
     // And reopen on the next change.
     let mut ws = Ws::connect(&s.ws_url(&tenants[0], Some(&token))).await;
-    let ack = ws.entry(&entry(&tenants[0], "Tag", "create", json!({"id": new_id(), "name": "again", "updated_at": ts(-500)}))).await;
+    let ack = ws
+        .entry(&entry(&tenants[0], "Tag", "create", json!({"id": new_id(), "name": "again", "updated_at": ts(-500)})))
+        .await;
     assert_eq!(ack["seq"], 51);
 }

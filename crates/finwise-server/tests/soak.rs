@@ -1,4 +1,4 @@
-//! Issue 7: soak and pressure. The real `finwise` binary under mixed load from many connections
+//! Soak and pressure. The real `finwise` binary under mixed load from many connections
 //! (batches of creates and updates, delta loads, data status requests) on two tenants, plus three
 //! hostile peers on the busy tenant:
 //!
@@ -31,7 +31,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 mod common;
@@ -61,7 +64,8 @@ struct Load {
 
 /// A well-behaved client: batches, delta loads and status requests, reading everything.
 async fn client(addr: String, tenant: String, token: String, n: usize, stop: Arc<AtomicBool>, load: Arc<Load>) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await.unwrap();
     ws.next().await.unwrap().unwrap();
     let ids: Vec<String> = (0..50).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let mut cursor = 0i64;
@@ -69,8 +73,13 @@ async fn client(addr: String, tenant: String, token: String, n: usize, stop: Arc
     while !stop.load(Ordering::Relaxed) {
         k += 1;
         let (msg, want): (Value, fn(&Value) -> bool) = match k % 20 {
-            0 => (json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor, "chunk_size": 200}), |v| v["event_type"] == "initial_data_load" && v["more"] != true),
-            10 => (json!({"type": "data_status_request", "tenant_id": tenant, "entity_types": null}), |v| v["type"] == "data_status_response"),
+            0 => (
+                json!({"type": "request_initial_data", "tenant_id": tenant, "since": cursor, "chunk_size": 200}),
+                |v| v["event_type"] == "initial_data_load" && v["more"] != true,
+            ),
+            10 => (json!({"type": "data_status_request", "tenant_id": tenant, "entity_types": null}), |v| {
+                v["type"] == "data_status_response"
+            }),
             _ => {
                 let at = finwise_protocol::time::format_ms(chrono::Utc::now().timestamp_millis());
                 let entries: Vec<Value> = (0..1 + (k as usize * 7 + n) % 10)
@@ -123,8 +132,21 @@ async fn client(addr: String, tenant: String, token: String, n: usize, stop: Arc
                 if r["status"] == "processed" {
                     load.acked.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    let reason = r["reason"].as_str().unwrap_or_else(|| panic!("a refusal without a reason: {r}")).to_owned();
-                    assert!(["storage_error", "overloaded", "validation_error", "clock_skew", "duplicate_id_conflict", "unknown_entity_type", "tenant_mismatch"].contains(&reason.as_str()), "{r}");
+                    let reason =
+                        r["reason"].as_str().unwrap_or_else(|| panic!("a refusal without a reason: {r}")).to_owned();
+                    assert!(
+                        [
+                            "storage_error",
+                            "overloaded",
+                            "validation_error",
+                            "clock_skew",
+                            "duplicate_id_conflict",
+                            "unknown_entity_type",
+                            "tenant_mismatch"
+                        ]
+                        .contains(&reason.as_str()),
+                        "{r}"
+                    );
                     *load.refused.lock().unwrap().entry(reason).or_default() += 1;
                 }
             }
@@ -150,7 +172,11 @@ async fn closed_by_server(mut s: tokio::net::TcpStream, within: Duration) -> Opt
             Err(_) => return None,
             Ok(Ok(0)) => {
                 // A close frame (0x88, len, code) near the end of the stream says which code.
-                let code = tail.windows(4).rev().find(|w| w[0] == 0x88 && w[1] >= 2 && w[1] < 126).map(|w| u16::from_be_bytes([w[2], w[3]]));
+                let code = tail
+                    .windows(4)
+                    .rev()
+                    .find(|w| w[0] == 0x88 && w[1] >= 2 && w[1] < 126)
+                    .map(|w| u16::from_be_bytes([w[2], w[3]]));
                 return Some(match code {
                     Some(c) => format!("close {c}"),
                     None => "connection closed".into(),
@@ -188,13 +214,20 @@ async fn soak_with_hostile_peers() {
     half_frame.write_all(&frame).await.unwrap();
     let reconnects = Arc::new(AtomicU64::new(0));
     let reconnector = {
-        let (addr, busy, token, stop, reconnects) = (addr.clone(), busy.clone(), token.clone(), Arc::clone(&stop), Arc::clone(&reconnects));
+        let (addr, busy, token, stop, reconnects) =
+            (addr.clone(), busy.clone(), token.clone(), Arc::clone(&stop), Arc::clone(&reconnects));
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{busy}?token={token}")).await {
+                if let Ok((mut ws, _)) =
+                    tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{busy}?token={token}")).await
+                {
                     reconnects.fetch_add(1, Ordering::Relaxed);
                     if reconnects.load(Ordering::Relaxed) % 2 == 0 {
-                        let _ = ws.send(Message::Text(json!({"type": "request_initial_data", "tenant_id": busy}).to_string().into())).await;
+                        let _ = ws
+                            .send(Message::Text(
+                                json!({"type": "request_initial_data", "tenant_id": busy}).to_string().into(),
+                            ))
+                            .await;
                     }
                     drop(ws); // no close handshake
                 }
@@ -249,7 +282,10 @@ async fn soak_with_hostile_peers() {
         warm / 1024, peak / 1024, last / 1024,
         log.matches("stopped reading").count(), log.matches("fell behind").count(),
     );
-    println!("soak: RSS samples (s, MiB): {:?}", samples.iter().step_by(5).map(|(t, k)| (*t as u64, k / 1024)).collect::<Vec<_>>());
+    println!(
+        "soak: RSS samples (s, MiB): {:?}",
+        samples.iter().step_by(5).map(|(t, k)| (*t as u64, k / 1024)).collect::<Vec<_>>()
+    );
     let disconnected = load.disconnected.lock().unwrap().clone();
     assert!(disconnected.is_empty(), "well-behaved clients were disconnected: {disconnected:?}");
     assert!(never.is_some(), "the peer that never reads was not closed by the server");

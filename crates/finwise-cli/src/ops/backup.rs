@@ -45,8 +45,10 @@ pub fn copy_db(src: &Path, dst: &Path) -> anyhow::Result<()> {
     let c = open_ro(src)?;
     let target = dst.to_str().context("backup path is not UTF-8")?;
     // VACUUM INTO fills an empty file: created private first, like the server's own files
-    finwise_server::storage::sqlite::create_private_file(dst).with_context(|| format!("cannot create {}", dst.display()))?;
-    c.execute("VACUUM INTO ?1", [target]).with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    finwise_server::storage::sqlite::create_private_file(dst)
+        .with_context(|| format!("cannot create {}", dst.display()))?;
+    c.execute("VACUUM INTO ?1", [target])
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
     // VACUUM INTO does not sync the new file: a backup must survive a power cut.
     sync_path(dst)?;
     Ok(())
@@ -97,7 +99,8 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
     if a.to.exists() && std::fs::read_dir(&a.to)?.next().is_some() {
         bail!("{} is not empty; back up into a new directory", a.to.display());
     }
-    finwise_server::storage::sqlite::create_private_dir(&a.to.join("tenants")).with_context(|| format!("cannot create {}", a.to.display()))?;
+    finwise_server::storage::sqlite::create_private_dir(&a.to.join("tenants"))
+        .with_context(|| format!("cannot create {}", a.to.display()))?;
     let started = chrono::Utc::now();
     copy_db(&auth, &a.to.join("auth.db"))?;
     let mut tenants = Vec::new();
@@ -160,7 +163,8 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
             bail!("{} fails its integrity check ({problem}); nothing was restored", src.display());
         }
     }
-    finwise_server::storage::sqlite::create_private_dir(&a.data_dir.join("tenants")).with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    finwise_server::storage::sqlite::create_private_dir(&a.data_dir.join("tenants"))
+        .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
     for (src, dst) in &files {
         // A consistent copy again (the backup files are plain databases; this also compacts).
         copy_db(src, dst)?;
@@ -176,7 +180,11 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
         "restored {} tenant database(s) and auth.db into {}{}",
         files.len() - 1,
         a.data_dir.display(),
-        if secret.exists() { " (with jwt.secret: existing sessions stay valid)" } else { " (no jwt.secret in the backup: users log in again)" }
+        if secret.exists() {
+            " (with jwt.secret: existing sessions stay valid)"
+        } else {
+            " (no jwt.secret in the backup: users log in again)"
+        }
     );
     Ok(())
 }

@@ -68,7 +68,10 @@ fn check_db(r: &mut Report, path: &Path, expected: usize, what: &str, data: &Pat
             return false;
         }
         Err(e) => {
-            r.problem(format!("{what} {shown} is not a readable SQLite database: {e}"), "restore it: finwise restore --from <backup dir> --data-dir <new dir>");
+            r.problem(
+                format!("{what} {shown} is not a readable SQLite database: {e}"),
+                "restore it: finwise restore --from <backup dir> --data-dir <new dir>",
+            );
             return false;
         }
     }
@@ -78,7 +81,9 @@ fn check_db(r: &mut Report, path: &Path, expected: usize, what: &str, data: &Pat
         r.ok(format!("{what} {shown}: integrity ok, schema version {version}"));
     } else if version < expected {
         r.problem(
-            format!("{what} {shown}: schema version {version}, this finwise expects {expected} (migrations not applied)"),
+            format!(
+                "{what} {shown}: schema version {version}, this finwise expects {expected} (migrations not applied)"
+            ),
             format!("start the server once, it migrates on open: finwise serve --data-dir {}", data.display()),
         );
     } else {
@@ -130,7 +135,10 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
     for (stem, path) in &files {
         if TenantId::parse(stem).is_none() {
             r.problem(
-                format!("{} is not named after a tenant id (a canonical lowercase UUID); the server never opens it", path.display()),
+                format!(
+                    "{} is not named after a tenant id (a canonical lowercase UUID); the server never opens it",
+                    path.display()
+                ),
                 format!("move it out of the data dir: mv {} <somewhere else>", path.display()),
             );
             continue;
@@ -168,7 +176,10 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
                 let mode = m.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
                     r.problem(
-                        format!("{} is readable by others (mode {mode:o}): anyone who reads it can sign tokens", secret.display()),
+                        format!(
+                            "{} is readable by others (mode {mode:o}): anyone who reads it can sign tokens",
+                            secret.display()
+                        ),
                         format!("chmod 600 {}", secret.display()),
                     );
                 } else {
@@ -178,7 +189,9 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
             #[cfg(not(unix))]
             let _ = m;
         }
-        Err(_) => r.note(format!("no {}: created at the next start unless FINWISE_JWT_SECRET is set", secret.display())),
+        Err(_) => {
+            r.note(format!("no {}: created at the next start unless FINWISE_JWT_SECRET is set", secret.display()))
+        }
     }
 
     #[cfg(unix)]
@@ -237,7 +250,8 @@ fn check_tenant(r: &mut Report, path: &Path, id: &TenantId) -> anyhow::Result<()
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             n += 1;
-            let (t, eid, data, deleted): (String, String, String, bool) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let (t, eid, data, deleted): (String, String, String, bool) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
             let known = finwise_protocol::EntityType::parse(&t).is_some();
             let parsed: Option<serde_json::Value> = serde_json::from_str(&data).ok();
             let names_itself = parsed.as_ref().and_then(|v| v.get("id")).and_then(|v| v.as_str()) == Some(eid.as_str());

@@ -78,7 +78,11 @@ fn open_ro(path: &Path) -> anyhow::Result<Connection> {
 }
 
 /// Finds the central database and the tenant directory under `from`.
-pub fn locate(from: &Path, central: Option<&Path>, tenants: Option<&Path>) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+pub fn locate(
+    from: &Path,
+    central: Option<&Path>,
+    tenants: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     if let Some(c) = central.filter(|c| !c.is_file()) {
         bail!("{}: no such file (--central-db)", c.display());
     }
@@ -114,9 +118,8 @@ pub fn locate(from: &Path, central: Option<&Path>, tenants: Option<&Path>) -> an
 
 /// Reads every row of `table` as column name → SQLite value.
 fn rows(conn: &Connection, table: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
-    let exists: bool = conn
-        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(()))
-        .is_ok();
+    let exists: bool =
+        conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(())).is_ok();
     if !exists {
         return Ok(Vec::new());
     }
@@ -155,7 +158,9 @@ fn payload(t: EntityType, row: &Map<String, Value>) -> Map<String, Value> {
     for field in t.def().fields {
         let Some(v) = row.get(field.name) else { continue };
         let v = match (field.kind, v) {
-            (Kind::JsonList | Kind::StrList, Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+            (Kind::JsonList | Kind::StrList, Value::String(s)) => {
+                serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
+            }
             // NUMERIC columns hold binary doubles; 0.4 served them with two decimals.
             (Kind::Num | Kind::Money, Value::Number(n)) if n.is_f64() => {
                 Value::from((n.as_f64().unwrap_or(0.0) * 100.0).round() / 100.0)
@@ -178,7 +183,11 @@ fn version_ms(row: &Map<String, Value>) -> i64 {
 
 /// Normalises a row; a value our protocol cannot hold in an optional or defaulted field (an
 /// unknown enum value, a malformed date) is replaced by the field's default, with a warning.
-fn normalize(t: EntityType, row: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<(String, Map<String, Value>, i64), String> {
+fn normalize(
+    t: EntityType,
+    row: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Map<String, Value>, i64), String> {
     let id = row.get("id").and_then(Value::as_str).ok_or("a row without an id")?.to_owned();
     let ms = version_ms(row);
     let mut p = payload(t, row);
@@ -231,23 +240,36 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
     if !s.errors.is_empty() {
         bail!("{} item(s) could not be imported (listed above); everything else was", s.errors.len());
     }
-    println!("users log in with their 0.4 passwords; start the server with: finwise serve --data-dir {}", data.display());
+    println!(
+        "users log in with their 0.4 passwords; start the server with: finwise serve --data-dir {}",
+        data.display()
+    );
     Ok(())
 }
 
 /// Imports `from` into the data dir `data`; `progress` draws a progress bar on a terminal.
-pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data: &Path, progress: bool) -> anyhow::Result<Summary> {
+pub fn run(
+    from: &Path,
+    central: Option<&Path>,
+    tenant_dir: Option<&Path>,
+    data: &Path,
+    progress: bool,
+) -> anyhow::Result<Summary> {
     let (central, tenant_dir) = locate(from, central, tenant_dir)?;
     let src = open_ro(&central)?;
     for table in ["users", "tenants"] {
-        let ok = src.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(())).is_ok();
+        let ok = src
+            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(()))
+            .is_ok();
         if !ok {
             bail!("{} has no '{table}' table: it is not a FinWise 0.4 central database", central.display());
         }
     }
     let _lock = finwise_server::storage::sqlite::DataDir { root: data.to_path_buf() }.lock("import-legacy")?;
-    finwise_server::storage::sqlite::create_private_dir(&data.join("tenants")).with_context(|| format!("cannot create {}", data.display()))?;
-    let auth = AuthStore::open(&data.join("auth.db")).map_err(|e| anyhow::anyhow!("{}: {e}", data.join("auth.db").display()))?;
+    finwise_server::storage::sqlite::create_private_dir(&data.join("tenants"))
+        .with_context(|| format!("cannot create {}", data.display()))?;
+    let auth = AuthStore::open(&data.join("auth.db"))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", data.join("auth.db").display()))?;
     let mut s = Summary::default();
 
     // Users.
@@ -310,7 +332,10 @@ pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data:
             continue;
         };
         let Some(owner) = get("user_id").filter(|u| imported_users.contains(u)) else {
-            s.errors.push(format!("tenant {id}: its owner {} is not among the users; not imported", get("user_id").unwrap_or_default()));
+            s.errors.push(format!(
+                "tenant {id}: its owner {} is not among the users; not imported",
+                get("user_id").unwrap_or_default()
+            ));
             continue;
         };
         let tenant = Tenant {
@@ -325,7 +350,9 @@ pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data:
         let file = tenant_dir.as_ref().map(|d| d.join(format!("finwiseTenantDB_{id}.db"))).filter(|f| f.is_file());
         match file {
             Some(f) => work.push((id, f)),
-            None => s.warnings.push(format!("tenant {id} ('{}') has no database file: imported without data", tenant.name)),
+            None => {
+                s.warnings.push(format!("tenant {id} ('{}') has no database file: imported without data", tenant.name))
+            }
         }
     }
     if let Some(dir) = &tenant_dir {
@@ -334,7 +361,9 @@ pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data:
                 let n = e.file_name().to_string_lossy().into_owned();
                 if let Some(id) = n.strip_prefix("finwiseTenantDB_").and_then(|r| r.strip_suffix(".db")) {
                     if !work.iter().any(|(t, _)| t.as_str() == id) {
-                        s.warnings.push(format!("{n}: no tenant row in the central database (a deleted tenant in 0.4); skipped"));
+                        s.warnings.push(format!(
+                            "{n}: no tenant row in the central database (a deleted tenant in 0.4); skipped"
+                        ));
                     }
                 }
             }
@@ -354,7 +383,8 @@ pub fn run(from: &Path, central: Option<&Path>, tenant_dir: Option<&Path>, data:
         };
         let mut tables = Vec::new();
         for t in ENTITY_TYPES {
-            let r = rows(&conn, t.collection()).with_context(|| format!("{}: table {}", file.display(), t.collection()))?;
+            let r =
+                rows(&conn, t.collection()).with_context(|| format!("{}: table {}", file.display(), t.collection()))?;
             total += r.len() as u64;
             tables.push((t, r));
         }

@@ -115,11 +115,14 @@ pub fn device(auth: &Arc<Auth>, tenant: &str, dir: &Path) -> Client {
 
 /// Every live entity of every type, for comparing two stores.
 pub fn dump(c: &Client) -> Vec<(finwise_client::EntityType, Vec<serde_json::Map<String, serde_json::Value>>)> {
-    finwise_client::EntityType::ALL.iter().map(|t| {
-        let mut l = c.list(*t).unwrap();
-        l.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        (*t, l)
-    }).collect()
+    finwise_client::EntityType::ALL
+        .iter()
+        .map(|t| {
+            let mut l = c.list(*t).unwrap();
+            l.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            (*t, l)
+        })
+        .collect()
 }
 
 /// A TCP proxy in front of the server that can cut its connections (the client sees them close)
@@ -148,7 +151,13 @@ impl Proxy {
                 let Ok(up) = tokio::net::TcpStream::connect(target).await else { continue };
                 let (dr, dw) = down.into_split();
                 let (ur, uw) = up.into_split();
-                for (r, w) in [(Box::new(dr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>), (Box::new(ur), Box::new(dw))] {
+                for (r, w) in [
+                    (
+                        Box::new(dr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(ur), Box::new(dw)),
+                ] {
                     let (fb, mut cut) = (Arc::clone(&fb), cut_rx.clone());
                     tokio::spawn(async move {
                         use tokio::io::{AsyncReadExt, AsyncWriteExt};

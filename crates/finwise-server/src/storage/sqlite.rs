@@ -14,7 +14,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use super::{AppliedEntry, EntityRecord, Result, Snapshot, StorageError, TenantReader, WriteTxn};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const TENANT_MIGRATIONS: &[&str] = &[r#"
+const TENANT_MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE entities (
         entity_type   TEXT    NOT NULL,
         id            TEXT    NOT NULL,
@@ -36,7 +37,8 @@ const TENANT_MIGRATIONS: &[&str] = &[r#"
     ) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('seq', 0), ('tombstone_floor', 0);
-"#, r#"
+"#,
+    r#"
     -- v2: rowid tables with small unique indexes. New rows are appended instead of inserted at a
     -- random key with their JSON, so a group commit dirties far fewer pages (WAL volume).
     CREATE TABLE entities_v2 (
@@ -67,7 +69,8 @@ const TENANT_MIGRATIONS: &[&str] = &[r#"
     ALTER TABLE applied_entries_v2 RENAME TO applied_entries;
     CREATE UNIQUE INDEX applied_entries_by_id ON applied_entries (entry_id);
     CREATE INDEX applied_entries_by_time ON applied_entries (processed_at_ms);
-"#, r#"
+"#,
+    r#"
     -- v3: entry ids are found through a 64-bit hash of the id (`finwise_id_hash`, FNV-1a). An
     -- index of integers is a fraction of the size of one on 36-character ids, so the random
     -- insert of each new id dirties far fewer index pages per group commit.
@@ -75,7 +78,8 @@ const TENANT_MIGRATIONS: &[&str] = &[r#"
     UPDATE applied_entries SET id_hash = finwise_id_hash(entry_id);
     DROP INDEX applied_entries_by_id;
     CREATE INDEX applied_entries_by_hash ON applied_entries (id_hash);
-"#];
+"#,
+];
 
 /// The 64-bit key under which an entry id is indexed (FNV-1a of its UTF-8 bytes). Stored in
 /// tenant databases: it must never change. Different ids may share a hash; lookups compare the
@@ -90,9 +94,12 @@ pub fn id_hash(id: &str) -> i64 {
 /// Makes `finwise_id_hash(text)` available to SQL (the v3 migration fills the column with it).
 fn register_functions(conn: &Connection) -> Result<()> {
     use rusqlite::functions::FunctionFlags;
-    conn.create_scalar_function("finwise_id_hash", 1, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, |ctx| {
-        Ok(id_hash(&ctx.get::<String>(0)?))
-    })?;
+    conn.create_scalar_function(
+        "finwise_id_hash",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(id_hash(&ctx.get::<String>(0)?)),
+    )?;
     Ok(())
 }
 
@@ -190,11 +197,10 @@ impl SqliteTenant {
     /// the compaction floor, so a delta request from before it gets a full load with `reset`.
     pub fn compact(&mut self, cutoff_ms: i64) -> Result<usize> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let floor: Option<i64> = tx.query_row(
-            "SELECT max(seq) FROM entities WHERE deleted = 1 AND changed_at_ms < ?1",
-            [cutoff_ms],
-            |r| r.get(0),
-        )?;
+        let floor: Option<i64> =
+            tx.query_row("SELECT max(seq) FROM entities WHERE deleted = 1 AND changed_at_ms < ?1", [cutoff_ms], |r| {
+                r.get(0)
+            })?;
         let mut removed = 0;
         if let Some(floor) = floor {
             removed = tx.execute("DELETE FROM entities WHERE deleted = 1 AND seq <= ?1", [floor])?;
@@ -281,7 +287,15 @@ impl WriteTxn for SqliteTxn<'_> {
             "INSERT INTO applied_entries (entry_id, content_hash, seq, applied, updated_at, processed_at_ms, id_hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        stmt.execute(params![e.entry_id, e.content_hash, e.seq, e.applied, e.updated_at, e.processed_at_ms, id_hash(&e.entry_id)])?;
+        stmt.execute(params![
+            e.entry_id,
+            e.content_hash,
+            e.seq,
+            e.applied,
+            e.updated_at,
+            e.processed_at_ms,
+            id_hash(&e.entry_id)
+        ])?;
         Ok(())
     }
 
@@ -303,7 +317,8 @@ impl SqliteReader {
         if !path.exists() {
             return Ok(SqliteReader { conn: None });
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version < 1 {
@@ -423,9 +438,7 @@ impl DataDir {
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let mut file = options.open(&path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -512,15 +525,14 @@ mod tests {
         }
         let mut db = SqliteTenant::open(&path).unwrap();
         assert_eq!(db.seq(), 2);
-        let (a, e) = db
-            .write(|txn| Ok((txn.entity(EntityType::Tag, "a")?, txn.applied_entry("e1")?)))
-            .unwrap();
+        let (a, e) = db.write(|txn| Ok((txn.entity(EntityType::Tag, "a")?, txn.applied_entry("e1")?))).unwrap();
         assert_eq!(a.unwrap().data, "{\"id\":\"a\"}");
         assert_eq!(e.unwrap().content_hash, "h");
         let mut reader = SqliteReader::open(&path).unwrap();
         let deleted = reader.read(|r| r.deleted_since(0)).unwrap();
         assert_eq!(deleted, vec![(EntityType::Tag, "b".to_owned())]);
-        let version: i64 = rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let version: i64 =
+            rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version as usize, TENANT_SCHEMA_VERSION);
     }
 }

@@ -52,7 +52,8 @@ impl TestServer {
         let task = tokio::spawn(finwise_server::serve(listener, cfg, async {
             let _ = rx.await;
         }));
-        let s = TestServer { addr, dir: config.data_dir.clone(), _tmp: None, stop: Some(stop), task: Some(task), config };
+        let s =
+            TestServer { addr, dir: config.data_dir.clone(), _tmp: None, stop: Some(stop), task: Some(task), config };
         // Ready once it answers (the data dir is open and migrated by then).
         let url = s.url("/health");
         for _ in 0..200 {
@@ -286,34 +287,61 @@ pub fn full_entities(updated_at: &str) -> Vec<(&'static str, Value)> {
     let (g, a, cg, c, r, t, ar, pt, tx) =
         (new_id(), new_id(), new_id(), new_id(), new_id(), new_id(), new_id(), new_id(), new_id());
     vec![
-        ("AccountGroup", json!({"id": g, "name": "Girokonten", "sortOrder": 1, "logo_path": "x/logo.png", "updated_at": updated_at})),
-        ("Account", json!({"id": a, "name": "Girokonto", "description": "Haupt", "note": "n", "accountType": "giro",
+        (
+            "AccountGroup",
+            json!({"id": g, "name": "Girokonten", "sortOrder": 1, "logo_path": "x/logo.png", "updated_at": updated_at}),
+        ),
+        (
+            "Account",
+            json!({"id": a, "name": "Girokonto", "description": "Haupt", "note": "n", "accountType": "giro",
             "isActive": true, "isOfflineBudget": false, "accountGroupId": g, "sortOrder": 2, "iban": "DE00 1234",
-            "balance": 1234.5, "creditLimit": 500.0, "offset": 3, "logo_path": null, "updated_at": updated_at})),
-        ("CategoryGroup", json!({"id": cg, "name": "Ausgaben", "sortOrder": 0, "isIncomeGroup": false, "updated_at": updated_at})),
-        ("Category", json!({"id": c, "name": "Lebensmittel", "icon": "mdi:food", "budgeted": 100.0, "activity": -20.25,
+            "balance": 1234.5, "creditLimit": 500.0, "offset": 3, "logo_path": null, "updated_at": updated_at}),
+        ),
+        (
+            "CategoryGroup",
+            json!({"id": cg, "name": "Ausgaben", "sortOrder": 0, "isIncomeGroup": false, "updated_at": updated_at}),
+        ),
+        (
+            "Category",
+            json!({"id": c, "name": "Lebensmittel", "icon": "mdi:food", "budgeted": 100.0, "activity": -20.25,
             "available": 79.75, "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": 4,
             "categoryGroupId": cg, "parentCategoryId": null, "isSavingsGoal": true, "goalDate": "2027-01-01",
             "targetAmount": 1000.0, "priority": 2, "proportion": 0.5, "monthlyAmount": 50.0, "note": "ü€ \"quoted\"",
-            "updated_at": updated_at})),
-        ("Recipient", json!({"id": r, "name": "Supermarkt", "defaultCategoryId": c, "note": "n", "updated_at": updated_at})),
-        ("Tag", json!({"id": t, "name": "Urlaub", "parentTagId": null, "color": "primary", "icon": "mdi:tag", "updated_at": updated_at})),
-        ("AutomationRule", json!({"id": ar, "name": "R", "description": "d", "stage": "DEFAULT",
+            "updated_at": updated_at}),
+        ),
+        (
+            "Recipient",
+            json!({"id": r, "name": "Supermarkt", "defaultCategoryId": c, "note": "n", "updated_at": updated_at}),
+        ),
+        (
+            "Tag",
+            json!({"id": t, "name": "Urlaub", "parentTagId": null, "color": "primary", "icon": "mdi:tag", "updated_at": updated_at}),
+        ),
+        (
+            "AutomationRule",
+            json!({"id": ar, "name": "R", "description": "d", "stage": "DEFAULT",
             "conditions": [{"type": "RECIPIENT_CONTAINS", "operator": "contains", "value": "x"}],
             "actions": [{"type": "SET_CATEGORY", "value": c}], "priority": 1, "isActive": true, "conditionLogic": "any",
-            "updated_at": updated_at})),
-        ("PlanningTransaction", json!({"id": pt, "name": "Miete", "accountId": a, "categoryId": c, "tagIds": [t],
+            "updated_at": updated_at}),
+        ),
+        (
+            "PlanningTransaction",
+            json!({"id": pt, "name": "Miete", "accountId": a, "categoryId": c, "tagIds": [t],
             "recipientId": r, "amount": -800.0, "amountType": "EXACT", "approximateAmount": 1.0, "minAmount": 2.0,
             "maxAmount": 3.0, "note": "n", "startDate": "2026-01-01", "valueDate": "2026-01-02", "endDate": "2027-01-01",
             "recurrencePattern": "MONTHLY", "recurrenceCount": 12, "recurrenceEndType": "DATE", "executionDay": 1,
             "weekendHandling": "BEFORE", "transactionType": "EXPENSE", "counterPlanningTransactionId": null,
             "transferToAccountId": null, "transferToCategoryId": null, "isActive": true, "forecastOnly": false,
-            "autoExecute": true, "updated_at": updated_at})),
-        ("Transaction", json!({"id": tx, "accountId": a, "categoryId": c, "date": "2026-01-02", "valueDate": "2026-01-03",
+            "autoExecute": true, "updated_at": updated_at}),
+        ),
+        (
+            "Transaction",
+            json!({"id": tx, "accountId": a, "categoryId": c, "date": "2026-01-02", "valueDate": "2026-01-03",
             "amount": -10.5, "description": "Einkauf", "note": "n", "tagIds": [t], "type": "EXPENSE", "runningBalance": 1224.0,
             "counterTransactionId": null, "planningTransactionId": pt, "isReconciliation": false, "isCategoryTransfer": false,
             "transferToAccountId": null, "reconciled": true, "toCategoryId": null, "payee": "Supermarkt", "recipientId": r,
-            "updated_at": updated_at, "updatedAt": updated_at, "createdAt": updated_at})),
+            "updated_at": updated_at, "updatedAt": updated_at, "createdAt": updated_at}),
+        ),
     ]
 }
 
@@ -346,4 +374,3 @@ pub async fn raw_upgrade(addr: &str, tenant: &str, token: &str) -> tokio::net::T
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
 }
-

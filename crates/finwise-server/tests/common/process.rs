@@ -45,7 +45,11 @@ impl ServerProcess {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("address line, got {line:?}")).to_owned();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("address line, got {line:?}"))
+            .to_owned();
         std::thread::spawn(move || {
             let mut s = String::new();
             let _ = out.read_to_string(&mut s);
