@@ -4,50 +4,29 @@
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, ChildStdout, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
+use finwise_testkit::process::ServerProcess;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_finwise");
 const PASSWORD: &str = "correct horse battery";
 
+/// The server under test: the kit's process of the real binary, on a fresh data dir.
 struct Server {
-    child: Child,
     url: String,
-    _stdout: BufReader<ChildStdout>,
+    _process: ServerProcess,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("FINWISE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("finwise serve starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, url, _stdout: stdout, _dir: dir }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let process = ServerProcess::start(dir.path(), &[]);
+        Server { url: process.url(), _process: process, _dir: dir }
     }
 }
 

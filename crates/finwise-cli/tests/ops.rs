@@ -11,9 +11,9 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{SinkExt, StreamExt};
+use finwise_testkit::{process::ServerProcess, TestServer, Ws};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_finwise");
@@ -43,37 +43,25 @@ fn ok(o: Output) -> String {
     stdout(&o)
 }
 
-// ---- an in-process server and a tiny WebSocket client ----
+// ---- servers from the test kit, and what these tests ask of them ----
 
+/// A server to talk to: in-process (from the kit) or the address of a process.
 struct Server {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    inner: Option<TestServer>,
 }
 
 impl Server {
     async fn start(dir: &Path) -> Server {
-        let config = finwise_server::Config {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.to_path_buf(),
-            jwt_secret: Some(SECRET.into()),
-            heartbeat_interval: Duration::from_secs(3600),
-            ..Default::default()
-        };
-        let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(finwise_server::serve(listener, config, async {
-            let _ = rx.await;
-        }));
-        let s = Server { addr, stop: Some(stop), task: Some(task) };
-        for _ in 0..200 {
-            if reqwest::get(s.url("/health")).await.is_ok_and(|r| r.status().is_success()) {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not start");
+        let config = finwise_testkit::base_config(dir);
+        let config = finwise_server::Config { jwt_secret: Some(SECRET.into()), ..config };
+        let inner = TestServer::start_with(config).await;
+        Server { addr: inner.addr, inner: Some(inner) }
+    }
+
+    /// The server process's address.
+    fn at(p: &ServerProcess) -> Server {
+        Server { addr: p.addr.parse().unwrap(), inner: None }
     }
 
     fn url(&self, p: &str) -> String {
@@ -81,8 +69,9 @@ impl Server {
     }
 
     async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task.take().unwrap()).await.unwrap().unwrap().unwrap();
+        if let Some(s) = self.inner.as_mut() {
+            s.stop().await;
+        }
     }
 
     /// Logs in; returns (user id, access token).
@@ -124,62 +113,14 @@ impl Server {
     }
 
     async fn ws(&self, tenant: &str, token: &str) -> Ws {
-        let url = format!("ws://{}/ws_finwise/ws/{tenant}?token={token}", self.addr);
-        let (inner, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let mut ws = Ws { inner };
-        assert_eq!(ws.recv().await["status"], "online");
-        ws
+        Ws::connect(&format!("ws://{}/ws_finwise/ws/{tenant}?token={token}", self.addr)).await
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-struct Ws {
-    inner: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-}
-
-impl Ws {
-    async fn send(&mut self, v: &Value) {
-        self.inner.send(Message::Text(v.to_string().into())).await.unwrap();
-    }
-    async fn recv(&mut self) -> Value {
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(20), self.inner.next())
-                .await
-                .expect("a message")
-                .unwrap()
-                .unwrap();
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] != "ping" {
-                    return v;
-                }
-            }
-        }
-    }
-    async fn recv_until(&mut self, f: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let v = self.recv().await;
-            if f(&v) {
-                return v;
-            }
-        }
-    }
-    async fn load(&mut self, tenant: &str) -> Value {
-        self.send(&json!({"type": "request_initial_data", "tenant_id": tenant})).await;
-        self.recv_until(|v| v["event_type"] == "initial_data_load").await
-    }
-    async fn digest(&mut self, tenant: &str) -> (String, u64) {
-        self.send(&json!({"type": "data_status_request", "tenant_id": tenant, "entity_types": null})).await;
-        let v = self.recv_until(|v| v["type"] == "data_status_response").await;
-        (v["tenant_digest"].as_str().unwrap().to_owned(), v["entity_count"].as_u64().unwrap())
-    }
+/// The tenant's digest and entity count.
+async fn digest(ws: &mut Ws, tenant: &str) -> (String, u64) {
+    let v = ws.status(tenant).await;
+    (v["tenant_digest"].as_str().unwrap().to_owned(), v["entity_count"].as_u64().unwrap())
 }
 
 fn tag_entry(tenant: &str, id: &str, name: &str) -> Value {
@@ -331,7 +272,7 @@ async fn backup_under_write_load_restores_to_a_server_with_the_same_data() {
     let (_, token) = server.login("backup@example.org", "correct horse battery").await;
     for t in &tenants {
         let mut ws = server.ws(t, &token).await;
-        let (digest, count) = ws.digest(t).await;
+        let (digest, count) = digest(&mut ws, t).await;
         assert_eq!((digest, count), expected[t], "tenant {t} serves what the backup holds");
         let load = ws.load(t).await;
         let ids: HashSet<&str> =
@@ -666,7 +607,7 @@ async fn doctor_finds_planted_problems_and_names_the_fix() {
         ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
         ws.recv_until(|v| v["type"] == "sync_ack").await;
     }
-    let (digest, _) = ws.digest(&good).await;
+    let (digest, _) = digest(&mut ws, &good).await;
     drop(ws);
     server.stop().await;
     let d = data.to_str().unwrap();
@@ -721,24 +662,13 @@ async fn doctor_finds_planted_problems_and_names_the_fix() {
 async fn log_lines_carry_connection_and_request_ids() {
     for json_logs in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"]).arg(dir.path());
-        if json_logs {
-            cmd.arg("--log-json");
-        }
-        let mut child = cmd
-            .env("FINWISE_LOG", "debug")
-            .env_remove("FINWISE_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        let addr: SocketAddr = line.trim().strip_prefix("listening on http://").unwrap().parse().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-        let server = Server { addr, stop: None, task: None };
+        let mut child = ServerProcess::start_cmd(dir.path(), |c| {
+            if json_logs {
+                c.arg("--log-json");
+            }
+            c.env("FINWISE_LOG", "debug");
+        });
+        let server = Server::at(&child);
         for _ in 0..200 {
             if reqwest::get(server.url("/ready")).await.is_ok_and(|r| r.status().is_success()) {
                 break;
@@ -753,9 +683,8 @@ async fn log_lines_carry_connection_and_request_ids() {
         ws.recv_until(|v| v["type"] == "sync_ack").await;
         drop(ws);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = reader.join().unwrap();
+        child.kill();
+        let log = child.log();
         if json_logs {
             let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
             assert!(!lines.is_empty(), "{log}");
@@ -786,28 +715,11 @@ async fn log_lines_carry_connection_and_request_ids() {
 
 // ---- the real binary as a process ----
 
-/// Starts `finwise serve` on port 0 over `dir`; returns the child and a handle on its address.
-fn spawn_server(dir: &Path, extra: &[&str]) -> (std::process::Child, Server) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .env("FINWISE_LOG", "warn")
-        .env_remove("FINWISE_CONFIG")
-        .env_remove("FINWISE_WEB_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("first line {line:?}"))
-        .parse()
-        .unwrap();
-    (child, Server { addr, stop: None, task: None })
+/// Starts `finwise serve` on port 0 over `dir` (the kit's process); returns it and its address.
+fn spawn_server(dir: &Path, extra: &[&str]) -> (ServerProcess, Server) {
+    let p = ServerProcess::start(dir, extra);
+    let server = Server::at(&p);
+    (p, server)
 }
 
 async fn wait_ready(server: &Server) {
@@ -838,8 +750,8 @@ async fn one_server_per_data_dir() {
     let e = tag_entry(&tenant, &uuid::Uuid::new_v4().to_string(), "before");
     ws.send(&json!({"type": "process_sync_entry", "payload": e})).await;
     assert_eq!(ws.recv_until(|v| v["id"] == e["id"]).await["type"], "sync_ack");
-    let before = ws.digest(&tenant).await;
-    let holder = format!("in use by finwise serve (pid {})", child.id());
+    let before = digest(&mut ws, &tenant).await;
+    let holder = format!("in use by finwise serve (pid {})", child.child.id());
     let d = data.to_str().unwrap().to_owned();
 
     let second = finwise(&["serve", "--addr", "127.0.0.1:0", "--data-dir", &d], &[]);
@@ -863,16 +775,14 @@ async fn one_server_per_data_dir() {
     assert_eq!(import.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&import.stderr).contains(&holder));
 
-    assert_eq!(ws.digest(&tenant).await, before, "the refused commands changed nothing");
+    assert_eq!(digest(&mut ws, &tenant).await, before, "the refused commands changed nothing");
     drop(ws);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let (mut child, server) = spawn_server(&data, &[]);
     wait_ready(&server).await;
     let mut ws = server.ws(&tenant, &token).await;
-    assert_eq!(ws.digest(&tenant).await, before);
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_eq!(digest(&mut ws, &tenant).await, before);
+    child.kill();
 }
 
 // ---- the web app inside the binary ----
@@ -972,7 +882,8 @@ async fn sigterm_shuts_down_gracefully() {
             break;
         }
     }
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let pid = child.child.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(term.success());
     let mut shutdown = false;
     loop {
@@ -997,7 +908,7 @@ async fn sigterm_shuts_down_gracefully() {
     }
     assert!(shutdown, "status: shutdown was sent");
     assert_eq!(acks, sent.len(), "every entry read before SIGTERM was acked");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "exit status {status}");
 
     let (mut child, server) = start(dir.path());
@@ -1007,6 +918,5 @@ async fn sigterm_shuts_down_gracefully() {
     let got: HashSet<String> =
         load["payload"]["tags"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(got, sent);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
 }

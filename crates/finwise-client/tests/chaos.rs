@@ -25,10 +25,8 @@ mod common;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -38,6 +36,7 @@ use std::{
 
 use common::{dump, fast_options};
 use finwise_client::{store::Store, Auth, Client, EntityType, EntryStatus, Operation};
+use finwise_testkit::process::ServerProcess;
 use futures_util::{SinkExt, StreamExt};
 use rand::{
     rngs::StdRng,
@@ -55,53 +54,13 @@ use tokio_tungstenite::tungstenite::Message;
 // ---------------------------------------------------------------------------------------------
 // The real server binary
 
-fn binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("debug/finwise");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p finwise-cli` first", bin.display());
-    bin
-}
-
-const SECRET: &str = "chaos-test-secret-chaos-test-secret!!";
-
-fn start_server(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(binary())
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(["--jwt-secret", SECRET, "--messages-per-second", "1000000"])
-        .env("FINWISE_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("address line, got {line:?}"))
-        .parse()
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
+/// The real binary on `dir`, with the rate limit out of the way; killed when dropped.
+fn start_server(dir: &Path) -> (ServerProcess, SocketAddr) {
+    let server = ServerProcess::start_cmd(dir, |c| {
+        c.args(["--messages-per-second", "1000000"]).env("FINWISE_LOG", "error");
     });
-    (child, addr)
-}
-
-/// Kills the server when the test ends, also when it fails.
-struct KillOnDrop(Arc<Mutex<Child>>);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.0.lock() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    let addr = server.addr.parse().expect("a socket address");
+    (server, addr)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -692,7 +651,6 @@ async fn run(seed: u64, ops: u64) -> Summary {
     .await
     .unwrap();
     let child = Arc::new(Mutex::new(child));
-    let _kill_on_drop = KillOnDrop(Arc::clone(&child));
     let proxy = Proxy::start(addr, seed).await;
     let url = proxy.url();
     Auth::register(&url, "chaos", "chaos@example.org", "correct horse battery").await.unwrap();
@@ -730,11 +688,7 @@ async fn run(seed: u64, ops: u64) -> Summary {
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(krng.random_range(700..2500))).await;
-                {
-                    let mut c = child.lock().unwrap();
-                    c.kill().unwrap();
-                    c.wait().unwrap();
-                }
+                child.lock().unwrap().kill();
                 state.stats.kills.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(krng.random_range(0..400))).await;
                 let d = dir.clone();
@@ -897,11 +851,8 @@ async fn run(seed: u64, ops: u64) -> Summary {
         secs: started.elapsed().as_secs_f64(),
     };
     drop(log);
-    child.lock().unwrap().kill().unwrap();
-    child.lock().unwrap().wait().unwrap();
-    let db = rusqlite::Connection::open(data.path().join(format!("tenants/{tenant}.db"))).unwrap();
-    let ok: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(ok, "ok", "seed {seed}: integrity check");
+    child.lock().unwrap().kill();
+    finwise_testkit::process::integrity_ok(&data.path().join(format!("tenants/{tenant}.db")));
     println!(
         "chaos: seed {seed}: {} ops, {} acks ({} applied, {} duplicates, {} lost to newer), {} entities ({} live), \
          {} server kills, {} cuts, {} delays, {} refused connects, {} injected batches ({} entries), {} device crashes, \

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{device, dump, TestServer};
+use common::{device, dump, Accounts, TestServer};
 use finwise_client::{Client, EntityType};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 
 async fn run(seed: u64, steps: usize) {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("rand").await;
     let first = server.login("rand").await;
     let tenant = first.create_tenant("Home").await.unwrap().uuid;
@@ -85,7 +85,7 @@ async fn random_offline_edits_converge() {
 async fn random_edits_with_a_watching_device_converge() {
     let seeds: u64 = std::env::var("FINWISE_RANDOM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     for seed in 100..100 + seeds {
-        let server = TestServer::start().await;
+        let server = TestServer::start(|_| {}).await;
         server.register("watch").await;
         let first = server.login("watch").await;
         let tenant = first.create_tenant("Home").await.unwrap().uuid;

@@ -4,7 +4,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{device, dump, fast_options, TestServer};
+use common::{device, dump, fast_options, Accounts, TestServer};
 use finwise_client::{Auth, Client, ConnectionState, EntityType, EntryStatus, Error, Operation, Origin};
 use serde_json::json;
 
@@ -34,7 +34,7 @@ async fn pause() {
 
 #[tokio::test]
 async fn two_clients_edit_offline_and_converge_to_the_server() {
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::start(|_| {}).await;
     server.register("alice").await;
     let (auth_a, auth_b) = (server.login("alice").await, server.login("alice").await);
     let tenant = auth_a.create_tenant("Household").await.unwrap().uuid;
@@ -115,7 +115,7 @@ async fn two_clients_edit_offline_and_converge_to_the_server() {
 
 #[tokio::test]
 async fn a_client_killed_before_the_ack_resends_and_nothing_is_applied_twice() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("bob").await;
     let auth = server.login("bob").await;
     let tenant = auth.create_tenant("Home").await.unwrap().uuid;
@@ -150,7 +150,7 @@ async fn a_client_killed_before_the_ack_resends_and_nothing_is_applied_twice() {
 
 #[tokio::test]
 async fn a_pending_delete_is_not_undone_by_an_incoming_load() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("carol").await;
     let (auth_a, auth_b) = (server.login("carol").await, server.login("carol").await);
     let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
@@ -184,7 +184,7 @@ async fn a_pending_delete_is_not_undone_by_an_incoming_load() {
 
 #[tokio::test]
 async fn a_stale_local_edit_loses_and_the_winner_is_applied() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("dave").await;
     let (auth_a, auth_b) = (server.login("dave").await, server.login("dave").await);
     let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
@@ -205,7 +205,7 @@ async fn a_stale_local_edit_loses_and_the_winner_is_applied() {
 
 #[tokio::test]
 async fn invalid_and_refused_entries_are_kept_as_failed() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("erin").await;
     let auth = server.login("erin").await;
     let tenant = auth.create_tenant("Home").await.unwrap().uuid;
@@ -237,7 +237,7 @@ async fn invalid_and_refused_entries_are_kept_as_failed() {
 
 #[tokio::test]
 async fn an_expired_access_token_is_refreshed() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("fred").await;
     let auth = server.login("fred").await;
     let tenant = auth.create_tenant("Home").await.unwrap().uuid;
@@ -258,7 +258,7 @@ async fn an_expired_access_token_is_refreshed() {
 
 #[tokio::test]
 async fn watch_streams_changes_and_survives_a_server_restart() {
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::start(|_| {}).await;
     server.register("gina").await;
     let (auth_a, auth_b) = (server.login("gina").await, server.login("gina").await);
     let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
@@ -315,7 +315,7 @@ async fn watch_streams_changes_and_survives_a_server_restart() {
 
 #[tokio::test]
 async fn overloaded_entries_are_retried_with_backoff_until_they_land() {
-    let server = TestServer::start_with(|c| {
+    let server = TestServer::start(|c| {
         c.messages_per_second = 3;
         c.message_burst = 3;
     })
@@ -338,7 +338,7 @@ async fn overloaded_entries_are_retried_with_backoff_until_they_land() {
 
 #[tokio::test]
 async fn a_tie_is_restamped_by_the_server_and_both_clients_converge() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("ivy").await;
     let (auth_a, auth_b) = (server.login("ivy").await, server.login("ivy").await);
     let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
@@ -369,7 +369,7 @@ async fn a_tie_is_restamped_by_the_server_and_both_clients_converge() {
 
 #[tokio::test]
 async fn a_store_that_differs_from_the_server_is_repaired_by_a_full_resync() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("jack").await;
     let auth = server.login("jack").await;
     let tenant = auth.create_tenant("Home").await.unwrap().uuid;
@@ -396,7 +396,7 @@ async fn a_store_that_differs_from_the_server_is_repaired_by_a_full_resync() {
 
 #[tokio::test]
 async fn many_changes_of_one_entity_arrive_in_order_across_batches() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("kim").await;
     let (auth_a, auth_b) = (server.login("kim").await, server.login("kim").await);
     let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
@@ -419,7 +419,7 @@ async fn many_changes_of_one_entity_arrive_in_order_across_batches() {
 
 #[tokio::test]
 async fn watch_finds_a_dead_link_by_health_checks_and_resumes_by_delta() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     let proxy = common::Proxy::start(server.addr).await;
     server.register("lena").await;
     let auth_a = server.login("lena").await;
@@ -486,7 +486,7 @@ async fn watch_finds_a_dead_link_by_health_checks_and_resumes_by_delta() {
 
 #[tokio::test]
 async fn watch_gives_up_on_what_retrying_cannot_fix() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("mia").await;
     server.register("ned").await;
     let (mia, ned) = (server.login("mia").await, server.login("ned").await);
@@ -517,7 +517,7 @@ async fn watch_gives_up_on_what_retrying_cannot_fix() {
 
 #[tokio::test]
 async fn thousands_of_offline_changes_sync_in_batches_and_load_in_chunks() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("pat").await;
     let (auth_a, auth_b) = (server.login("pat").await, server.login("pat").await);
     let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
@@ -559,12 +559,12 @@ async fn thousands_of_offline_changes_sync_in_batches_and_load_in_chunks() {
 
 #[tokio::test]
 async fn concurrent_refreshes_share_one_rotation() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     server.register("quin").await;
     let home = tempfile::tempdir().unwrap();
     let file = home.path().join("session.json");
     let auth =
-        Auth::login(&server.url(), "quin@example.org", "correct horse battery", Some(file.clone())).await.unwrap();
+        Auth::login(&server.base(), "quin@example.org", "correct horse battery", Some(file.clone())).await.unwrap();
     auth.create_tenant("Home").await.unwrap();
     // Expire the access token in the file; two "processes" load the session from it.
     auth.update_session(|s| s.access_token = "expired".into()).unwrap();

@@ -41,7 +41,7 @@ async fn tls_proxy(target: std::net::SocketAddr) -> std::net::SocketAddr {
 async fn the_client_speaks_https_and_wss() {
     // Read by the native root store when the HTTP and WebSocket clients load their roots.
     std::env::set_var("SSL_CERT_FILE", tls_dir().join("cert.pem"));
-    let server = TestServer::start().await;
+    let server = TestServer::start(|_| {}).await;
     let proxy = tls_proxy(server.addr).await;
     let url = format!("https://127.0.0.1:{}", proxy.port());
     Auth::register(&url, "olga", "olga@example.org", "correct horse battery").await.unwrap();

@@ -1,14 +1,12 @@
 //! A hostile-client suite. Each case runs over real sockets against the real server and
 //! asserts both the refusal and that no stored data changed.
 
-mod common;
-
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
-use common::*;
+use finwise_testkit::*;
 use serde_json::{json, Value};
 
 static CASES: AtomicUsize = AtomicUsize::new(0);

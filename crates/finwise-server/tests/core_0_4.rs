@@ -1,10 +1,8 @@
 //! The server as a drop-in for the FinWise 0.4 backend, over real sockets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use finwise_testkit::*;
 use serde_json::{json, Value};
 
 /// A 0.4 client in legacy mode: register, login, tenant list (both spellings), create tenant, WS.

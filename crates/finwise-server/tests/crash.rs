@@ -15,9 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-mod common;
-
-use common::process::{account, integrity_ok, ServerProcess};
+use finwise_testkit::process::{account, integrity_ok, ServerProcess};
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
 struct Rng(u64);

@@ -23,9 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-mod common;
-
-use common::process::{account, integrity_ok, ServerProcess as Server};
+use finwise_testkit::process::{account, integrity_ok, ServerProcess as Server};
 
 /// A user with one tenant; returns (token, tenant).
 async fn setup(addr: &str) -> (String, String) {

@@ -1,11 +1,9 @@
 //! Operability over real sockets: /metrics counting, /health, /ready, /ping, request ids,
 //! and graceful shutdown losing nothing in flight.
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
-use common::*;
+use finwise_testkit::*;
 use serde_json::{json, Value};
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus text page.

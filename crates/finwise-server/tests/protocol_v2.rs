@@ -1,10 +1,8 @@
 //! Protocol v2: sequence numbers, delta sync, tombstones, idempotency, batches, convergence, digest.
 
-mod common;
-
 use std::{collections::HashMap, time::Duration};
 
-use common::*;
+use finwise_testkit::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

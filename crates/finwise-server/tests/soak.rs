@@ -37,9 +37,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-mod common;
-
-use common::{
+use finwise_testkit::{
     process::{account, ServerProcess},
     raw_upgrade,
 };

@@ -1,5 +1,14 @@
-//! Test harness: the real server on port 0 with a temporary data dir, spoken to over real sockets.
-#![allow(dead_code)]
+//! The test kit of FinWise Sync (dev-only, not published): what every test suite of the
+//! workspace needs to talk to a real server over real sockets, written once.
+//!
+//! - [`TestServer`]: the server in-process on 127.0.0.1 (port 0, or the same port again after a
+//!   stop), with a temporary data dir, and account/tenant fixtures over REST.
+//! - [`process::ServerProcess`]: the `finwise` binary as a child process (for SIGKILL, `/proc`,
+//!   its log); [`process::binary`] builds it when it is missing or stale, so plain `cargo test`
+//!   works.
+//! - [`Ws`]: a WebSocket test client; [`raw_upgrade`] a socket upgraded by hand (for peers that
+//!   never read or send half a frame).
+//! - Fixtures: [`entry`], [`full_entities`] (one valid entity of every type), [`new_id`], [`ts`].
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -19,10 +28,12 @@ pub struct TestServer {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<ServerTask>,
     pub config: Config,
 }
 
+/// The configuration of test servers: port 0, `dir`, a fixed JWT secret (tokens survive a
+/// restart), no heartbeats.
 pub fn base_config(dir: &std::path::Path) -> Config {
     Config {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -31,6 +42,27 @@ pub fn base_config(dir: &std::path::Path) -> Config {
         heartbeat_interval: Duration::from_secs(3600),
         ..Config::default()
     }
+}
+
+type ServerTask = JoinHandle<anyhow::Result<()>>;
+
+/// Binds `config.addr`, runs the server on it and waits until it answers `/health` (its data
+/// dir is open and migrated by then).
+async fn launch(config: &Config) -> (SocketAddr, oneshot::Sender<()>, ServerTask) {
+    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(finwise_server::serve(listener, config.clone(), async {
+        let _ = rx.await;
+    }));
+    let url = format!("http://{addr}/health");
+    for _ in 0..200 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+            return (addr, stop, task);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("server did not become ready");
 }
 
 impl TestServer {
@@ -45,24 +77,29 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = oneshot::channel::<()>();
-        let cfg = config.clone();
-        let task = tokio::spawn(finwise_server::serve(listener, cfg, async {
-            let _ = rx.await;
-        }));
-        let s =
-            TestServer { addr, dir: config.data_dir.clone(), _tmp: None, stop: Some(stop), task: Some(task), config };
-        // Ready once it answers (the data dir is open and migrated by then).
-        let url = s.url("/health");
-        for _ in 0..200 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
-                return s;
+        let (addr, stop, task) = launch(&config).await;
+        TestServer { addr, dir: config.data_dir.clone(), _tmp: None, stop: Some(stop), task: Some(task), config }
+    }
+
+    /// Starts the stopped server again on the same address and data dir (clients keep their
+    /// server URL across the outage).
+    pub async fn start_again(&mut self) {
+        for _ in 0..50 {
+            if std::net::TcpListener::bind(self.addr).is_ok() {
+                break;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("server did not become ready");
+        let mut config = self.config.clone();
+        config.addr = self.addr;
+        let (_, stop, task) = launch(&config).await;
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    /// `http://addr`, the server URL clients are given.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Stops gracefully and starts again on the same data dir (new port).

@@ -1,0 +1,192 @@
+//! The real `finwise` binary as a child process, for tests that must kill it (SIGKILL), read its
+//! memory from /proc or its log, or check what it prints.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    time::SystemTime,
+};
+
+use serde_json::{json, Value};
+
+/// The JWT secret of server processes (tokens stay valid across restarts).
+pub const PROCESS_SECRET: &str = "process-test-secret-process-test-secret!";
+
+/// The `finwise` binary: `FINWISE_BIN` when set; else the workspace's debug build (honouring
+/// `CARGO_TARGET_DIR`), built first with `cargo build -p finwise-cli` when it is missing or older
+/// than a source file of the workspace, so that a plain `cargo test` tests the current code.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(b) = std::env::var_os("FINWISE_BIN") {
+            return PathBuf::from(b);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug/finwise");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        // the crates the binary is built from (not the bench, not this kit)
+        let sources = ["finwise-protocol", "finwise-server", "finwise-client", "finwise-cli"]
+            .iter()
+            .map(|c| newest(&root.join("crates").join(c)))
+            .chain([newest(&root.join("Cargo.lock"))])
+            .max()
+            .flatten();
+        if built.is_none() || sources > built {
+            // cargo takes a lock on the target dir: test processes that get here together build once
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "finwise-cli"])
+                .current_dir(&root)
+                .status()
+                .expect("run cargo build -p finwise-cli");
+            assert!(status.success(), "cargo build -p finwise-cli failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// Newest modification time of the sources below `p` (`src/`, `build.rs`, manifests; not
+/// `tests/`, which do not go into the binary).
+fn newest(p: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(p).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if matches!(name, "tests" | "benches" | "target") {
+        return None;
+    }
+    std::fs::read_dir(p).ok()?.filter_map(|e| e.ok()).filter_map(|e| newest(&e.path())).max()
+}
+
+/// A running server process on a data dir; killed (SIGKILL) when dropped, also when a test fails.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `finwise serve` on port 0 with a fixed JWT secret (tokens survive restarts) and
+    /// `extra` flags; returns once it printed its address. Its stderr (log) is collected.
+    pub fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_cmd(dir, |c| {
+            c.args(extra);
+        })
+    }
+
+    /// [`ServerProcess::start`] with the command adjusted by `customize` (more flags, the
+    /// environment, the working directory) before it is spawned. The environment is cleared of
+    /// `FINWISE_*` settings first, so the caller's shell cannot change the test.
+    pub fn start_cmd(dir: &Path, customize: impl FnOnce(&mut Command)) -> ServerProcess {
+        let mut cmd = Command::new(binary());
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(dir).args(["--jwt-secret", PROCESS_SECRET]);
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("FINWISE_") || k == "CORS_ORIGINS") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("FINWISE_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped());
+        customize(&mut cmd);
+        let mut child = cmd.spawn().expect("start the server binary");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            let (l, mut err) = (Arc::clone(&log), BufReader::new(err));
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while err.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    l.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+        }
+        let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let Some(addr) = line.trim().strip_prefix("listening on http://").map(str::to_owned) else {
+            let _ = child.wait();
+            panic!("the server did not start: first line {line:?}; log:\n{}", log.lock().unwrap());
+        };
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+        });
+        ServerProcess { child, addr, log }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGTERM (a graceful shutdown), and wait for the exit; true when it exited with 0.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Registers `name`, logs in and creates `tenants` tenants; returns the token and tenant ids.
+pub async fn account(addr: &str, name: &str, tenants: usize) -> (String, Vec<String>) {
+    let http = reqwest::Client::new();
+    let email = format!("{name}@example.org");
+    let r = http
+        .post(format!("http://{addr}/register"))
+        .json(&json!({"name": name, "email": email, "password": format!("{name}-password")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let login: Value = http
+        .post(format!("http://{addr}/login"))
+        .json(&json!({"username_or_email": email, "password": format!("{name}-password")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for i in 0..tenants {
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let r = http
+            .post(format!("http://{addr}/tenants"))
+            .bearer_auth(&token)
+            .json(&json!({"uuid": tenant, "name": format!("{name}-{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(tenant);
+    }
+    (token, ids)
+}
+
+/// Asserts that SQLite's integrity check passes on a database file.
+pub fn integrity_ok(path: &Path) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let r: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(r, "ok", "{}", path.display());
+}
