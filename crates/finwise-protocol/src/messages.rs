@@ -242,6 +242,17 @@ pub enum NackReason {
 }
 
 impl NackReason {
+    /// Every reason (the set is closed).
+    pub const ALL: &'static [NackReason] = &[
+        NackReason::ValidationError,
+        NackReason::UnknownEntityType,
+        NackReason::TenantMismatch,
+        NackReason::ClockSkew,
+        NackReason::DuplicateIdConflict,
+        NackReason::StorageError,
+        NackReason::Overloaded,
+    ];
+
     /// Whether a client should retry an entry refused with this reason.
     pub fn retryable(self) -> bool {
         matches!(self, NackReason::StorageError | NackReason::Overloaded)

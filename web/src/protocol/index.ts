@@ -19,5 +19,5 @@ export type { StatusMessage } from './generated/StatusMessage'
 export type { ErrorMessage } from './generated/ErrorMessage'
 export type { OutgoingClientMessage } from './generated/OutgoingClientMessage'
 
-/** NACK reasons a client retries automatically (see `NackReason::retryable` in Rust). */
-export const RETRYABLE_REASONS: readonly string[] = ['storage_error', 'overloaded']
+/** NACK reasons a client retries automatically, generated from `NackReason::retryable`. */
+export { RETRYABLE_REASONS } from './generated/registry'

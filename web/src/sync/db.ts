@@ -42,6 +42,17 @@ export interface DigestState {
   serverSeq: number
 }
 
+/** The entity types of the first schema (version 1). */
+const FIRST_SCHEMA_TYPES = 9
+
+/**
+ * The Dexie schema version: 1 for the first nine types, one more for every type added to the
+ * registry since (types are only ever added). The registry is generated from Rust, so adding a
+ * type there upgrades every browser's database by itself: the new table appears empty and the
+ * next sync fills it.
+ */
+export const SCHEMA_VERSION = 1 + ENTITY_TYPES.length - FIRST_SCHEMA_TYPES
+
 /** Name of the IndexedDB database of one (user, tenant). */
 export function dbName(userId: string, tenantId: string): string {
   return `finwise-${userId}-${tenantId}`
@@ -59,7 +70,7 @@ export class FinwiseDB extends Dexie {
       meta: 'key',
     }
     for (const t of ENTITY_TYPES) schema[COLLECTION[t]] = 'id'
-    this.version(1).stores(schema)
+    this.version(SCHEMA_VERSION).stores(schema)
   }
 
   entities(type: EntityType): Table<Entity, string> {

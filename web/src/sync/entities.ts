@@ -1,35 +1,8 @@
 import type { EntityType } from '../protocol'
+import { ENTITY_TYPES } from '../protocol/generated/registry'
 
-/** Every synced entity type, in the order of the load payload. */
-export const ENTITY_TYPES: readonly EntityType[] = [
-  'Account',
-  'AccountGroup',
-  'Category',
-  'CategoryGroup',
-  'Recipient',
-  'Tag',
-  'AutomationRule',
-  'PlanningTransaction',
-  'Transaction',
-]
-
-/** The key of each type's list in `initial_data_load.payload`; also the Dexie table name. */
-export const COLLECTION: Record<EntityType, string> = {
-  Account: 'accounts',
-  AccountGroup: 'account_groups',
-  Category: 'categories',
-  CategoryGroup: 'category_groups',
-  Recipient: 'recipients',
-  Tag: 'tags',
-  AutomationRule: 'automation_rules',
-  PlanningTransaction: 'planning_transactions',
-  Transaction: 'transactions',
-}
-
-/** Fields that carry the same value as `updated_at` (Transaction's 0.4 `updatedAt`). */
-export const UPDATED_AT_MIRRORS: Partial<Record<EntityType, readonly string[]>> = {
-  Transaction: ['updatedAt'],
-}
+// The registry itself is generated from Rust (`src/protocol/generated/registry.ts`): never a copy.
+export { COLLECTION, ENTITY_TYPES, FIELDS, UPDATED_AT_MIRRORS } from '../protocol/generated/registry'
 
 export function isEntityType(s: unknown): s is EntityType {
   return typeof s === 'string' && (ENTITY_TYPES as readonly string[]).includes(s)

@@ -260,7 +260,7 @@ export class Outbox {
           settled.push({ key: e.entityKey, type: e.entityType, id: e.entityId, result: r, op: e.operationType, stamp })
         } else {
           const retryable =
-            (r as { retryable?: boolean }).retryable === true || RETRYABLE_REASONS.includes(r.reason ?? '')
+            (r as { retryable?: boolean }).retryable === true || (r.reason != null && RETRYABLE_REASONS.includes(r.reason))
           const error = `${r.reason ?? 'failed'}${r.detail ? `: ${r.detail}` : ''}`
           if (retryable) {
             await db.syncQueue.update(e.order!, {

@@ -15,3 +15,4 @@ export type * from "./EntityChecksum";
 export type * from "./DataStatusResponse";
 export type * from "./ErrorMessage";
 export type * from "./OutgoingClientMessage";
+export * from "./registry";
