@@ -511,7 +511,8 @@ fn defaults(client: &Client, t: EntityType, f: &mut Map<String, Value>) -> Resul
                 bail!("a transaction needs an amount: add `amount=-12.50`");
             }
         }
-        _ => {}
+        // no defaults beyond the registry's; listed, so that a new type must be decided here
+        EntityType::Recipient | EntityType::Tag | EntityType::AutomationRule | EntityType::PlanningTransaction => {}
     }
     Ok(())
 }

@@ -96,17 +96,50 @@ pub struct EntryError {
     pub error: ValidationError,
 }
 
+/// The `code` of an `error` message: the closed set, beside [`NackReason`] (which refuses
+/// one entry; an error refuses a whole message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    InvalidJson,
+    /// Not a JSON object, or `type` is not a string.
+    InvalidMessage,
+    MissingType,
+    UnknownType,
+    /// A field of the message is invalid (the entry has no id to NACK).
+    ValidationError,
+    /// `tenant_id` names another tenant than the connection's.
+    TenantMismatch,
+    /// Over the connection's message rate.
+    RateLimited,
+    BinaryNotSupported,
+    /// The socket's access token expired; the connection closes (1008).
+    TokenExpired,
+    /// The tenant's data could not be read; retry.
+    StorageError,
+    /// More than the batch limit of entries in one `process_sync_batch`.
+    BatchTooLarge,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(v.as_str().unwrap_or("error"))
+    }
+}
+
 /// A message that cannot be processed at all; answered with an `error` message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ProtocolError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub original_type: Option<String>,
 }
 
 impl ProtocolError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ProtocolError { code, message: message.into(), original_type: None }
     }
 }
@@ -117,14 +150,14 @@ pub const MAX_BATCH_ENTRIES: usize = 1000;
 /// Parses one text frame from a client.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
     let value: Value = serde_json::from_str(text)
-        .map_err(|e| ProtocolError::new("invalid_json", format!("frame is not valid JSON: {e}")))?;
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidJson, format!("frame is not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
-        return Err(ProtocolError::new("invalid_message", "frame must be a JSON object"));
+        return Err(ProtocolError::new(ErrorCode::InvalidMessage, "frame must be a JSON object"));
     };
     let kind = match obj.get("type") {
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(ProtocolError::new("invalid_message", "field 'type' must be a string")),
-        None => return Err(ProtocolError::new("missing_type", "message has no 'type' field")),
+        Some(_) => return Err(ProtocolError::new(ErrorCode::InvalidMessage, "field 'type' must be a string")),
+        None => return Err(ProtocolError::new(ErrorCode::MissingType, "message has no 'type' field")),
     };
     let opt_str = |obj: &Map<String, Value>, k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
     Ok(match kind.as_str() {
@@ -135,11 +168,16 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
         "process_sync_batch" => {
             let entries = match obj.remove("entries") {
                 Some(Value::Array(a)) => a,
-                _ => return Err(ProtocolError::new("validation_error", "entries: expected a list of sync entries")),
+                _ => {
+                    return Err(ProtocolError::new(
+                        ErrorCode::ValidationError,
+                        "entries: expected a list of sync entries",
+                    ))
+                }
             };
             if entries.len() > MAX_BATCH_ENTRIES {
                 return Err(ProtocolError::new(
-                    "batch_too_large",
+                    ErrorCode::BatchTooLarge,
                     format!("entries: at most {MAX_BATCH_ENTRIES} entries per batch, got {}", entries.len()),
                 ));
             }
@@ -149,7 +187,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             let since = match obj.get("since") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
-                    ProtocolError::new("validation_error", "since: expected a non-negative integer sequence number")
+                    ProtocolError::new(
+                        ErrorCode::ValidationError,
+                        "since: expected a non-negative integer sequence number",
+                    )
                 })?),
             };
             let chunk_size = obj.get("chunk_size").and_then(Value::as_u64).map(|n| n.clamp(1, 100_000) as usize);
@@ -171,7 +212,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             ClientMessage::QueueStatus { kind }
         }
         other => {
-            let mut e = ProtocolError::new("unknown_type", format!("unknown message type '{other}'"));
+            let mut e = ProtocolError::new(ErrorCode::UnknownType, format!("unknown message type '{other}'"));
             e.original_type = Some(other.to_owned());
             return Err(e);
         }
@@ -510,7 +551,7 @@ pub struct DataStatusResponse {
 pub struct ErrorMessage {
     #[ts(type = "\"error\"")]
     pub r#type: String,
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     #[ts(optional)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -518,8 +559,13 @@ pub struct ErrorMessage {
 }
 
 impl ErrorMessage {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        ErrorMessage { r#type: "error".into(), code: code.into(), message: message.into(), original_type: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorMessage { r#type: "error".into(), code, message: message.into(), original_type: None }
+    }
+
+    /// A request named another tenant than the connection's; `what` says which request failed.
+    pub fn tenant_mismatch(what: &str) -> Self {
+        ErrorMessage::new(ErrorCode::TenantMismatch, format!("{what}: tenant_id is not this connection's tenant"))
     }
 }
 
@@ -578,10 +624,10 @@ mod tests {
 
     #[test]
     fn errors_are_precise() {
-        assert_eq!(parse_client_message("{").unwrap_err().code, "invalid_json");
-        assert_eq!(parse_client_message("[]").unwrap_err().code, "invalid_message");
-        assert_eq!(parse_client_message(r#"{"a":1}"#).unwrap_err().code, "missing_type");
-        assert_eq!(parse_client_message(r#"{"type":"nope"}"#).unwrap_err().code, "unknown_type");
+        assert_eq!(parse_client_message("{").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(parse_client_message("[]").unwrap_err().code, ErrorCode::InvalidMessage);
+        assert_eq!(parse_client_message(r#"{"a":1}"#).unwrap_err().code, ErrorCode::MissingType);
+        assert_eq!(parse_client_message(r#"{"type":"nope"}"#).unwrap_err().code, ErrorCode::UnknownType);
         let m = parse_client_message(r#"{"type":"process_sync_entry","payload":{"id":"x","tenantId":"t"}}"#).unwrap();
         let ClientMessage::ProcessSyncEntry(Err(e)) = m else { panic!("{m:?}") };
         assert_eq!((e.id.as_deref(), e.error.field.as_str()), (Some("x"), "entityType"));

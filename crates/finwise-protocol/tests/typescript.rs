@@ -28,6 +28,7 @@ fn generated() -> Vec<(String, String)> {
         SyncBatchResult,
         EntityChecksum,
         DataStatusResponse,
+        ErrorCode,
         ErrorMessage,
         OutgoingClientMessage,
     ]
@@ -48,7 +49,9 @@ fn registry_ts() -> String {
     for t in EntityType::ALL {
         writeln!(out, "  \"{}\",", t.as_str()).unwrap();
     }
-    out.push_str("];\n\n/** The key of each type's list in `initial_data_load.payload`; also the Dexie table name. */\n");
+    out.push_str(
+        "];\n\n/** The key of each type's list in `initial_data_load.payload`; also the Dexie table name. */\n",
+    );
     out.push_str("export const COLLECTION: Record<EntityType, string> = {\n");
     for t in EntityType::ALL {
         writeln!(out, "  {}: \"{}\",", t.as_str(), t.collection()).unwrap();

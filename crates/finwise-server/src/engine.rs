@@ -39,6 +39,17 @@ pub enum Item {
     Refused(SyncNack),
 }
 
+impl Item {
+    /// The NACK for this item when it cannot be applied: a refused item keeps its own reason,
+    /// a ready one is refused with `reason`.
+    pub fn nack(&self, reason: NackReason, detail: &str) -> Outcome {
+        match self {
+            Item::Ready(p) => Outcome::nack(SyncNack::for_entry(&p.entry, reason, detail)),
+            Item::Refused(n) => Outcome::nack(n.clone()),
+        }
+    }
+}
+
 /// The answer to one entry.
 #[derive(Debug, Clone)]
 pub enum Reply {

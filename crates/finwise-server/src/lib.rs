@@ -5,7 +5,8 @@
 //! the tenant's writer ([`writer`]); the writer applies them with [`engine::apply`] over the
 //! [`storage`] traits in one transaction per group, then publishes changes on the tenant's
 //! [`hub`] channel and answers the connection. Loads and status read on separate read-only
-//! connections ([`loads`]). Accounts, tenants and tokens live in [`auth`].
+//! connections ([`loads`]). Accounts and tokens live in [`auth`], tenants and memberships in
+//! [`tenants`]; the REST resources each have a file below [`http`].
 
 pub mod auth;
 pub mod browser;
@@ -21,6 +22,7 @@ pub mod names;
 pub mod net;
 pub mod openapi;
 pub mod storage;
+pub mod tenants;
 pub mod web;
 pub mod writer;
 pub mod ws;
@@ -91,7 +93,7 @@ impl App {
         let auth = Arc::new(auth::AuthStore::open(&data.auth_db())?);
         let secret = match &config.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
-            None => auth::load_or_create_secret(&data.root.join("jwt.secret"))?,
+            None => auth::load_or_create_secret(&data.jwt_secret())?,
         };
         let keys = auth::TokenKeys::new(&secret, config.access_token_ttl, config.refresh_token_ttl);
         let buffers = net::Buffers::new(config.ws_buffer_budget);

@@ -19,7 +19,7 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use finwise_protocol::messages::{NackReason, SyncNack};
+use finwise_protocol::messages::NackReason;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
@@ -437,13 +437,7 @@ impl Shared {
 fn fail_job(job: Job, detail: &str) {
     match job {
         Job::Entries { items, reply, .. } => {
-            let outs = items
-                .iter()
-                .map(|item| match item {
-                    Item::Ready(p) => Outcome::nack(SyncNack::for_entry(&p.entry, NackReason::StorageError, detail)),
-                    Item::Refused(n) => Outcome::nack(n.clone()),
-                })
-                .collect();
+            let outs = items.iter().map(|item| item.nack(NackReason::StorageError, detail)).collect();
             let _ = reply.send(outs);
         }
         Job::Open { reply } => {

@@ -12,7 +12,8 @@ use std::{sync::Arc, time::Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use finwise_protocol::{
     messages::{
-        parse_client_message, ClientMessage, ErrorMessage, NackReason, StatusMessage, SyncBatchResult, SyncNack,
+        parse_client_message, ClientMessage, ErrorCode, ErrorMessage, NackReason, StatusMessage, SyncBatchResult,
+        SyncNack,
     },
     time, PROTOCOL_VERSION,
 };
@@ -417,7 +418,7 @@ async fn run_conn(
                 // (an answer per frame would let a client make the server write as much as it reads)
                 Some(Ok(Message::Binary(_))) if !c.take_token() => Ok(()),
                 Some(Ok(Message::Binary(_))) => {
-                    c.send_json(&ErrorMessage::new("binary_not_supported", "send JSON in text frames")).await
+                    c.send_json(&ErrorMessage::new(ErrorCode::BinaryNotSupported, "send JSON in text frames")).await
                 }
                 Some(Ok(Message::Close(_))) => Err(Stop::Closed),
                 Some(Ok(_)) => Ok(()),
@@ -425,7 +426,7 @@ async fn run_conn(
             }
             _ = &mut token_expiry => {
                 info!(conn = id, tenant = %tenant, "access token expired; closing");
-                let e = ErrorMessage::new("token_expired", "the access token has expired: reconnect with a refreshed token");
+                let e = ErrorMessage::new(ErrorCode::TokenExpired, "the access token has expired: reconnect with a refreshed token");
                 c.answer_in_flight_and_close(&mut pending, &e, close::POLICY, "access token expired").await
             }
             _ = heartbeat.tick() => {
@@ -461,13 +462,7 @@ fn ready(p: Pending) -> BoxFuture<'static, Pending> {
 fn submit(c: &Conn, items: Vec<Item>, batch: bool) -> BoxFuture<'static, Pending> {
     let wrap = move |o: Vec<Outcome>| if batch { Pending::Batch(o) } else { Pending::Single(o) };
     let refuse = |items: &[Item], reason: NackReason, detail: &str| -> Vec<Outcome> {
-        items
-            .iter()
-            .map(|i| match i {
-                Item::Ready(p) => Outcome::nack(SyncNack::for_entry(&p.entry, reason, detail)),
-                Item::Refused(n) => Outcome::nack(n.clone()),
-            })
-            .collect()
+        items.iter().map(|i| i.nack(reason, detail)).collect()
     };
     if items.iter().all(|i| matches!(i, Item::Refused(_))) {
         let outs = refuse(&items, NackReason::StorageError, "");
@@ -553,7 +548,7 @@ async fn handle_text(
                 pending.push_back(ready(Pending::Single(vec![Outcome::nack(n)])));
                 Ok(())
             }
-            None => c.send_json(&ErrorMessage::new("validation_error", e.error.to_string())).await,
+            None => c.send_json(&ErrorMessage::new(ErrorCode::ValidationError, e.error.to_string())).await,
         },
         ClientMessage::ProcessSyncBatch(entries) => {
             let items = entries
@@ -572,24 +567,18 @@ async fn handle_text(
             Ok(())
         }
         _ if !rate_ok => {
-            c.send_json(&ErrorMessage::new("rate_limited", "message rate limit exceeded; slow down")).await
+            c.send_json(&ErrorMessage::new(ErrorCode::RateLimited, "message rate limit exceeded; slow down")).await
         }
         ClientMessage::RequestInitialData { tenant_id, since, chunk_size } => {
             if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
-                let e = ErrorMessage::new(
-                    "tenant_mismatch",
-                    "Failed to load initial data: tenant_id is not this connection's tenant",
-                );
-                return c.send_json(&e).await;
+                return c.send_json(&ErrorMessage::tenant_mismatch("Failed to load initial data")).await;
             }
             send_load(c, LoadRequest { since, chunk_size }).await
         }
         ClientMessage::Ping { timestamp } => c.send_json(&json!({"type": "pong", "timestamp": timestamp})).await,
         ClientMessage::DataStatusRequest { tenant_id, entity_types } => {
             if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
-                return c
-                    .send_json(&ErrorMessage::new("tenant_mismatch", "tenant_id is not this connection's tenant"))
-                    .await;
+                return c.send_json(&ErrorMessage::tenant_mismatch("Failed to read the data status")).await;
             }
             let path = c.app.data.tenant_db(&c.tenant);
             let tenant = c.tenant.clone();
@@ -599,7 +588,8 @@ async fn handle_text(
                 Ok(Ok(status)) => c.send_json(&status).await,
                 Ok(Err(e)) => {
                     warn!(tenant = %c.tenant, error = %e, "data status failed");
-                    c.send_json(&ErrorMessage::new("storage_error", "could not read the tenant's data; retry")).await
+                    c.send_json(&ErrorMessage::new(ErrorCode::StorageError, "could not read the tenant's data; retry"))
+                        .await
                 }
                 Err(_) => Err(Stop::Closed),
             }

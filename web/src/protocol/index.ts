@@ -17,6 +17,7 @@ export type { BatchItemResult } from './generated/BatchItemResult'
 export type { DataStatusResponse } from './generated/DataStatusResponse'
 export type { StatusMessage } from './generated/StatusMessage'
 export type { ErrorMessage } from './generated/ErrorMessage'
+export type { ErrorCode } from './generated/ErrorCode'
 export type { OutgoingClientMessage } from './generated/OutgoingClientMessage'
 
 /** NACK reasons a client retries automatically, generated from `NackReason::retryable`. */

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use finwise_server::storage::sqlite::{create_private_dir, DataDir};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::json;
 
@@ -91,21 +92,22 @@ fn owner_only(_: &Path) -> std::io::Result<()> {
 }
 
 pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
-    let data = super::data_dir(a.data_dir);
-    let auth = data.join("auth.db");
+    let data = DataDir { root: super::data_dir(a.data_dir) };
+    // a backup has the layout of a data dir
+    let to = DataDir { root: a.to };
+    let auth = data.auth_db();
     if !auth.exists() {
-        bail!("{} holds no auth.db: is this the server's data dir? (--data-dir)", data.display());
+        bail!("{} holds no auth.db: is this the server's data dir? (--data-dir)", data.root.display());
     }
-    if a.to.exists() && std::fs::read_dir(&a.to)?.next().is_some() {
-        bail!("{} is not empty; back up into a new directory", a.to.display());
+    if to.root.exists() && std::fs::read_dir(&to.root)?.next().is_some() {
+        bail!("{} is not empty; back up into a new directory", to.root.display());
     }
-    finwise_server::storage::sqlite::create_private_dir(&a.to.join("tenants"))
-        .with_context(|| format!("cannot create {}", a.to.display()))?;
+    create_private_dir(&to.tenants_dir()).with_context(|| format!("cannot create {}", to.root.display()))?;
     let started = chrono::Utc::now();
-    copy_db(&auth, &a.to.join("auth.db"))?;
+    copy_db(&auth, &to.auth_db())?;
     let mut tenants = Vec::new();
-    for (id, path) in super::tenant_files(&data)? {
-        let dst = a.to.join("tenants").join(format!("{id}.db"));
+    for (id, path) in data.tenant_files()? {
+        let dst = to.tenant_file(&id);
         match copy_db(&path, &dst) {
             Ok(()) => tenants.push(json!({"tenant": id, "bytes": std::fs::metadata(&dst)?.len()})),
             // Deleted between listing and copying.
@@ -113,29 +115,29 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let secret = data.join("jwt.secret");
+    let secret = data.jwt_secret();
     if secret.exists() {
-        std::fs::copy(&secret, a.to.join("jwt.secret"))?;
-        owner_only(&a.to.join("jwt.secret"))?;
+        std::fs::copy(&secret, to.jwt_secret())?;
+        owner_only(&to.jwt_secret())?;
     }
     let manifest = json!({
         "format": "finwise-backup-1",
         "started_at": started.to_rfc3339(),
         "finished_at": chrono::Utc::now().to_rfc3339(),
-        "source": data.display().to_string(),
+        "source": data.root.display().to_string(),
         "auth_schema_version": finwise_server::auth::AUTH_SCHEMA_VERSION,
         "tenant_schema_version": finwise_server::storage::sqlite::TENANT_SCHEMA_VERSION,
         "jwt_secret": secret.exists(),
         "tenants": tenants,
     });
-    std::fs::write(a.to.join("MANIFEST.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
-    sync_path(&a.to.join("MANIFEST.json"))?;
-    sync_dir(&a.to.join("tenants"))?;
-    sync_dir(&a.to)?;
+    std::fs::write(to.root.join("MANIFEST.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    sync_path(&to.root.join("MANIFEST.json"))?;
+    sync_dir(&to.tenants_dir())?;
+    sync_dir(&to.root)?;
     println!(
         "backup of {} written to {}: auth.db, {} tenant database(s){}",
-        data.display(),
-        a.to.display(),
+        data.root.display(),
+        to.root.display(),
         tenants.len(),
         if secret.exists() { ", jwt.secret (keep it private: it signs tokens)" } else { "" }
     );
@@ -143,43 +145,45 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
 }
 
 pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
-    let auth = a.from.join("auth.db");
+    // a backup has the layout of a data dir
+    let from = DataDir { root: a.from };
+    let data = DataDir { root: a.data_dir };
+    let auth = from.auth_db();
     if !auth.exists() {
-        bail!("{} is not a finwise backup: it holds no auth.db", a.from.display());
+        bail!("{} is not a finwise backup: it holds no auth.db", from.root.display());
     }
-    let _lock = finwise_server::storage::sqlite::DataDir { root: a.data_dir.clone() }.lock("restore")?;
-    if a.data_dir.join("auth.db").exists() || !super::tenant_files(&a.data_dir)?.is_empty() {
+    let _lock = data.lock("restore")?;
+    if data.auth_db().exists() || !data.tenant_files()?.is_empty() {
         bail!(
             "{} already holds databases; restore into an empty directory (stop the server, move the old data dir aside)",
-            a.data_dir.display()
+            data.root.display()
         );
     }
-    let mut files = vec![(auth, a.data_dir.join("auth.db"))];
-    for (id, path) in super::tenant_files(&a.from)? {
-        files.push((path, a.data_dir.join("tenants").join(format!("{id}.db"))));
+    let mut files = vec![(auth, data.auth_db())];
+    for (id, path) in from.tenant_files()? {
+        files.push((path, data.tenant_file(&id)));
     }
     for (src, _) in &files {
         if let Err(problem) = integrity(src)? {
             bail!("{} fails its integrity check ({problem}); nothing was restored", src.display());
         }
     }
-    finwise_server::storage::sqlite::create_private_dir(&a.data_dir.join("tenants"))
-        .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    create_private_dir(&data.tenants_dir()).with_context(|| format!("cannot create {}", data.root.display()))?;
     for (src, dst) in &files {
         // A consistent copy again (the backup files are plain databases; this also compacts).
         copy_db(src, dst)?;
     }
-    let secret = a.from.join("jwt.secret");
+    let secret = from.jwt_secret();
     if secret.exists() {
-        std::fs::copy(&secret, a.data_dir.join("jwt.secret"))?;
-        owner_only(&a.data_dir.join("jwt.secret"))?;
+        std::fs::copy(&secret, data.jwt_secret())?;
+        owner_only(&data.jwt_secret())?;
     }
-    sync_dir(&a.data_dir.join("tenants"))?;
-    sync_dir(&a.data_dir)?;
+    sync_dir(&data.tenants_dir())?;
+    sync_dir(&data.root)?;
     println!(
         "restored {} tenant database(s) and auth.db into {}{}",
         files.len() - 1,
-        a.data_dir.display(),
+        data.root.display(),
         if secret.exists() {
             " (with jwt.secret: existing sessions stay valid)"
         } else {

@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use finwise_server::{auth::AUTH_SCHEMA_VERSION, storage::sqlite::TENANT_SCHEMA_VERSION, TenantId};
+use finwise_server::{
+    auth::AUTH_SCHEMA_VERSION,
+    storage::sqlite::{DataDir, TENANT_SCHEMA_VERSION},
+    TenantId,
+};
 use rusqlite::{Connection, OpenFlags};
 
 #[derive(Args)]
@@ -113,10 +117,11 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
     if !data.is_dir() {
         anyhow::bail!("{} is not a directory (give the data dir with --data-dir)", data.display());
     }
-    if let Some(holder) = (finwise_server::storage::sqlite::DataDir { root: data.to_path_buf() }).holder() {
+    let dir = DataDir { root: data.to_path_buf() };
+    if let Some(holder) = dir.holder() {
         println!("in use by {holder}: the checks read beside it");
     }
-    let auth = data.join("auth.db");
+    let auth = dir.auth_db();
     let mut tenant_rows: Vec<(String, String)> = Vec::new();
     if !auth.exists() {
         r.problem(
@@ -131,7 +136,7 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
         tenant_rows = found?;
     }
 
-    let files = super::tenant_files(data)?;
+    let files = dir.tenant_files()?;
     for (stem, path) in &files {
         if TenantId::parse(stem).is_none() {
             r.problem(
@@ -167,7 +172,7 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
         r.ok(format!("{} tenant(s) in auth.db, {} tenant file(s)", tenant_rows.len(), files.len()));
     }
 
-    let secret = data.join("jwt.secret");
+    let secret = dir.jwt_secret();
     match std::fs::metadata(&secret) {
         Ok(m) => {
             #[cfg(unix)]
@@ -195,13 +200,13 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
     }
 
     #[cfg(unix)]
-    check_modes(&r, data, &files);
+    check_modes(&r, &dir, &files);
 
     if let Some(t) = tenant {
         let Some(id) = TenantId::parse(t) else {
             anyhow::bail!("--tenant {t}: not a canonical lowercase UUID");
         };
-        let path = data.join("tenants").join(format!("{id}.db"));
+        let path = dir.tenant_db(&id);
         if !path.exists() {
             r.problem(format!("tenant {id} has no file {}", path.display()), "see above: restore it from a backup");
         } else {
@@ -215,10 +220,10 @@ pub fn run(data: &Path, tenant: Option<&str>) -> anyhow::Result<usize> {
 /// them 0700/0600; older versions and copies made by hand may be wider). A warning, not a
 /// problem: the server works, but other local users can read the households' books.
 #[cfg(unix)]
-fn check_modes(r: &Report, data: &Path, files: &[(String, PathBuf)]) {
+fn check_modes(r: &Report, data: &DataDir, files: &[(String, PathBuf)]) {
     use std::os::unix::fs::PermissionsExt;
-    let mut paths = vec![data.to_path_buf(), data.join("tenants")];
-    for db in std::iter::once(data.join("auth.db")).chain(files.iter().map(|(_, p)| p.clone())) {
+    let mut paths = vec![data.root.clone(), data.tenants_dir()];
+    for db in std::iter::once(data.auth_db()).chain(files.iter().map(|(_, p)| p.clone())) {
         for suffix in ["", "-wal", "-shm"] {
             paths.push(PathBuf::from(format!("{}{suffix}", db.display())));
         }

@@ -21,7 +21,10 @@ use finwise_protocol::{
 };
 use finwise_server::{
     auth::{AuthStore, Tenant, User},
-    storage::{sqlite::SqliteTenant, EntityRecord},
+    storage::{
+        sqlite::{create_private_dir, DataDir, SqliteTenant},
+        EntityRecord,
+    },
     TenantId,
 };
 use rusqlite::{types::ValueRef, Connection, OpenFlags};
@@ -265,11 +268,10 @@ pub fn run(
             bail!("{} has no '{table}' table: it is not a FinWise 0.4 central database", central.display());
         }
     }
-    let _lock = finwise_server::storage::sqlite::DataDir { root: data.to_path_buf() }.lock("import-legacy")?;
-    finwise_server::storage::sqlite::create_private_dir(&data.join("tenants"))
-        .with_context(|| format!("cannot create {}", data.display()))?;
-    let auth = AuthStore::open(&data.join("auth.db"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", data.join("auth.db").display()))?;
+    let dir = DataDir { root: data.to_path_buf() };
+    let _lock = dir.lock("import-legacy")?;
+    create_private_dir(&dir.tenants_dir()).with_context(|| format!("cannot create {}", data.display()))?;
+    let auth = AuthStore::open(&dir.auth_db()).map_err(|e| anyhow::anyhow!("{}: {e}", dir.auth_db().display()))?;
     let mut s = Summary::default();
 
     // Users.
@@ -399,7 +401,7 @@ pub fn run(
     let now = time::now_ms();
     for (id, tables) in loaded {
         bar.set_message(id.as_str()[..8].to_owned());
-        let path = data.join("tenants").join(format!("{id}.db"));
+        let path = dir.tenant_db(&id);
         let mut db = SqliteTenant::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut records = Vec::new();
         for (t, rows) in tables {

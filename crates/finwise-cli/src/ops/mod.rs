@@ -24,24 +24,3 @@ pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
     }
     PathBuf::from("data")
 }
-
-/// The tenant database files of a data dir: `(tenant id or file stem, path)`, sorted.
-pub fn tenant_files(data: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
-    let dir = data.join("tenants");
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for e in rd {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "db") {
-            if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                out.push((stem.to_owned(), p.clone()));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}

@@ -4,6 +4,7 @@
 //! tenant) and the readers only to [`TenantReader`]. [`sqlite`] implements both on one SQLite file
 //! per tenant; a PostgreSQL implementation would implement the same traits.
 
+pub mod data_dir;
 pub mod sqlite;
 
 use finwise_protocol::EntityType;

@@ -6,11 +6,12 @@
 //! processed entry ids, indexed by a 64-bit hash of the id ([`id_hash`]). `meta` holds the
 //! sequence counter and the compaction floor.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use finwise_protocol::EntityType;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
+pub use super::data_dir::{DataDir, DataDirLock};
 use super::{AppliedEntry, EntityRecord, Result, Snapshot, StorageError, TenantReader, WriteTxn};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -399,86 +400,6 @@ impl TenantReader for SqliteReader {
         }
         Ok(())
     }
-}
-
-/// Where the files of a data dir live.
-#[derive(Debug, Clone)]
-pub struct DataDir {
-    pub root: PathBuf,
-}
-
-impl DataDir {
-    pub fn auth_db(&self) -> PathBuf {
-        self.root.join("auth.db")
-    }
-    pub fn tenants_dir(&self) -> PathBuf {
-        self.root.join("tenants")
-    }
-    /// The file of a tenant. `tenant` must be a validated [`crate::TenantId`], so it cannot
-    /// contain a path separator.
-    pub fn tenant_db(&self, tenant: &crate::TenantId) -> PathBuf {
-        self.tenants_dir().join(format!("{}.db", tenant.as_str()))
-    }
-    /// The lock file that keeps a data dir to one writing process (see [`DataDir::lock`]).
-    pub fn lock_file(&self) -> PathBuf {
-        self.root.join("finwise.lock")
-    }
-
-    /// Takes the data dir for `what` (`serve`, `restore`, …) until the returned guard is dropped
-    /// or the process ends (even by SIGKILL: it is an `flock`). Two writers on one tenant file
-    /// would break the seq and ack invariants, so `serve` and every operator command that writes
-    /// take it; `backup` and `doctor` only read and do not. Creates the data dir (mode 0700) when
-    /// it is missing. Refused with the holder's pid and command while another process holds it.
-    pub fn lock(&self, what: &str) -> anyhow::Result<DataDirLock> {
-        use std::io::{Read, Seek, Write};
-        create_private_dir(&self.root)
-            .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", self.root.display()))?;
-        let path = self.lock_file();
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let holder = if holder.is_empty() { "another process".to_owned() } else { holder.to_owned() };
-                anyhow::bail!(
-                    "the data dir {} is in use by {holder}; stop it first (`finwise backup` and `finwise doctor` work beside a running server)",
-                    self.root.display()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
-        }
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "finwise {what} (pid {})", std::process::id())?;
-        file.flush()?;
-        Ok(DataDirLock { _file: file })
-    }
-
-    /// Who holds the data dir now, if anyone (for `doctor`): the holder's line from the lock file.
-    pub fn holder(&self) -> Option<String> {
-        use std::io::Read;
-        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(self.lock_file()).ok()?;
-        match file.try_lock() {
-            Ok(()) => None,
-            Err(_) => {
-                let mut s = String::new();
-                file.read_to_string(&mut s).ok()?;
-                Some(s.trim().to_owned())
-            }
-        }
-    }
-}
-
-/// Holds a data dir (see [`DataDir::lock`]); dropping it releases the dir.
-#[derive(Debug)]
-pub struct DataDirLock {
-    _file: std::fs::File,
 }
 
 /// Creates an empty file readable by its owner only (mode 0600), unless it exists. SQLite gives

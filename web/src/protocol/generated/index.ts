@@ -13,6 +13,7 @@ export type * from "./BatchItemResult";
 export type * from "./SyncBatchResult";
 export type * from "./EntityChecksum";
 export type * from "./DataStatusResponse";
+export type * from "./ErrorCode";
 export type * from "./ErrorMessage";
 export type * from "./OutgoingClientMessage";
 export * from "./registry";
