@@ -8,9 +8,8 @@
 
 use std::{
     collections::VecDeque,
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Stdio,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -20,6 +19,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use finwise_testkit::process::ServerProcess;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -109,35 +109,25 @@ async fn main() -> Result<()> {
 // The server under test
 
 struct Server {
-    child: Child,
+    process: ServerProcess,
     addr: String,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(bin: &PathBuf, extra: &[&str]) -> Result<Server> {
+    /// The release binary through the test kit, rate limit out of the way, its log on stderr.
+    fn start(bin: &std::path::Path, extra: &[&str]) -> Result<Server> {
         let dir = tempfile::tempdir()?;
-        let mut child = Command::new(bin)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .args(["--messages-per-second", "100000000"])
-            .args(extra)
-            .env("FINWISE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!("starting {} (build it with cargo build --release -p finwise-cli)", bin.display())
-            })?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let addr =
-            line.trim().strip_prefix("listening on http://").context("server did not print its address")?.to_owned();
-        Ok(Server { child, addr, _dir: dir })
+        let process = ServerProcess::try_start_bin(bin, dir.path(), |c| {
+            c.args(["--messages-per-second", "100000000"]).args(extra).stderr(Stdio::inherit());
+        })
+        .with_context(|| format!("build it with cargo build --release -p finwise-cli ({})", bin.display()))?;
+        let addr = process.addr.clone();
+        Ok(Server { process, addr, _dir: dir })
     }
 
     fn proc_status(&self, key: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id())).unwrap_or_default();
         s.lines()
             .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1))
@@ -152,28 +142,21 @@ impl Server {
 
     /// CPU time (user + system) the server has used, in seconds.
     fn cpu_secs(&self) -> f64 {
-        proc_cpu_secs(&format!("/proc/{}/stat", self.child.id()))
+        proc_cpu_secs(&format!("/proc/{}/stat", self.process.child.id()))
     }
 
     fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.process.child.id())).map(|d| d.count()).unwrap_or(0)
     }
 
     fn open_db_files(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+        std::fs::read_dir(format!("/proc/{}/fd", self.process.child.id()))
             .map(|d| {
                 d.flatten()
                     .filter(|e| std::fs::read_link(e.path()).is_ok_and(|p| p.to_string_lossy().ends_with(".db")))
                     .count()
             })
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

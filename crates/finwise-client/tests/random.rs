@@ -4,22 +4,14 @@
 
 mod common;
 
-use common::{device, dump, Accounts, TestServer};
+use common::{dump, Household};
 use finwise_client::{Client, EntityType};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 
 async fn run(seed: u64, steps: usize) {
-    let server = TestServer::start(|_| {}).await;
-    server.register("rand").await;
-    let first = server.login("rand").await;
-    let tenant = first.create_tenant("Home").await.unwrap().uuid;
-    let mut auths = vec![first];
-    for _ in 1..3 {
-        auths.push(server.login("rand").await);
-    }
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut devices: Vec<Client> = (0..3).map(|i| device(&auths[i], &tenant, dirs[i].path())).collect();
+    let hh = Household::start("rand", "Home", 3).await;
+    let mut devices: Vec<Client> = (0..3).map(|i| hh.device(i)).collect();
     let ids: Vec<String> = (0..8).map(|i| format!("00000000-0000-4000-8000-00000000000{i}")).collect();
     let mut rng = StdRng::seed_from_u64(seed);
     for step in 0..steps {
@@ -48,7 +40,7 @@ async fn run(seed: u64, steps: usize) {
             _ => {
                 // Crash between the server's answers and recording them, then restart.
                 c.debug_push_and_crash_before_ack().await.unwrap();
-                devices[d] = device(&auths[d], &tenant, dirs[d].path());
+                devices[d] = hh.device(d);
             }
         }
         if rng.random_bool(0.3) {
@@ -85,13 +77,8 @@ async fn random_offline_edits_converge() {
 async fn random_edits_with_a_watching_device_converge() {
     let seeds: u64 = std::env::var("FINWISE_RANDOM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     for seed in 100..100 + seeds {
-        let server = TestServer::start(|_| {}).await;
-        server.register("watch").await;
-        let first = server.login("watch").await;
-        let tenant = first.create_tenant("Home").await.unwrap().uuid;
-        let auths = [first, server.login("watch").await, server.login("watch").await];
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let devices: Vec<Client> = (0..3).map(|i| device(&auths[i], &tenant, dirs[i].path())).collect();
+        let hh = Household::start("watch", "Home", 3).await;
+        let devices: Vec<Client> = (0..3).map(|i| hh.device(i)).collect();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = {
             let w = devices[0].clone();

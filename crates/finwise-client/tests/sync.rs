@@ -4,7 +4,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{device, dump, fast_options, Accounts, TestServer};
+use common::{device, dump, fast_options, Accounts, Household, TestServer};
 use finwise_client::{Auth, Client, ConnectionState, EntityType, EntryStatus, Error, Operation, Origin};
 use serde_json::json;
 
@@ -34,13 +34,8 @@ async fn pause() {
 
 #[tokio::test]
 async fn two_clients_edit_offline_and_converge_to_the_server() {
-    let mut server = TestServer::start(|_| {}).await;
-    server.register("alice").await;
-    let (auth_a, auth_b) = (server.login("alice").await, server.login("alice").await);
-    let tenant = auth_a.create_tenant("Household").await.unwrap().uuid;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = device(&auth_a, &tenant, dir_a.path());
-    let b = device(&auth_b, &tenant, dir_b.path());
+    let mut hh = Household::start("alice", "Household", 2).await;
+    let (a, b) = (hh.device(0), hh.device(1));
 
     // Online: A creates, B receives.
     let group = a.create(EntityType::AccountGroup, json!({"name": "Banks", "sortOrder": 0})).unwrap();
@@ -62,7 +57,7 @@ async fn two_clients_edit_offline_and_converge_to_the_server() {
     assert_eq!(b.list(EntityType::Tag).unwrap().len(), 12);
 
     // Outage: both edit offline; a sync attempt fails with a transient error.
-    server.stop().await;
+    hh.server.stop().await;
     a.update(EntityType::Account, &aid, json!({"name": "Giro (A)"})).unwrap();
     let a_tag = a.create(EntityType::Tag, json!({"name": "from A"})).unwrap()["id"].as_str().unwrap().to_owned();
     a.delete(EntityType::Tag, &tags[0]).unwrap();
@@ -85,7 +80,7 @@ async fn two_clients_edit_offline_and_converge_to_the_server() {
     assert_eq!(a.status().unwrap().connection, ConnectionState::Offline);
 
     // Back online: sync both, then A once more to pick up B's changes.
-    server.start_again().await;
+    hh.server.start_again().await;
     let ra = a.sync_once().await.unwrap();
     assert_eq!(ra.acked, 3, "{ra:?}");
     let rb = b.sync_once().await.unwrap();
@@ -150,13 +145,8 @@ async fn a_client_killed_before_the_ack_resends_and_nothing_is_applied_twice() {
 
 #[tokio::test]
 async fn a_pending_delete_is_not_undone_by_an_incoming_load() {
-    let server = TestServer::start(|_| {}).await;
-    server.register("carol").await;
-    let (auth_a, auth_b) = (server.login("carol").await, server.login("carol").await);
-    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = device(&auth_a, &tenant, dir_a.path());
-    let b = device(&auth_b, &tenant, dir_b.path());
+    let hh = Household::start("carol", "Home", 2).await;
+    let (a, b) = (hh.device(0), hh.device(1));
 
     let t = a.create(EntityType::Tag, json!({"name": "keep?"})).unwrap()["id"].as_str().unwrap().to_owned();
     a.sync_once().await.unwrap();
@@ -184,13 +174,8 @@ async fn a_pending_delete_is_not_undone_by_an_incoming_load() {
 
 #[tokio::test]
 async fn a_stale_local_edit_loses_and_the_winner_is_applied() {
-    let server = TestServer::start(|_| {}).await;
-    server.register("dave").await;
-    let (auth_a, auth_b) = (server.login("dave").await, server.login("dave").await);
-    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = device(&auth_a, &tenant, dir_a.path());
-    let b = device(&auth_b, &tenant, dir_b.path());
+    let hh = Household::start("dave", "Home", 2).await;
+    let (a, b) = (hh.device(0), hh.device(1));
     let t = a.create(EntityType::Tag, json!({"name": "x"})).unwrap()["id"].as_str().unwrap().to_owned();
     a.sync_once().await.unwrap();
     b.sync_once().await.unwrap();
@@ -258,13 +243,8 @@ async fn an_expired_access_token_is_refreshed() {
 
 #[tokio::test]
 async fn watch_streams_changes_and_survives_a_server_restart() {
-    let mut server = TestServer::start(|_| {}).await;
-    server.register("gina").await;
-    let (auth_a, auth_b) = (server.login("gina").await, server.login("gina").await);
-    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = device(&auth_a, &tenant, dir_a.path());
-    let b = device(&auth_b, &tenant, dir_b.path());
+    let mut hh = Household::start("gina", "Home", 2).await;
+    let (a, b) = (hh.device(0), hh.device(1));
 
     let mut changes = b.changes();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -289,9 +269,9 @@ async fn watch_streams_changes_and_survives_a_server_restart() {
     assert_eq!((c.entity_type, c.id.as_str(), c.operation), (EntityType::Tag, t.as_str(), Operation::Create));
 
     // The server goes away and comes back: B reconnects by itself and catches up by delta.
-    server.stop().await;
+    hh.server.stop().await;
     a.update(EntityType::Tag, &t, json!({"name": "edited offline"})).unwrap();
-    server.start_again().await;
+    hh.server.start_again().await;
     a.sync_once().await.unwrap();
     let c = next_remote(&mut changes).await.expect("B catches up after the restart");
     assert_eq!(c.entity.unwrap()["name"], "edited offline");
@@ -338,20 +318,15 @@ async fn overloaded_entries_are_retried_with_backoff_until_they_land() {
 
 #[tokio::test]
 async fn a_tie_is_restamped_by_the_server_and_both_clients_converge() {
-    let server = TestServer::start(|_| {}).await;
-    server.register("ivy").await;
-    let (auth_a, auth_b) = (server.login("ivy").await, server.login("ivy").await);
-    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = device(&auth_a, &tenant, dir_a.path());
-    let b = device(&auth_b, &tenant, dir_b.path());
+    let hh = Household::start("ivy", "Home", 2).await;
+    let (a, b) = (hh.device(0), hh.device(1));
     let t = a.create(EntityType::Tag, json!({"name": "x"})).unwrap()["id"].as_str().unwrap().to_owned();
     a.sync_once().await.unwrap();
     b.sync_once().await.unwrap();
     // Both devices edit with the very same updated_at (as two clocks may produce).
     let ms = finwise_protocol::time::now_ms() + 10;
-    for (dir, auth, name) in [(&dir_a, &auth_a, "tie A"), (&dir_b, &auth_b, "tie B")] {
-        let path = Client::store_path(dir.path(), &auth.user_id(), &tenant);
+    for (i, name) in [(0, "tie A"), (1, "tie B")] {
+        let path = Client::store_path(hh.dir(i), &hh.auth(i).user_id(), &hh.tenant);
         let mut store = finwise_client::store::Store::open(&path).unwrap();
         let e = EntityType::Tag.def().normalize(&json!({"id": t, "name": name}), ms).unwrap();
         store.local_change(EntityType::Tag, &t, Operation::Update, Some(&e), ms).unwrap();
@@ -396,13 +371,8 @@ async fn a_store_that_differs_from_the_server_is_repaired_by_a_full_resync() {
 
 #[tokio::test]
 async fn many_changes_of_one_entity_arrive_in_order_across_batches() {
-    let server = TestServer::start(|_| {}).await;
-    server.register("kim").await;
-    let (auth_a, auth_b) = (server.login("kim").await, server.login("kim").await);
-    let tenant = auth_a.create_tenant("Home").await.unwrap().uuid;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = device(&auth_a, &tenant, dir_a.path());
-    let b = device(&auth_b, &tenant, dir_b.path());
+    let hh = Household::start("kim", "Home", 2).await;
+    let (a, b) = (hh.device(0), hh.device(1));
     let t = a.create(EntityType::Tag, json!({"name": "v0"})).unwrap()["id"].as_str().unwrap().to_owned();
     for i in 1..=12 {
         a.update(EntityType::Tag, &t, json!({"name": format!("v{i}")})).unwrap();

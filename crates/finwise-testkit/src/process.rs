@@ -83,7 +83,17 @@ impl ServerProcess {
     /// environment, the working directory) before it is spawned. The environment is cleared of
     /// `FINWISE_*` settings first, so the caller's shell cannot change the test.
     pub fn start_cmd(dir: &Path, customize: impl FnOnce(&mut Command)) -> ServerProcess {
-        let mut cmd = Command::new(binary());
+        ServerProcess::try_start_bin(&binary(), dir, customize).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`ServerProcess::start_cmd`] with another binary (the bench's release build); an error
+    /// instead of a panic when it does not start.
+    pub fn try_start_bin(
+        bin: &Path,
+        dir: &Path,
+        customize: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new(bin);
         cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(dir).args(["--jwt-secret", PROCESS_SECRET]);
         for (k, _) in std::env::vars_os() {
             if k.to_str().is_some_and(|k| k.starts_with("FINWISE_") || k == "CORS_ORIGINS") {
@@ -92,7 +102,7 @@ impl ServerProcess {
         }
         cmd.env("FINWISE_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped());
         customize(&mut cmd);
-        let mut child = cmd.spawn().expect("start the server binary");
+        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
         let log = Arc::new(Mutex::new(String::new()));
         if let Some(err) = child.stderr.take() {
             let (l, mut err) = (Arc::clone(&log), BufReader::new(err));
@@ -106,16 +116,16 @@ impl ServerProcess {
         }
         let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut line = String::new();
-        out.read_line(&mut line).unwrap();
+        out.read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("listening on http://").map(str::to_owned) else {
             let _ = child.wait();
-            panic!("the server did not start: first line {line:?}; log:\n{}", log.lock().unwrap());
+            anyhow::bail!("the server did not start: first line {line:?}; log:\n{}", log.lock().unwrap());
         };
         std::thread::spawn(move || {
             let mut s = String::new();
             let _ = out.read_to_string(&mut s);
         });
-        ServerProcess { child, addr, log }
+        Ok(ServerProcess { child, addr, log })
     }
 
     /// `http://addr`.

@@ -47,6 +47,43 @@ pub fn fast_options() -> ClientOptions {
     }
 }
 
+/// One user's household on a fresh server: a tenant, and `n` sessions of the user (devices),
+/// each with its own store directory. Clients are opened on demand ([`Household::device`]).
+pub struct Household {
+    pub server: TestServer,
+    pub tenant: String,
+    auths: Vec<Arc<Auth>>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Household {
+    /// Registers `user`, logs `n` devices in and creates the tenant `name` with the first.
+    pub async fn start(user: &str, name: &str, n: usize) -> Household {
+        let server = TestServer::start(|_| {}).await;
+        server.register(user).await;
+        let mut auths = Vec::new();
+        for _ in 0..n {
+            auths.push(server.login(user).await);
+        }
+        let tenant = auths[0].create_tenant(name).await.unwrap().uuid;
+        let dirs = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        Household { server, tenant, auths, dirs }
+    }
+
+    /// Device `i`'s client (opening it again after a "crash" reads the same store).
+    pub fn device(&self, i: usize) -> Client {
+        device(&self.auths[i], &self.tenant, self.dirs[i].path())
+    }
+
+    pub fn auth(&self, i: usize) -> &Arc<Auth> {
+        &self.auths[i]
+    }
+
+    pub fn dir(&self, i: usize) -> &Path {
+        self.dirs[i].path()
+    }
+}
+
 /// A device: a client of `tenant` with its own store directory.
 pub fn device(auth: &Arc<Auth>, tenant: &str, dir: &Path) -> Client {
     Client::open(Arc::clone(auth), tenant, dir, fast_options()).unwrap()
