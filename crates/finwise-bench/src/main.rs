@@ -6,6 +6,7 @@
 //! memory and open files can be read from /proc. Every figure in docs/PERFORMANCE.md comes from
 //! this tool; the command for each is given there.
 
+use finwise_protocol::locks::LockExt;
 use std::{
     collections::VecDeque,
     path::PathBuf,
@@ -313,7 +314,7 @@ async fn pipeline(
                             s2.acquire().await.expect("semaphore").forget();
                         }
                     }
-                    t2.lock().expect("lock").push_back(Instant::now());
+                    t2.locked().push_back(Instant::now());
                     if sink.feed(Message::Text(f.into())).await.is_err() {
                         break;
                     }
@@ -333,7 +334,7 @@ async fn pipeline(
                 got += 1;
                 // A refusal (sync_nack, or a refused entry in a batch result) is not throughput.
                 nacks += t.matches("\"reason\":").count();
-                if let Some(t0) = times.lock().expect("lock").pop_front() {
+                if let Some(t0) = times.locked().pop_front() {
                     lat.push(t0.elapsed().as_micros() as u64);
                 }
                 sem.add_permits(1);

@@ -10,6 +10,7 @@
 
 pub mod digest;
 pub mod entity;
+pub mod locks;
 pub mod lww;
 pub mod messages;
 pub mod time;

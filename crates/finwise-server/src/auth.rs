@@ -6,6 +6,7 @@
 //! random, stored only as SHA-256 hashes, single-use, and rotated in families: presenting a
 //! refresh token that was already used revokes its whole family (it was stolen or replayed).
 
+use finwise_protocol::locks::LockExt;
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use argon2::{
@@ -120,7 +121,7 @@ impl AuthStore {
 
     /// The connection, for this store's queries here and in [`crate::tenants`].
     pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.conn.locked()
     }
 
     pub fn create_user(&self, name: &str, email: &str, password_hash: &str) -> Result<User, AuthError> {

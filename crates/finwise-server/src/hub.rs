@@ -3,6 +3,7 @@
 //! forwards it unless it wrote the change itself. A connection that falls more than the channel's
 //! capacity behind is closed with 1013 and resyncs by delta.
 
+use finwise_protocol::locks::LockExt;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -52,21 +53,21 @@ impl Hub {
 
     /// Subscribes to a tenant's events (and to server-wide events).
     pub fn subscribe(&self, tenant: &TenantId) -> (broadcast::Receiver<Event>, broadcast::Receiver<Event>) {
-        let mut map = self.tenants.lock().expect("hub lock");
+        let mut map = self.tenants.locked();
         let tx = map.entry(tenant.clone()).or_insert_with(|| broadcast::channel(self.capacity).0);
         (tx.subscribe(), self.all.subscribe())
     }
 
     /// Drops a tenant's channel once its last connection has gone.
     pub fn unsubscribe(&self, tenant: &TenantId) {
-        let mut map = self.tenants.lock().expect("hub lock");
+        let mut map = self.tenants.locked();
         if map.get(tenant).is_some_and(|tx| tx.receiver_count() == 0) {
             map.remove(tenant);
         }
     }
 
     pub fn publish(&self, tenant: &TenantId, event: Event) {
-        let tx = self.tenants.lock().expect("hub lock").get(tenant).cloned();
+        let tx = self.tenants.locked().get(tenant).cloned();
         if let Some(tx) = tx {
             let _ = tx.send(event);
         }
@@ -78,7 +79,7 @@ impl Hub {
 
     /// Connections per tenant, for status endpoints.
     pub fn stats(&self) -> (usize, usize) {
-        let map = self.tenants.lock().expect("hub lock");
+        let map = self.tenants.locked();
         (map.values().map(|tx| tx.receiver_count()).sum(), map.len())
     }
 }

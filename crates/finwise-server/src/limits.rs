@@ -5,6 +5,7 @@
 //! Every counter is taken **before** the work it limits, under one lock, so that requests that
 //! arrive together cannot all pass a check that only one of them should pass.
 
+use finwise_protocol::locks::LockExt;
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -42,7 +43,7 @@ impl Attempts {
 
     /// Counts an attempt for `key` if the window has room for it, atomically.
     pub fn attempt(&self, key: &str) -> Result<(), RetryAfter> {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.entries.locked();
         if map.len() >= MAX_KEYS {
             let window = self.window;
             map.retain(|_, (_, start)| start.elapsed() < window);
@@ -60,7 +61,7 @@ impl Attempts {
 
     /// Forgets the attempts of `key` (a successful login refunds its account's guesses).
     pub fn clear(&self, key: &str) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.entries.locked().remove(key);
     }
 }
 
@@ -84,7 +85,7 @@ impl AddressSlowdown {
 
     /// Admits an attempt from `ip` now, or says when the next one will be admitted.
     pub fn admit(&self, ip: IpAddr) -> Result<(), RetryAfter> {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.entries.locked();
         let now = Instant::now();
         let Some(e) = map.get_mut(&ip) else { return Ok(()) };
         if now.duration_since(e.1) >= self.window {
@@ -103,7 +104,7 @@ impl AddressSlowdown {
 
     /// Records a failed attempt from `ip`.
     pub fn fail(&self, ip: IpAddr) {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.entries.locked();
         if map.len() >= MAX_KEYS {
             let window = self.window;
             map.retain(|_, (_, start, _)| start.elapsed() < window);
@@ -138,7 +139,7 @@ impl HashGate {
         for i in 0..concurrency.max(1) {
             let rx = std::sync::Arc::clone(&rx);
             let spawned = std::thread::Builder::new().name(format!("finwise-hash-{i}")).spawn(move || loop {
-                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let job = rx.locked().recv();
                 match job {
                     Ok(job) => job(),
                     Err(_) => return,
@@ -162,7 +163,7 @@ impl HashGate {
         let job: Box<dyn FnOnce() + Send> = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|_| busy)?;
+        self.jobs.locked().send(job).map_err(|_| busy)?;
         rx.await.map_err(|_| busy)
     }
 }
@@ -174,7 +175,7 @@ pub struct PerKeyCount(Mutex<HashMap<String, usize>>);
 impl PerKeyCount {
     /// Takes one of `limit` places of `key`; the place is given back when the guard drops.
     pub fn take(self: &std::sync::Arc<Self>, key: &str, limit: usize) -> Option<CountGuard> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.locked();
         let n = map.entry(key.to_owned()).or_insert(0);
         if *n >= limit {
             return None;
@@ -184,7 +185,7 @@ impl PerKeyCount {
     }
 
     pub fn get(&self, key: &str) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied().unwrap_or(0)
+        self.0.locked().get(key).copied().unwrap_or(0)
     }
 }
 
@@ -196,7 +197,7 @@ pub struct CountGuard {
 
 impl Drop for CountGuard {
     fn drop(&mut self) {
-        let mut map = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.counts.0.locked();
         if let Some(n) = map.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

@@ -7,6 +7,7 @@
 //! `finwise_tcp_connections_open`, `finwise_ws_buffered_bytes`, `finwise_ws_outbound_bytes`,
 //! `finwise_http_requests_total{status}`, `finwise_connection_closes_total{code}`.
 
+use finwise_protocol::locks::LockExt;
 use std::sync::Mutex;
 
 use prometheus_client::{
@@ -162,7 +163,7 @@ impl Metrics {
             "WebSocket connections ended, by the close code the server sent (1013 slow client, 1008 policy, 1009 too big, 1001 shutdown; peer = closed by the client)",
             m.closes.clone(),
         );
-        *m.registry.lock().expect("metrics registry") = r;
+        *m.registry.locked() = r;
         m
     }
 
@@ -190,7 +191,7 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.registry.locked();
         encode(&mut out, &r).expect("encoding metrics into a String");
         out
     }

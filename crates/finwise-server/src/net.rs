@@ -18,6 +18,7 @@
 //!   The same stream follows the frames ([`crate::frames`]): only a `process_sync_batch` may
 //!   grow beyond `max_message_bytes` (1009 otherwise, as soon as it does).
 
+use finwise_protocol::locks::LockExt;
 use std::{
     collections::HashMap,
     future::Future,
@@ -123,7 +124,7 @@ impl Buffers {
         if !self.over_budget() {
             return;
         }
-        let mut last = self.last_notice.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_notice.locked();
         if last.elapsed() >= Duration::from_millis(50) {
             *last = Instant::now();
             self.pressure.notify_waiters();
@@ -181,7 +182,7 @@ impl Connections {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        self.entries.locked()
     }
 
     pub fn open(&self) -> usize {

@@ -12,6 +12,7 @@
 //! thread instead collects a larger group for its next commit. And 10,000 tenants do not mean
 //! 10,000 threads (each with its own allocator caches).
 
+use finwise_protocol::locks::LockExt;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Condvar, Mutex, MutexGuard},
@@ -125,7 +126,7 @@ impl Drop for Writers {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.locked()
 }
 
 impl Writers {

@@ -1,5 +1,6 @@
 //! `finwise sync` (once, `--watch`, `--full`, `--retry-failed`) and `finwise status`.
 
+use finwise_protocol::locks::LockExt;
 use std::{
     io::{IsTerminal, Write},
     sync::{Arc, Mutex},
@@ -23,7 +24,7 @@ fn progress_options(enabled: bool) -> ClientOptions {
     }
     let bar: Arc<Mutex<Option<ProgressBar>>> = Arc::new(Mutex::new(None));
     opts.progress = Some(Arc::new(move |p: &Progress| {
-        let mut slot = bar.lock().expect("progress lock");
+        let mut slot = bar.locked();
         match p {
             Progress::Pushing { sent, total } => {
                 let b = slot.get_or_insert_with(|| new_bar(Some(*total), "sending"));
