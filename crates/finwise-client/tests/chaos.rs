@@ -36,7 +36,7 @@ use std::{
 
 use common::{dump, fast_options};
 use finwise_client::{store::Store, Auth, Client, EntityType, EntryStatus, Operation};
-use finwise_testkit::process::ServerProcess;
+use finwise_testkit::{process::ServerProcess, random_payload};
 use futures_util::{SinkExt, StreamExt};
 use rand::{
     rngs::StdRng,
@@ -381,38 +381,6 @@ impl Proxy {
 // ---------------------------------------------------------------------------------------------
 // Payloads for the nine entity types
 
-fn payload(t: EntityType, id: &str, marker: &str, rng: &mut StdRng) -> Value {
-    let n = rng.random_range(0..1000) as f64 / 4.0;
-    let k = rng.random_range(0..50);
-    let r = |p: &str| format!("00000000-0000-4000-8000-{p}00000000");
-    match t {
-        EntityType::AccountGroup => json!({"id": id, "name": marker, "sortOrder": k}),
-        EntityType::Account => {
-            json!({"id": id, "name": marker, "isActive": rng.random_bool(0.5), "isOfflineBudget": false,
-            "accountGroupId": r("0001"), "balance": n, "offset": k, "accountType": "giro", "iban": "DE00 1234"})
-        }
-        EntityType::CategoryGroup => {
-            json!({"id": id, "name": marker, "sortOrder": k, "isIncomeGroup": rng.random_bool(0.5)})
-        }
-        EntityType::Category => json!({"id": id, "name": marker, "budgeted": n, "activity": -n, "available": 0.0,
-            "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": k, "categoryGroupId": r("0002"),
-            "goalDate": "2027-01-01", "note": "ü€ \"q\""}),
-        EntityType::Recipient => json!({"id": id, "name": marker, "defaultCategoryId": r("0003"), "note": null}),
-        EntityType::Tag => json!({"id": id, "name": marker, "color": "primary"}),
-        EntityType::AutomationRule => {
-            json!({"id": id, "name": marker, "stage": "DEFAULT", "priority": k, "isActive": true,
-            "conditions": [{"type": "RECIPIENT_CONTAINS", "value": marker}], "actions": [], "conditionLogic": "any"})
-        }
-        EntityType::PlanningTransaction => json!({"id": id, "name": marker, "accountId": r("0004"), "amount": -n,
-            "amountType": "EXACT", "startDate": "2026-01-01", "recurrencePattern": "MONTHLY", "recurrenceEndType": "NEVER",
-            "weekendHandling": "NONE", "isActive": true, "forecastOnly": false, "tagIds": [r("0005")]}),
-        EntityType::Transaction => {
-            json!({"id": id, "accountId": r("0004"), "date": "2026-02-01", "valueDate": "2026-02-02",
-            "amount": -n, "description": marker, "type": "EXPENSE", "runningBalance": n, "recipientId": r("0006")})
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Devices
 
@@ -480,11 +448,11 @@ impl Device {
             let now = finwise_protocol::time::now_ms() + self.offset_ms;
             let ms = row.as_ref().map_or(now, |r| now.max(r.updated_at_ms + 1));
             let (op, entity) = if !live {
-                (Operation::Create, Some(payload(t, id, marker, rng)))
+                (Operation::Create, Some(random_payload(t, id, marker, rng)))
             } else if rng.random_bool(0.3) {
                 (Operation::Delete, None)
             } else {
-                (Operation::Update, Some(payload(t, id, marker, rng)))
+                (Operation::Update, Some(random_payload(t, id, marker, rng)))
             };
             if self.offset_ms == 0 {
                 // The library's own API (system clock).

@@ -6,6 +6,7 @@ mod common;
 
 use common::{dump, Household};
 use finwise_client::{Client, EntityType};
+use finwise_testkit::random_payload;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 
@@ -18,17 +19,19 @@ async fn run(seed: u64, steps: usize) {
         let d = rng.random_range(0..devices.len());
         let c = &devices[d];
         let id = &ids[rng.random_range(0..ids.len())];
+        let t = EntityType::ALL[rng.random_range(0..EntityType::ALL.len())];
         match rng.random_range(0..100) {
             0..=29 => {
-                let name = format!("s{step} d{d}");
-                if c.get(EntityType::Tag, id).unwrap().is_some() {
-                    c.update(EntityType::Tag, id, json!({"name": name})).unwrap();
+                // every type, with the chaos test's generator of valid payloads
+                let payload = random_payload(t, id, &format!("s{step} d{d}"), &mut rng);
+                if c.get(t, id).unwrap().is_some() {
+                    c.update(t, id, payload).unwrap();
                 } else {
-                    c.create(EntityType::Tag, json!({"id": id, "name": name})).unwrap();
+                    c.create(t, payload).unwrap();
                 }
             }
-            30..=44 if c.get(EntityType::Tag, id).unwrap().is_some() => {
-                c.delete(EntityType::Tag, id).unwrap();
+            30..=44 if c.get(t, id).unwrap().is_some() => {
+                c.delete(t, id).unwrap();
             }
             30..=44 => {}
             45..=74 => {

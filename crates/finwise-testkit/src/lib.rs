@@ -14,6 +14,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 pub mod process;
 
+use finwise_protocol::entity::EntityType;
 use finwise_server::Config;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -410,4 +411,38 @@ pub async fn raw_upgrade(addr: &str, tenant: &str, token: &str) -> tokio::net::T
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
+}
+
+/// A valid payload of type `t` with random values, named or described by `marker` (which says
+/// who wrote it when), referring to fixed ids: the random edits of the chaos and random tests.
+pub fn random_payload(t: EntityType, id: &str, marker: &str, rng: &mut impl rand::Rng) -> Value {
+    let n = rng.random_range(0..1000) as f64 / 4.0;
+    let k = rng.random_range(0..50);
+    let r = |p: &str| format!("00000000-0000-4000-8000-{p}00000000");
+    match t {
+        EntityType::AccountGroup => json!({"id": id, "name": marker, "sortOrder": k}),
+        EntityType::Account => {
+            json!({"id": id, "name": marker, "isActive": rng.random_bool(0.5), "isOfflineBudget": false,
+            "accountGroupId": r("0001"), "balance": n, "offset": k, "accountType": "giro", "iban": "DE00 1234"})
+        }
+        EntityType::CategoryGroup => {
+            json!({"id": id, "name": marker, "sortOrder": k, "isIncomeGroup": rng.random_bool(0.5)})
+        }
+        EntityType::Category => json!({"id": id, "name": marker, "budgeted": n, "activity": -n, "available": 0.0,
+            "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": k, "categoryGroupId": r("0002"),
+            "goalDate": "2027-01-01", "note": "ü€ \"q\""}),
+        EntityType::Recipient => json!({"id": id, "name": marker, "defaultCategoryId": r("0003"), "note": null}),
+        EntityType::Tag => json!({"id": id, "name": marker, "color": "primary"}),
+        EntityType::AutomationRule => {
+            json!({"id": id, "name": marker, "stage": "DEFAULT", "priority": k, "isActive": true,
+            "conditions": [{"type": "RECIPIENT_CONTAINS", "value": marker}], "actions": [], "conditionLogic": "any"})
+        }
+        EntityType::PlanningTransaction => json!({"id": id, "name": marker, "accountId": r("0004"), "amount": -n,
+            "amountType": "EXACT", "startDate": "2026-01-01", "recurrencePattern": "MONTHLY", "recurrenceEndType": "NEVER",
+            "weekendHandling": "NONE", "isActive": true, "forecastOnly": false, "tagIds": [r("0005")]}),
+        EntityType::Transaction => {
+            json!({"id": id, "accountId": r("0004"), "date": "2026-02-01", "valueDate": "2026-02-02",
+            "amount": -n, "description": marker, "type": "EXPENSE", "runningBalance": n, "recipientId": r("0006")})
+        }
+    }
 }
