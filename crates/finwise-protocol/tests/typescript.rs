@@ -30,6 +30,8 @@ fn generated() -> Vec<(String, String)> {
         DataStatusResponse,
         ErrorCode,
         ErrorMessage,
+        Heartbeat,
+        ServerMessage,
         OutgoingClientMessage,
     ]
 }

@@ -12,8 +12,8 @@ use std::{sync::Arc, time::Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use finwise_protocol::{
     messages::{
-        parse_client_message, ClientMessage, ErrorCode, ErrorMessage, NackReason, StatusMessage, SyncBatchResult,
-        SyncNack,
+        parse_client_message, ClientMessage, ErrorCode, ErrorMessage, Heartbeat, NackReason, StatusMessage,
+        SyncBatchResult, SyncNack,
     },
     time, PROTOCOL_VERSION,
 };
@@ -435,7 +435,7 @@ async fn run_conn(
                     Err(Stop::Close(close::POLICY, "idle: no complete message"))
                 } else {
                     let secs = app.started.elapsed().as_secs_f64();
-                    c.send_text(json!({"type": "ping", "timestamp": secs}).to_string()).await
+                    c.send_json(&Heartbeat::ping(json!(secs))).await
                 }
             }
         };
@@ -575,7 +575,7 @@ async fn handle_text(
             }
             send_load(c, LoadRequest { since, chunk_size }).await
         }
-        ClientMessage::Ping { timestamp } => c.send_json(&json!({"type": "pong", "timestamp": timestamp})).await,
+        ClientMessage::Ping { timestamp } => c.send_json(&Heartbeat::pong(timestamp)).await,
         ClientMessage::DataStatusRequest { tenant_id, entity_types } => {
             if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
                 return c.send_json(&ErrorMessage::tenant_mismatch("Failed to read the data status")).await;
@@ -649,7 +649,7 @@ async fn send_load(c: &mut Conn, req: LoadRequest) -> Result<(), Stop> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             warn!(tenant = %c.tenant, error = %e, "initial data load failed");
-            c.send_json(&json!({"type": "error", "code": "storage_error", "message": format!("Failed to load initial data: {e}")})).await
+            c.send_json(&ErrorMessage::new(ErrorCode::StorageError, format!("Failed to load initial data: {e}"))).await
         }
         Err(_) => Err(Stop::Closed),
     }

@@ -18,6 +18,8 @@ export type { DataStatusResponse } from './generated/DataStatusResponse'
 export type { StatusMessage } from './generated/StatusMessage'
 export type { ErrorMessage } from './generated/ErrorMessage'
 export type { ErrorCode } from './generated/ErrorCode'
+export type { Heartbeat } from './generated/Heartbeat'
+export type { ServerMessage } from './generated/ServerMessage'
 export type { OutgoingClientMessage } from './generated/OutgoingClientMessage'
 
 /** NACK reasons a client retries automatically, generated from `NackReason::retryable`. */

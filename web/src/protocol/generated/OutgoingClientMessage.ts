@@ -5,4 +5,13 @@ import type { SyncQueueEntry } from "./SyncQueueEntry";
 /**
  * Messages a client sends, for typed clients (the server parses with [`parse_client_message`]).
  */
-export type OutgoingClientMessage = { "type": "process_sync_entry", payload: SyncQueueEntry, } | { "type": "process_sync_batch", entries: Array<SyncQueueEntry>, } | { "type": "request_initial_data", tenant_id: string, since?: number, } | { "type": "ping", timestamp: number, } | { "type": "data_status_request", tenant_id: string, entity_types: Array<EntityType> | null, } | { "type": "tenant_disconnect", tenant_id: string, reason: string, };
+export type OutgoingClientMessage = { "type": "process_sync_entry", payload: SyncQueueEntry, } | { "type": "process_sync_batch", entries: Array<SyncQueueEntry>, } | { "type": "request_initial_data", tenant_id: string, 
+/**
+ * Entities per `initial_data_load` message (the server clamps it to 1..=100000);
+ * without it the whole load comes in one message.
+ */
+chunk_size?: number, 
+/**
+ * A delta since this sequence number instead of a full load.
+ */
+since?: number, } | { "type": "ping", timestamp: number, } | { "type": "data_status_request", tenant_id: string, entity_types: Array<EntityType> | null, } | { "type": "tenant_disconnect", tenant_id: string, reason: string, };

@@ -15,5 +15,7 @@ export type * from "./EntityChecksum";
 export type * from "./DataStatusResponse";
 export type * from "./ErrorCode";
 export type * from "./ErrorMessage";
+export type * from "./Heartbeat";
+export type * from "./ServerMessage";
 export type * from "./OutgoingClientMessage";
 export * from "./registry";
