@@ -7,20 +7,23 @@
 //!   they arrive, ping the server, and reconnect with exponential backoff and jitter.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     future::Future,
+    ops::ControlFlow,
     pin::Pin,
     time::{Duration, Instant},
 };
 
 use finwise_protocol::{
-    messages::{NackReason, SyncQueueEntry},
+    messages::{
+        BatchItemResult, DataStatusResponse, DataUpdate, InitialDataLoad, NackReason, Operation, OutgoingClientMessage,
+        ServerMessage, ServerMessageError, SyncBatchResult, SyncQueueEntry,
+    },
     time, EntityType,
 };
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     tungstenite::{self, Message},
@@ -68,27 +71,6 @@ fn ws_url(server: &str, tenant: &str, token: &str) -> String {
     format!("{base}/ws_finwise/ws/{tenant}?token={token}")
 }
 
-/// One result inside `sync_batch_result` (reasons kept as strings: unknown ones are permanent).
-#[derive(Debug, Deserialize)]
-struct ItemResult {
-    id: String,
-    status: String,
-    #[serde(default)]
-    applied: Option<bool>,
-    #[serde(default)]
-    duplicate: bool,
-    #[serde(default)]
-    updated_at: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    detail: Option<String>,
-}
-
-fn parse_reason(s: &str) -> Option<NackReason> {
-    serde_json::from_value(Value::from(s)).ok()
-}
-
 /// An open connection and what it did so far.
 struct Conn<'a> {
     inner: &'a Inner,
@@ -114,20 +96,21 @@ async fn connect(inner: &Inner) -> Result<Ws> {
                 // The greeting: {"type":"status","status":"online","protocol":2}.
                 let hello = tokio::time::timeout(inner.opts.request_timeout, ws.next()).await;
                 return match hello {
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                        if v["type"] == "status" && v["status"] == "online" {
+                    Ok(Some(Ok(Message::Text(t)))) => match ServerMessage::parse(&t) {
+                        Ok(ServerMessage::Status(s)) if s.status == "online" => {
                             // How far the local clock is from the server's (network delay
                             // included): changes stamped too far ahead are refused (clock_skew).
-                            if let Some(server_ms) = v["server_time"].as_str().and_then(time::parse_ms) {
+                            if let Some(server_ms) = s.server_time.as_deref().and_then(time::parse_ms) {
                                 let offset = time::now_ms() - server_ms;
                                 let _ = inner.store().set_meta("clock_offset_ms", &offset.to_string());
                             }
                             Ok(ws)
-                        } else {
+                        }
+                        _ => {
+                            let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
                             Err(Error::Protocol(format!("unexpected greeting {v}")))
                         }
-                    }
+                    },
                     Ok(_) => Err(Error::Connect("connection closed before the greeting".into())),
                     Err(_) => Err(Error::Timeout("the server's greeting")),
                 };
@@ -154,6 +137,29 @@ async fn connect(inner: &Inner) -> Result<Ws> {
     }
 }
 
+/// The answers [`Conn::wait_for`] waits for: `Break` with the answer, `Continue` with any
+/// other message.
+fn batch_result(m: ServerMessage) -> ControlFlow<SyncBatchResult, ServerMessage> {
+    match m {
+        ServerMessage::SyncBatchResult(r) => ControlFlow::Break(r),
+        other => ControlFlow::Continue(other),
+    }
+}
+
+fn initial_data_load(m: ServerMessage) -> ControlFlow<InitialDataLoad, ServerMessage> {
+    match m {
+        ServerMessage::InitialDataLoad(l) => ControlFlow::Break(l),
+        other => ControlFlow::Continue(other),
+    }
+}
+
+fn data_status_response(m: ServerMessage) -> ControlFlow<DataStatusResponse, ServerMessage> {
+    match m {
+        ServerMessage::DataStatusResponse(s) => ControlFlow::Break(s),
+        other => ControlFlow::Continue(other),
+    }
+}
+
 fn wire_entry(tenant: &str, e: &QueueEntry) -> SyncQueueEntry {
     SyncQueueEntry {
         id: e.id.clone(),
@@ -172,8 +178,9 @@ impl<'a> Conn<'a> {
         Ok(Conn { inner, ws, last_rx: Instant::now(), report: SyncReport::default() })
     }
 
-    async fn send(&mut self, v: &Value) -> Result<()> {
-        self.ws.send(Message::Text(v.to_string().into())).await.map_err(|e| Error::Connect(e.to_string()))
+    async fn send(&mut self, msg: &OutgoingClientMessage) -> Result<()> {
+        let text = serde_json::to_string(msg)?;
+        self.ws.send(Message::Text(text.into())).await.map_err(|e| Error::Connect(e.to_string()))
     }
 
     async fn close(mut self) -> SyncReport {
@@ -181,25 +188,33 @@ impl<'a> Conn<'a> {
         self.report
     }
 
-    /// The next JSON message (cancel-safe). Server heartbeats are skipped.
-    async fn read(&mut self) -> Result<Value> {
+    /// The next server message (cancel-safe). Server heartbeats are skipped, and so is what is
+    /// no server message of this protocol (nothing would handle it); a message of a known kind
+    /// without that kind's fields is a protocol error.
+    async fn read(&mut self) -> Result<ServerMessage> {
         loop {
             let msg = self.ws.next().await;
             self.last_rx = Instant::now();
             match msg {
                 None => return Err(Error::Connect("the server closed the connection".into())),
                 Some(Err(e)) => return Err(Error::Connect(e.to_string())),
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t)
-                        .map_err(|e| Error::Protocol(format!("invalid JSON from server: {e}")))?;
-                    if v["type"] == "ping" || v["type"] == "pong" {
-                        continue;
-                    }
-                    if v["type"] == "status" && v["status"] == "shutdown" {
+                Some(Ok(Message::Text(t))) => match ServerMessage::parse(&t) {
+                    Ok(ServerMessage::Ping(_) | ServerMessage::Pong(_)) => continue,
+                    Ok(ServerMessage::Status(s)) if s.status == "shutdown" => {
                         return Err(Error::Connect("the server is shutting down".into()));
                     }
-                    return Ok(v);
-                }
+                    Ok(m) => return Ok(m),
+                    Err(ServerMessageError::InvalidJson(e)) => {
+                        return Err(Error::Protocol(format!("invalid JSON from server: {e}")));
+                    }
+                    Err(ServerMessageError::Invalid { kind, source }) => {
+                        return Err(Error::Protocol(format!("bad {kind}: {source}")));
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "ignoring a message that is not for this client");
+                        continue;
+                    }
+                },
                 Some(Ok(Message::Close(f))) => {
                     let why = f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
                     return Err(Error::Connect(format!("the server closed the connection {why}")));
@@ -210,26 +225,22 @@ impl<'a> Conn<'a> {
     }
 
     /// Handles a message nobody is waiting for: `data_update`s are applied, errors logged.
-    fn dispatch(&mut self, v: &Value) -> Result<()> {
-        if v["event_type"] == "data_update" {
-            return self.apply_update(v);
+    fn dispatch(&mut self, m: &ServerMessage) -> Result<()> {
+        match m {
+            ServerMessage::DataUpdate(u) => self.apply_update(u),
+            ServerMessage::Error(e) => {
+                warn!(code = %e.code, message = %e.message, "server error message");
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        if v["type"] == "error" {
-            warn!(code = %v["code"], message = %v["message"], "server error message");
-        }
-        Ok(())
     }
 
-    fn apply_update(&mut self, v: &Value) -> Result<()> {
-        let Some(t) = v["entity_type"].as_str().and_then(EntityType::parse) else { return Ok(()) };
-        let Some(entity) = v["data"]["single_entity"].as_object() else { return Ok(()) };
-        let deleted = v["operation_type"] == "delete";
-        let ms = v["updated_at"]
-            .as_str()
-            .or_else(|| entity.get("updated_at").and_then(Value::as_str))
-            .and_then(time::parse_ms)
-            .unwrap_or(0);
-        let change = self.inner.store().apply_remote(t, entity, deleted, ms)?;
+    fn apply_update(&mut self, u: &DataUpdate) -> Result<()> {
+        let Ok(entity) = serde_json::from_str::<Map<String, Value>>(u.data.single_entity.get()) else { return Ok(()) };
+        let deleted = u.operation_type == Operation::Delete;
+        let ms = time::parse_ms(&u.updated_at).unwrap_or(0);
+        let change = self.inner.store().apply_remote(u.entity_type, &entity, deleted, ms)?;
         if let Some(c) = change {
             self.report.received += 1;
             self.inner.publish(vec![c]);
@@ -237,15 +248,20 @@ impl<'a> Conn<'a> {
         Ok(())
     }
 
-    /// Reads until `pred` matches, applying everything else. `error` messages fail the wait; so
-    /// does a silent link (nothing at all for three ping intervals: presumed dead).
-    async fn wait_for(&mut self, what: &'static str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    /// Reads until `want` takes a message (it hands back the others), applying everything else.
+    /// `error` messages fail the wait; so does a silent link (nothing at all for three ping
+    /// intervals: presumed dead).
+    async fn wait_for<T>(
+        &mut self,
+        what: &'static str,
+        want: impl Fn(ServerMessage) -> ControlFlow<T, ServerMessage>,
+    ) -> Result<T> {
         let opts = &self.inner.opts;
         let deadline = tokio::time::Instant::now() + opts.request_timeout;
         let silence = opts.request_timeout.min(opts.ping_interval * 3);
         loop {
             let until = deadline.min(tokio::time::Instant::now() + silence);
-            let v = match tokio::time::timeout_at(until, self.read()).await {
+            let m = match tokio::time::timeout_at(until, self.read()).await {
                 Ok(r) => r?,
                 Err(_) if until < deadline => {
                     return Err(Error::Connect(format!(
@@ -254,27 +270,29 @@ impl<'a> Conn<'a> {
                 }
                 Err(_) => return Err(Error::Timeout(what)),
             };
-            if pred(&v) {
-                return Ok(v);
+            let m = match want(m) {
+                ControlFlow::Break(answer) => return Ok(answer),
+                ControlFlow::Continue(m) => m,
+            };
+            if let ServerMessage::Error(e) = &m {
+                return Err(Error::Protocol(format!("{}: {}", e.code, e.message)));
             }
-            if v["type"] == "error" {
-                return Err(Error::Protocol(format!(
-                    "{}: {}",
-                    v["code"].as_str().unwrap_or("error"),
-                    v["message"].as_str().unwrap_or("")
-                )));
-            }
-            self.dispatch(&v)?;
+            self.dispatch(&m)?;
         }
     }
 
     /// Sends a request and waits for its answer; a request refused by the server's rate limit
     /// is sent again after a backoff.
-    async fn request(&mut self, msg: &Value, what: &'static str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    async fn request<T>(
+        &mut self,
+        msg: &OutgoingClientMessage,
+        what: &'static str,
+        want: impl Fn(ServerMessage) -> ControlFlow<T, ServerMessage>,
+    ) -> Result<T> {
         let mut attempt = 0;
         loop {
             self.send(msg).await?;
-            match self.wait_for(what, &pred).await {
+            match self.wait_for(what, &want).await {
                 Err(Error::Protocol(m)) if m.starts_with("rate_limited") && attempt < 10 => {
                     let o = &self.inner.opts;
                     tokio::time::sleep(backoff(o.retry_base, o.retry_max, attempt)).await;
@@ -310,9 +328,9 @@ impl<'a> Conn<'a> {
                 return Ok(());
             }
             let entries: Vec<SyncQueueEntry> = batch.iter().map(|e| wire_entry(&self.inner.tenant, e)).collect();
-            let r = self.send(&json!({"type": "process_sync_batch", "entries": entries})).await;
+            let r = self.send(&OutgoingClientMessage::ProcessSyncBatch { entries }).await;
             let r = match r {
-                Ok(()) => self.wait_for("sync_batch_result", |v| v["type"] == "sync_batch_result").await,
+                Ok(()) => self.wait_for("sync_batch_result", batch_result).await,
                 Err(e) => Err(e),
             };
             let result = match r {
@@ -329,10 +347,8 @@ impl<'a> Conn<'a> {
         }
     }
 
-    fn handle_results(&mut self, batch: &[QueueEntry], result: &Value) -> Result<()> {
-        let results: Vec<ItemResult> = serde_json::from_value(result["results"].clone())
-            .map_err(|e| Error::Protocol(format!("bad sync_batch_result: {e}")))?;
-        let by_id: HashMap<&str, &ItemResult> = results.iter().map(|r| (r.id.as_str(), r)).collect();
+    fn handle_results(&mut self, batch: &[QueueEntry], result: &SyncBatchResult) -> Result<()> {
+        let by_id: HashMap<&str, &BatchItemResult> = result.results.iter().map(|r| (r.id.as_str(), r)).collect();
         let opts = &self.inner.opts;
         let store = self.inner.store();
         for e in batch {
@@ -351,9 +367,9 @@ impl<'a> Conn<'a> {
                 }
                 continue;
             }
-            let reason_s = r.reason.clone().unwrap_or_else(|| "unknown".into());
+            let reason = r.reason;
+            let reason_s = reason.map_or("unknown", NackReason::as_str);
             let detail = r.detail.clone().unwrap_or_default();
-            let reason = parse_reason(&reason_s);
             let budget = match reason {
                 Some(NackReason::StorageError) => opts.storage_error_budget,
                 Some(NackReason::Overloaded) => opts.overloaded_budget,
@@ -361,11 +377,11 @@ impl<'a> Conn<'a> {
             };
             if reason.is_some_and(NackReason::retryable) && e.attempts < budget {
                 let delay = backoff(opts.retry_base, opts.retry_max, e.attempts.saturating_sub(1));
-                store.mark_retry(&e.id, &reason_s, &detail, time::now_ms() + delay.as_millis() as i64)?;
+                store.mark_retry(&e.id, reason_s, &detail, time::now_ms() + delay.as_millis() as i64)?;
                 self.report.retried += 1;
             } else {
                 warn!(entry = %e.id, entity = %e.entity_id, reason = %reason_s, %detail, "entry refused; kept as failed");
-                store.mark_failed(&e.id, &reason_s, &detail)?;
+                store.mark_failed(&e.id, reason_s, &detail)?;
                 self.report.failed += 1;
             }
         }
@@ -383,55 +399,50 @@ impl<'a> Conn<'a> {
             self.report.full_load = true;
             if self.inner.opts.progress.is_some() {
                 let st = self.status_request().await?;
-                total = st["entity_count"].as_u64();
+                total = Some(st.entity_count);
             }
         }
-        let mut req = json!({"type": "request_initial_data", "tenant_id": self.inner.tenant, "chunk_size": self.inner.opts.chunk_size});
-        if let Some(s) = since {
-            req["since"] = json!(s);
-        }
-        let mut first =
-            Some(self.request(&req, "initial_data_load", |v| v["event_type"] == "initial_data_load").await?);
+        let req = OutgoingClientMessage::RequestInitialData {
+            tenant_id: self.inner.tenant.clone(),
+            chunk_size: Some(self.inner.opts.chunk_size),
+            since,
+        };
+        let mut first = Some(self.request(&req, "initial_data_load", initial_data_load).await?);
         let mut seen: HashSet<(EntityType, String)> = HashSet::new();
         let mut received = 0u64;
         loop {
-            let v = match first.take() {
-                Some(v) => v,
-                None => self.wait_for("initial_data_load", |v| v["event_type"] == "initial_data_load").await?,
+            let l = match first.take() {
+                Some(l) => l,
+                None => self.wait_for("initial_data_load", initial_data_load).await?,
             };
-            let reset = v["reset"].as_bool().unwrap_or(false);
-            let authoritative = since.is_none() || reset;
-            if reset {
+            let authoritative = since.is_none() || l.reset;
+            if l.reset {
                 self.report.full_load = true;
             }
-            let empty = Map::new();
-            let payload = v["payload"].as_object().unwrap_or(&empty);
+            let payload: Map<String, Value> = serde_json::from_str(l.payload.get())
+                .map_err(|e| Error::Protocol(format!("bad initial_data_load: payload: {e}")))?;
             received += payload.values().filter_map(Value::as_array).map(|a| a.len() as u64).sum::<u64>();
-            let deleted: Option<BTreeMap<EntityType, Vec<String>>> =
-                v.get("deleted").filter(|d| d.is_object()).and_then(|d| serde_json::from_value(d.clone()).ok());
-            let changes = self.inner.store().apply_load_part(payload, deleted.as_ref(), authoritative, &mut seen)?;
+            let changes = self.inner.store().apply_load_part(&payload, l.deleted.as_ref(), authoritative, &mut seen)?;
             self.report.received += changes.len() as u64;
             self.inner.publish(changes);
             self.progress(Progress::Loading { received, total });
-            if !v["more"].as_bool().unwrap_or(false) {
+            if !l.more {
                 if authoritative {
                     let changes = self.inner.store().finish_full_load(&seen)?;
                     self.report.received += changes.len() as u64;
                     self.inner.publish(changes);
                 }
-                if let Some(seq) = v["seq"].as_i64() {
-                    self.inner.store().set_cursor(seq)?;
-                    self.report.cursor = Some(seq);
-                }
+                self.inner.store().set_cursor(l.seq)?;
+                self.report.cursor = Some(l.seq);
                 self.progress(Progress::Loaded { received });
                 return Ok(());
             }
         }
     }
 
-    async fn status_request(&mut self) -> Result<Value> {
-        let req = json!({"type": "data_status_request", "tenant_id": self.inner.tenant, "entity_types": null});
-        self.request(&req, "data_status_response", |v| v["type"] == "data_status_response").await
+    async fn status_request(&mut self) -> Result<DataStatusResponse> {
+        let req = OutgoingClientMessage::DataStatusRequest { tenant_id: self.inner.tenant.clone(), entity_types: None };
+        self.request(&req, "data_status_response", data_status_response).await
     }
 
     /// Compares the local digest with the server's; on a difference pulls the delta (when the
@@ -447,7 +458,7 @@ impl<'a> Conn<'a> {
                 return Ok(None);
             }
             let st = self.status_request().await?;
-            let server = st["tenant_digest"].as_str().unwrap_or_default().to_owned();
+            let server = st.tenant_digest;
             let (local, cursor) = {
                 let s = self.inner.store();
                 (s.digest()?, s.cursor()?)
@@ -461,13 +472,13 @@ impl<'a> Conn<'a> {
                 s.set_meta("converged", "true")?;
                 // Equal digests: the store holds every change up to the server's seq, so the
                 // cursor may move there (watch mode applies updates without loads).
-                if let Some(seq) = st["seq"].as_i64().filter(|seq| cursor.is_none_or(|c| *seq > c)) {
-                    s.set_cursor(seq)?;
+                if cursor.is_none_or(|c| st.seq > c) {
+                    s.set_cursor(st.seq)?;
                 }
                 self.report.digest = Some(local);
                 return Ok(Some(true));
             }
-            let server_seq = st["seq"].as_i64().unwrap_or(0);
+            let server_seq = st.seq;
             if round == 3 {
                 break;
             }
@@ -641,8 +652,8 @@ impl Client {
         let mut conn = Conn::open(inner).await?;
         let batch = inner.store().take_batch(time::now_ms(), 1000)?;
         let entries: Vec<SyncQueueEntry> = batch.iter().map(|e| wire_entry(&inner.tenant, e)).collect();
-        conn.send(&json!({"type": "process_sync_batch", "entries": entries})).await?;
-        conn.wait_for("sync_batch_result", |v| v["type"] == "sync_batch_result").await?;
+        conn.send(&OutgoingClientMessage::ProcessSyncBatch { entries }).await?;
+        conn.wait_for("sync_batch_result", batch_result).await?;
         drop(conn);
         Ok(batch.len())
     }
@@ -667,7 +678,7 @@ async fn run_connected(
         Shutdown,
         Local,
         Retry,
-        Msg(Result<Value>),
+        Msg(Result<ServerMessage>),
         Ping,
         Verify,
     }
@@ -694,14 +705,14 @@ async fn run_connected(
                 finish_cycle(conn)?;
             }
             Ev::Msg(m) => {
-                let v = m?;
-                conn.dispatch(&v)?;
+                let m = m?;
+                conn.dispatch(&m)?;
             }
             Ev::Ping => {
                 if conn.last_rx.elapsed() > inner.opts.ping_interval * 3 {
                     return Err(Error::Connect("no answer from the server: connection presumed dead".into()));
                 }
-                conn.send(&json!({"type": "ping", "timestamp": time::now_ms()})).await?;
+                conn.send(&OutgoingClientMessage::Ping { timestamp: time::now_ms() }).await?;
             }
             Ev::Verify => {
                 conn.report.converged = conn.verify().await?;
@@ -715,4 +726,64 @@ fn finish_cycle(conn: &mut Conn<'_>) -> Result<()> {
     let s = conn.inner.store();
     s.set_meta("last_sync", &time::format_ms(time::now_ms()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::EntryStatus;
+
+    /// The requests as this client wrote them with `json!` before it sent typed messages: the
+    /// typed ones must give the same bytes.
+    #[test]
+    fn typed_requests_are_the_bytes_sent_before() {
+        for since in [None, Some(0), Some(1234)] {
+            let mut old = json!({"type": "request_initial_data", "tenant_id": "t-1", "chunk_size": 1000usize});
+            if let Some(s) = since {
+                old["since"] = json!(s);
+            }
+            let new =
+                OutgoingClientMessage::RequestInitialData { tenant_id: "t-1".into(), chunk_size: Some(1000), since };
+            assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        }
+
+        let old = json!({"type": "data_status_request", "tenant_id": "t-1", "entity_types": null});
+        let new = OutgoingClientMessage::DataStatusRequest { tenant_id: "t-1".into(), entity_types: None };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+
+        let now = time::now_ms();
+        let old = json!({"type": "ping", "timestamp": now});
+        assert_eq!(serde_json::to_string(&OutgoingClientMessage::Ping { timestamp: now }).unwrap(), old.to_string());
+
+        let queued = |id: &str, operation, payload| QueueEntry {
+            seq: 1,
+            id: id.into(),
+            entity_type: EntityType::Transaction,
+            entity_id: "x1".into(),
+            operation,
+            payload,
+            timestamp: 1_795_618_222_061,
+            updated_at_ms: 1_795_618_222_061,
+            status: EntryStatus::Pending,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+            reason: None,
+        };
+        let batch = [
+            queued(
+                "e1",
+                Operation::Create,
+                json!({"id": "x1", "amount": -10.5, "note": "Café \"quoted\"\n", "tagIds": ["a", "b"], "n": null}),
+            ),
+            queued("e2", Operation::Update, json!({"id": "x1", "amount": 1e21, "big": 12345678901234567_i64})),
+            queued("e3", Operation::Delete, Value::Null),
+        ];
+        let entries: Vec<SyncQueueEntry> = batch.iter().map(|e| wire_entry("t-1", e)).collect();
+        let old = json!({"type": "process_sync_batch", "entries": entries});
+        let new = OutgoingClientMessage::ProcessSyncBatch { entries };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+    }
 }
