@@ -5,6 +5,7 @@
 //! file at once (when it has one), re-reading the file first so that two processes sharing a
 //! session do not burn each other's refresh token.
 
+use finwise_protocol::locks::LockExt;
 use std::{
     path::{Path, PathBuf},
     sync::Mutex,
@@ -224,12 +225,12 @@ impl Auth {
 
     /// A copy of the current session.
     pub fn session(&self) -> Session {
-        self.session.lock().expect("session lock").clone()
+        self.session.locked().clone()
     }
 
     /// Changes the session (e.g. the current tenant) and saves it.
     pub fn update_session(&self, f: impl FnOnce(&mut Session)) -> Result<()> {
-        f(&mut self.session.lock().expect("session lock"));
+        f(&mut self.session.locked());
         self.save()
     }
 
@@ -260,7 +261,7 @@ impl Auth {
                 let lock = FileLock::acquire(path).await;
                 let disk = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<Session>(&t).ok());
                 if let Some(disk) = disk.filter(|d| d.refresh_token != seen && d.user_id == current.user_id) {
-                    let mut s = self.session.lock().expect("session lock");
+                    let mut s = self.session.locked();
                     s.access_token = disk.access_token.clone();
                     s.refresh_token = disk.refresh_token;
                     return Ok(disk.access_token);
@@ -283,7 +284,7 @@ impl Auth {
         }
         let pair: TokenPair = resp.json().await?;
         {
-            let mut s = self.session.lock().expect("session lock");
+            let mut s = self.session.locked();
             s.access_token = pair.access_token.clone();
             s.refresh_token = pair.refresh_token;
         }

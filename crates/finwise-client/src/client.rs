@@ -1,5 +1,6 @@
 //! The typed client API: local reads and writes, the change stream and the sync status.
 
+use finwise_protocol::locks::LockExt;
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
@@ -164,7 +165,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().expect("store lock")
+        self.store.locked()
     }
 
     pub fn publish(&self, changes: Vec<Change>) {
@@ -183,7 +184,7 @@ impl Inner {
     }
 
     pub fn set_error(&self, e: Option<String>) {
-        *self.last_error.lock().expect("error lock") = e;
+        *self.last_error.locked() = e;
     }
 }
 
