@@ -187,7 +187,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(a) => ops::doctor::doctor(a),
         Command::Serve(args) => {
             let config = args.resolve()?.config;
-            let lock = finwise_server::storage::sqlite::DataDir { root: config.data_dir.clone() }.lock("serve")?;
+            // held until the server has stopped: one process per data dir
+            let _lock = finwise_server::storage::sqlite::DataDir { root: config.data_dir.clone() }.lock("serve")?;
             let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|e| {
                 let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
                     " (another program listens there: stop it, or choose another port with --addr)"
@@ -196,9 +197,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 anyhow::anyhow!("cannot listen on {}: {e}{hint}", config.addr)
             })?;
-            // Tests and scripts read the actual port from this line.
+            let app = finwise_server::App::open(config)?;
+            // Tests and scripts read the actual port from this line: the data dir is open and
+            // migrated by now.
             println!("listening on http://{}", listener.local_addr()?);
-            finwise_server::serve_locked(listener, config, lock, finwise_server::shutdown_signal()).await
+            finwise_server::run(listener, app, finwise_server::shutdown_signal()).await
         }
     }
 }

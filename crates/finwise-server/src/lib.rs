@@ -188,23 +188,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // one process per data dir: held until the server has stopped (or the process dies)
-    let lock = DataDir { root: config.data_dir.clone() }.lock("serve")?;
-    serve_locked(listener, config, lock, shutdown).await
+    let _lock = DataDir { root: config.data_dir.clone() }.lock("serve")?;
+    let app = App::open(config)?;
+    run(listener, app, shutdown).await
 }
 
-/// [`serve`] on a data dir the caller has already locked (the `finwise` binary takes the lock
-/// before it binds, so a refused second server never prints `listening on`).
-pub async fn serve_locked(
+/// Serves `app` on `listener` until `shutdown` resolves (mini-redis's shape: [`App::open`] builds
+/// the state, `run` serves it). The caller holds the data dir's lock ([`DataDir::lock`]); the
+/// `finwise` binary takes it before it binds, so a refused second server never prints
+/// `listening on`.
+pub async fn run(
     listener: TcpListener,
-    config: Config,
-    lock: storage::sqlite::DataDirLock,
+    app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let _lock = lock;
-    if config.allow_legacy_clients {
-        warn!("legacy mode: FinWise 0.4 clients without a token can read and write any tenant whose id they know");
+    if app.config.allow_legacy_clients {
+        warn!("legacy mode: FinWise 0.4 clients without a token can use the tenants of legacy clients");
     }
-    let app = App::open(config)?;
     let router = http::router(Arc::clone(&app));
     let addr = listener.local_addr()?;
     let cfg = &app.config;

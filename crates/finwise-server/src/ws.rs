@@ -406,8 +406,11 @@ async fn run_conn(
                 }
                 Some(Err(e)) => {
                     debug!(conn = id, error = %e, "read error");
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                    // tungstenite's own size limits (a batch over max_batch_bytes) by their type,
+                    // not by the wording of the message
+                    let inner = e.into_inner();
+                    let too_big = matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)));
+                    if too_big {
                         Err(Stop::Close(close::TOO_BIG, "message too big"))
                     } else {
                         Err(Stop::Closed)
