@@ -305,12 +305,7 @@ impl Client {
                 source: ValidationError::new("payload", "must be an object"),
             });
         };
-        let row = self
-            .inner
-            .store()
-            .get(t, id)?
-            .filter(|r| !r.deleted)
-            .ok_or_else(|| Error::NotFound { entity_type: t, id: id.to_owned() })?;
+        let row = self.live_row(t, id)?;
         let mut merged = row.data.clone();
         for (k, v) in patch {
             if k != "id" {
@@ -326,14 +321,18 @@ impl Client {
         Ok(entity)
     }
 
-    /// Deletes an entity locally and queues the delete.
-    pub fn delete(&self, t: EntityType, id: &str) -> Result<()> {
-        let row = self
-            .inner
+    /// The stored row of a live (not deleted) entity, or `NotFound`.
+    fn live_row(&self, t: EntityType, id: &str) -> Result<crate::store::Row> {
+        self.inner
             .store()
             .get(t, id)?
             .filter(|r| !r.deleted)
-            .ok_or_else(|| Error::NotFound { entity_type: t, id: id.to_owned() })?;
+            .ok_or_else(|| Error::NotFound { entity_type: t, id: id.to_owned() })
+    }
+
+    /// Deletes an entity locally and queues the delete.
+    pub fn delete(&self, t: EntityType, id: &str) -> Result<()> {
+        let row = self.live_row(t, id)?;
         let ms = next_stamp(Some(row.updated_at_ms));
         self.change(t, id, Operation::Delete, None, ms)
     }

@@ -35,10 +35,26 @@ fn error_body() -> Schema {
     Schema::Object(ObjectBuilder::new().property("detail", detail).required("detail").build())
 }
 
+/// What [`crate::names::name`] accepts, as a JSON-schema pattern: no control or invisible
+/// characters, and at least one character that is not a space.
+const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$";
+
+/// Sets the name pattern on the `name` property of every body that carries a user or tenant name.
+fn name_patterns(c: &mut utoipa::openapi::Components) {
+    for body in ["RegisterBody", "CreateTenantBody", "RenameBody"] {
+        if let Some(RefOr::T(Schema::Object(obj))) = c.schemas.get_mut(body) {
+            if let Some(RefOr::T(Schema::Object(name))) = obj.properties.get_mut("name") {
+                name.pattern = Some(NAME_PATTERN.to_owned());
+            }
+        }
+    }
+}
+
 impl utoipa::Modify for Accuracy {
     fn modify(&self, api: &mut OpenApi) {
         if let Some(c) = api.components.as_mut() {
             c.schemas.insert("ErrorBody".into(), RefOr::T(error_body()));
+            name_patterns(c);
         }
         for (path, item) in api.paths.paths.iter_mut() {
             let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
@@ -88,5 +104,20 @@ impl utoipa::Modify for Accuracy {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_name_in_a_body_carries_the_name_rule() {
+        let doc = serde_json::to_value(crate::http::openapi_document()).unwrap();
+        for body in ["RegisterBody", "CreateTenantBody", "RenameBody"] {
+            let name = &doc["components"]["schemas"][body]["properties"]["name"];
+            assert_eq!(name["pattern"], super::NAME_PATTERN, "{body}: {name}");
+            assert_eq!((name["minLength"].as_u64(), name["maxLength"].as_u64()), (Some(1), Some(200)), "{body}");
+        }
+        let detail = &doc["components"]["schemas"]["ErrorBody"]["properties"]["detail"];
+        assert_eq!(detail["oneOf"].as_array().map(Vec::len), Some(2), "{detail}");
     }
 }

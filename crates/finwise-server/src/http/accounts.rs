@@ -24,11 +24,7 @@ use crate::{
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct RegisterBody {
     /// Shown to other members; no control or invisible characters.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF][^\u0000-\u001F\u007F-\u009F\u00AD\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF]*$"
-    )]
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[schema(format = Email, max_length = 254)]
     email: String,
