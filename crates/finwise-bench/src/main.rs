@@ -120,7 +120,16 @@ impl Server {
     fn start(bin: &std::path::Path, extra: &[&str]) -> Result<Server> {
         let dir = tempfile::tempdir()?;
         let process = ServerProcess::try_start_bin(bin, dir.path(), |c| {
-            c.args(["--messages-per-second", "100000000"]).args(extra).stderr(Stdio::inherit());
+            // a load generator is one user with thousands of sockets and accounts from one
+            // address: the per-user, per-address and connection limits are lifted (the rate
+            // limit too); the limits themselves are measured by the attack tests
+            c.args(["--messages-per-second", "100000000"])
+                .args(extra)
+                .env("FINWISE_MAX_CONNECTIONS_PER_USER", "1000000")
+                .env("FINWISE_MAX_CONNECTIONS", "1000000")
+                .env("FINWISE_REGISTRATIONS_PER_ADDRESS", "1000000")
+                .env("FINWISE_LOGIN_ATTEMPTS_PER_ADDRESS", "1000000")
+                .stderr(Stdio::inherit());
         })
         .with_context(|| format!("build it with cargo build --release -p finwise-cli ({})", bin.display()))?;
         let addr = process.addr.clone();
