@@ -437,7 +437,8 @@ pub async fn serve(
     };
     let tasks = tokio_util_tasks::Tasks::default();
     tokio::pin!(shutdown);
-    let mut refused_logged = Instant::now() - Duration::from_secs(60);
+    // when the last "cap reached" warning was logged (at most one per 10 s)
+    let mut refused_logged: Option<Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -452,12 +453,12 @@ pub async fn serve(
             },
         };
         if !conns.make_room(limits.max_connections) {
-            if refused_logged.elapsed() > Duration::from_secs(10) {
+            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                 warn!(
                     max_connections = limits.max_connections,
                     "connection cap reached and every connection is busy: refusing new connections"
                 );
-                refused_logged = Instant::now();
+                refused_logged = Some(Instant::now());
             }
             drop(tcp);
             continue;

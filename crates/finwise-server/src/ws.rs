@@ -94,17 +94,16 @@ impl Conn {
         // counted against the buffer budget until a flush has handed it to the kernel
         self.app.hub.buffers.add_outbound(text.len());
         self.unflushed += text.len();
-        let buffers = Arc::clone(&self.app.hub.buffers);
-        let r = Self::send_op(&buffers, self.app.config.send_timeout, self.sink.feed(Message::Text(text))).await;
+        let r = Self::send_op(&self.app.hub.buffers, self.app.config.send_timeout, self.sink.feed(Message::Text(text)))
+            .await;
         self.sent(r)
     }
 
     async fn flush(&mut self) -> Result<(), Stop> {
-        let buffers = Arc::clone(&self.app.hub.buffers);
-        let r = Self::send_op(&buffers, self.app.config.send_timeout, self.sink.flush()).await;
+        let r = Self::send_op(&self.app.hub.buffers, self.app.config.send_timeout, self.sink.flush()).await;
         let r = self.sent(r);
         if r.is_ok() {
-            buffers.sub_outbound(std::mem::take(&mut self.unflushed));
+            self.app.hub.buffers.sub_outbound(std::mem::take(&mut self.unflushed));
         }
         r
     }

@@ -117,41 +117,30 @@ pub trait Rule: Send + Sync + 'static {
     const USER_QUERY: bool;
 }
 
-/// A member; a legacy client on a legacy tenant; `user_id` must name the caller (0.4's tenant routes).
-pub struct Member;
-/// An owner; a legacy client on a legacy tenant; `user_id` must name the caller (0.4's tenant routes).
-pub struct Owner;
-/// A member with a token (the sharing routes).
-pub struct TokenMember;
-/// An owner with a token (the sharing routes).
-pub struct TokenOwner;
-/// A member; a legacy client on a legacy tenant; no `user_id` (the sync routes).
-pub struct SyncMember;
+/// Declares the access rules: `name: owner, token only, reads user_id;`.
+macro_rules! rules {
+    ($($(#[$doc:meta])* $name:ident: $owner:expr, $token_only:expr, $user_query:expr;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+        impl Rule for $name {
+            const OWNER: bool = $owner;
+            const TOKEN_ONLY: bool = $token_only;
+            const USER_QUERY: bool = $user_query;
+        }
+    )*};
+}
 
-impl Rule for Member {
-    const OWNER: bool = false;
-    const TOKEN_ONLY: bool = false;
-    const USER_QUERY: bool = true;
-}
-impl Rule for Owner {
-    const OWNER: bool = true;
-    const TOKEN_ONLY: bool = false;
-    const USER_QUERY: bool = true;
-}
-impl Rule for TokenMember {
-    const OWNER: bool = false;
-    const TOKEN_ONLY: bool = true;
-    const USER_QUERY: bool = false;
-}
-impl Rule for TokenOwner {
-    const OWNER: bool = true;
-    const TOKEN_ONLY: bool = true;
-    const USER_QUERY: bool = false;
-}
-impl Rule for SyncMember {
-    const OWNER: bool = false;
-    const TOKEN_ONLY: bool = false;
-    const USER_QUERY: bool = false;
+rules! {
+    /// A member; a legacy client on a legacy tenant; `user_id` must name the caller (0.4's tenant routes).
+    Member: false, false, true;
+    /// An owner; a legacy client on a legacy tenant; `user_id` must name the caller (0.4's tenant routes).
+    Owner: true, false, true;
+    /// A member with a token (the sharing routes).
+    TokenMember: false, true, false;
+    /// An owner with a token (the sharing routes).
+    TokenOwner: true, true, false;
+    /// A member; a legacy client on a legacy tenant; no `user_id` (the sync routes).
+    SyncMember: false, false, false;
 }
 
 /// A caller allowed to act on the tenant the request's path names, under the rule `R`: as an
