@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use finwise_testkit::{process::ServerProcess, TestServer, Ws};
+use finwise_testkit::{get_json, process::ServerProcess, TestServer, Ws};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -88,15 +88,8 @@ impl Server {
     }
 
     async fn register(&self, name: &str, password: &str) -> (String, String) {
-        let email = format!("{name}@example.org");
-        let r = reqwest::Client::new()
-            .post(self.url("/register"))
-            .json(&json!({"name": name, "email": email, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        self.login(&email, password).await
+        let v = finwise_testkit::register_and_login(&self.url(""), name, password).await;
+        (v["uuid"].as_str().unwrap().into(), v["access_token"].as_str().unwrap().into())
     }
 
     async fn tenant(&self, token: &str) -> String {
@@ -374,15 +367,7 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     let (uid, token) = server.login("joerg@example.de", password).await;
     assert_eq!(uid, user);
     server.login("Jörg Ölsen", password).await;
-    let tenants: Value = reqwest::Client::new()
-        .get(server.url("/tenants/"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenants = get_json(&server.url("/tenants/"), &token).await;
     assert_eq!(tenants[0]["uuid"], tenant);
     assert_eq!(tenants[0]["name"], "Haushalt");
     assert_eq!(tenants[0]["createdAt"], "2025-03-01T10:00:01.000000");
@@ -430,15 +415,7 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     assert!(out.contains("unchanged (already imported, same or newer here): 5"), "{out}");
     let server = Server::start(&data).await;
     let (_, token) = server.login("joerg@example.de", password).await;
-    let members: Value = reqwest::Client::new()
-        .get(server.url(&format!("/tenants/{tenant}/members")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let members = get_json(&server.url(&format!("/tenants/{tenant}/members")), &token).await;
     assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
     server.stop().await;
     let auth = rusqlite::Connection::open(data.join("auth.db")).unwrap();

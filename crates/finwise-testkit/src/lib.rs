@@ -140,24 +140,7 @@ impl TestServer {
 
     /// Registers a user and logs in; returns (user id, access token, refresh token).
     pub async fn user(&self, name: &str) -> (String, String, String) {
-        let email = format!("{name}@example.org");
-        let r = self
-            .http()
-            .post(self.url("/register"))
-            .json(&json!({"name": name, "email": email, "password": "correct horse battery"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        let r = self
-            .http()
-            .post(self.url("/login"))
-            .json(&json!({"username_or_email": email, "password": "correct horse battery"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
+        let v = register_and_login(&self.base(), name, "correct horse battery").await;
         (
             v["uuid"].as_str().unwrap().into(),
             v["access_token"].as_str().unwrap().into(),
@@ -445,4 +428,31 @@ pub fn random_payload(t: EntityType, id: &str, marker: &str, rng: &mut impl rand
             "amount": -n, "description": marker, "type": "EXPENSE", "runningBalance": n, "recipientId": r("0006")})
         }
     }
+}
+
+/// Registers `name` (`name@example.org`) with `password` on the server at `base` and logs in;
+/// returns the login answer (the user and its tokens).
+pub async fn register_and_login(base: &str, name: &str, password: &str) -> Value {
+    let http = reqwest::Client::new();
+    let email = format!("{name}@example.org");
+    let r = http
+        .post(format!("{base}/register"))
+        .json(&json!({"name": name, "email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = http
+        .post(format!("{base}/login"))
+        .json(&json!({"username_or_email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// `GET url` with a bearer token; the JSON answer.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }

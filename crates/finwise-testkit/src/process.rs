@@ -9,7 +9,7 @@ use std::{
     time::SystemTime,
 };
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The JWT secret of server processes (tokens stay valid across restarts).
 pub const PROCESS_SECRET: &str = "process-test-secret-process-test-secret!";
@@ -160,23 +160,7 @@ impl Drop for ServerProcess {
 /// Registers `name`, logs in and creates `tenants` tenants; returns the token and tenant ids.
 pub async fn account(addr: &str, name: &str, tenants: usize) -> (String, Vec<String>) {
     let http = reqwest::Client::new();
-    let email = format!("{name}@example.org");
-    let r = http
-        .post(format!("http://{addr}/register"))
-        .json(&json!({"name": name, "email": email, "password": format!("{name}-password")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let login: Value = http
-        .post(format!("http://{addr}/login"))
-        .json(&json!({"username_or_email": email, "password": format!("{name}-password")}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = crate::register_and_login(&format!("http://{addr}"), name, &format!("{name}-password")).await;
     let token = login["access_token"].as_str().unwrap().to_owned();
     let mut ids = Vec::new();
     for i in 0..tenants {
