@@ -58,6 +58,10 @@ struct ServeArgs {
     /// Directory for auth.db, the tenant databases and the JWT secret [default: data; env FINWISE_DATA_DIR].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Keep all state in this PostgreSQL database instead of the data dir, e.g.
+    /// postgres://finwise@127.0.0.1:5432/finwise [env FINWISE_DATABASE_URL].
+    #[arg(long)]
+    database_url: Option<String>,
     /// Let FinWise 0.4 clients without a token use the server (no authentication for them)
     /// [env FINWISE_ALLOW_LEGACY_CLIENTS].
     #[arg(long)]
@@ -101,6 +105,7 @@ impl ServeArgs {
         finwise_server::config::Settings {
             addr: self.addr,
             data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
             allow_legacy_clients: self.allow_legacy_clients.then_some(true),
             jwt_secret: self.jwt_secret.clone(),
             access_token_ttl: self.access_token_ttl,
@@ -187,8 +192,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(a) => ops::doctor::doctor(a),
         Command::Serve(args) => {
             let config = args.resolve()?.config;
-            // held until the server has stopped: one process per data dir
-            let _lock = finwise_server::storage::sqlite::DataDir { root: config.data_dir.clone() }.lock("serve")?;
+            // held until the server has stopped: one process per data dir (on PostgreSQL, any
+            // number of servers share the database, and the data dir holds nothing that matters)
+            let _lock = match config.database_url {
+                None => Some(finwise_server::storage::sqlite::DataDir { root: config.data_dir.clone() }.lock("serve")?),
+                Some(_) => None,
+            };
             let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|e| {
                 let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
                     " (another program listens there: stop it, or choose another port with --addr)"

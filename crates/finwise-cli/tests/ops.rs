@@ -251,8 +251,9 @@ async fn backup_under_write_load_restores_to_a_server_with_the_same_data() {
     let mut expected = BTreeMap::new();
     for t in &tenants {
         let id = finwise_server::TenantId::parse(t).unwrap();
-        let st =
-            finwise_server::loads::data_status(&backup.join("tenants").join(format!("{t}.db")), &id, None).unwrap();
+        let mut reader =
+            finwise_server::storage::sqlite::SqliteReader::open(&backup.join("tenants").join(format!("{t}.db"))).unwrap();
+        let st = reader.read(|r| finwise_server::loads::status_of(r, &id, &[])).unwrap();
         expected.insert(t.clone(), (st.tenant_digest, st.entity_count));
     }
     let restored = dir.path().join("restored");

@@ -1,13 +1,13 @@
-//! Accounts and tokens, in the central `auth.db` (whose tenants and members are in
-//! [`crate::tenants`]).
+//! Accounts and tokens, in the central tables of the store (`auth.db`, or the PostgreSQL
+//! database), whose tenants and members are in [`crate::tenants`]. The SQL is the same for both
+//! engines ([`crate::storage::sql`]).
 //!
 //! Passwords are Argon2id; bcrypt hashes imported from the Python backend verify and are
 //! rehashed on the next successful login. Access tokens are HS256 JWTs; refresh tokens are
 //! random, stored only as SHA-256 hashes, single-use, and rotated in families: presenting a
 //! refresh token that was already used revokes its whole family (it was stolen or replayed).
 
-use finwise_protocol::locks::LockExt;
-use std::{path::Path, sync::Mutex, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, SaltString},
@@ -16,54 +16,17 @@ use argon2::{
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::storage::sqlite;
+use crate::{
+    sql_params as params,
+    storage::{
+        sql::{Row, Sql, SqlDb},
+        StorageError,
+    },
+};
 pub use crate::tenants::{Member, Tenant};
-
-const AUTH_MIGRATIONS: &[&str] = &[
-    r#"
-    CREATE TABLE users (
-        id            TEXT PRIMARY KEY,
-        name          TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        password_hash TEXT NOT NULL,
-        created_at    TEXT NOT NULL,
-        updated_at    TEXT NOT NULL
-    );
-    CREATE TABLE tenants (
-        id         TEXT PRIMARY KEY,
-        name       TEXT NOT NULL,
-        user_id    TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE TABLE members (
-        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-        user_id   TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        role      TEXT NOT NULL CHECK (role IN ('owner', 'member')),
-        PRIMARY KEY (tenant_id, user_id)
-    );
-    CREATE INDEX members_by_user ON members (user_id);
-    CREATE TABLE refresh_tokens (
-        token_hash    TEXT PRIMARY KEY,
-        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        family        TEXT NOT NULL,
-        expires_at_ms INTEGER NOT NULL,
-        used          INTEGER NOT NULL DEFAULT 0,
-        revoked       INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX refresh_by_family ON refresh_tokens (family);
-"#,
-    // v2: which tenants legacy (0.4, tokenless) clients may use: those they created or that
-    // were imported from 0.4. Tenants that existed before keep today's behaviour (open).
-    "ALTER TABLE tenants ADD COLUMN legacy_open INTEGER NOT NULL DEFAULT 1;",
-];
-
-/// Number of schema migrations of `auth.db`.
-pub const AUTH_SCHEMA_VERSION: usize = AUTH_MIGRATIONS.len();
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -80,7 +43,7 @@ pub enum AuthError {
     #[error("a tenant must keep at least one owner: make another member an owner first, or delete the tenant")]
     LastOwner,
     #[error("storage: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(#[from] StorageError),
     #[error("storage: {0}")]
     Other(String),
 }
@@ -102,39 +65,41 @@ pub fn naive_now() -> String {
     chrono::Utc::now().naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
-/// The central database of users, tenants, members and refresh tokens.
+/// The users, tenants, members and refresh tokens (the central tables of the store).
 pub struct AuthStore {
-    conn: Mutex<Connection>,
+    db: Arc<dyn SqlDb>,
 }
 
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User { uuid: r.get(0)?, name: r.get(1)?, email: r.get(2)?, created_at: r.get(3)?, updated_at: r.get(4)? })
+fn user_row(r: &Row) -> Result<User, StorageError> {
+    Ok(User { uuid: r.text(0)?, name: r.text(1)?, email: r.text(2)?, created_at: r.text(3)?, updated_at: r.text(4)? })
 }
 const USER_COLS: &str = "id, name, email, created_at, updated_at";
 
 impl AuthStore {
-    pub fn open(path: &Path) -> Result<Self, AuthError> {
-        let mut conn = sqlite::open_rw(path).map_err(|e| AuthError::Other(e.to_string()))?;
-        sqlite::migrate(&mut conn, AUTH_MIGRATIONS).map_err(|e| AuthError::Other(e.to_string()))?;
-        Ok(AuthStore { conn: Mutex::new(conn) })
+    pub fn new(db: Arc<dyn SqlDb>) -> Self {
+        AuthStore { db }
     }
 
-    /// The connection, for this store's queries here and in [`crate::tenants`].
-    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.locked()
+    /// The store of a data dir's `auth.db` (operator commands).
+    pub fn open(path: &Path) -> Result<Self, AuthError> {
+        Ok(AuthStore::new(Arc::new(crate::storage::sqlite::SqliteCentral::open(path)?)))
+    }
+
+    /// Runs `f` in one transaction of the central tables (here and in [`crate::tenants`]).
+    pub(crate) fn tx<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T, AuthError>) -> Result<T, AuthError> {
+        self.db.tx(f)
     }
 
     pub fn create_user(&self, name: &str, email: &str, password_hash: &str) -> Result<User, AuthError> {
-        let db = self.db();
-        let exists = |sql: &str, v: &str| -> rusqlite::Result<bool> {
-            db.query_row(sql, [v], |_| Ok(())).optional().map(|o| o.is_some())
+        let check = |db: &mut dyn Sql| -> Result<(), AuthError> {
+            if db.exists("SELECT 1 FROM users WHERE email = $1", params![email])? {
+                return Err(AuthError::EmailTaken);
+            }
+            if db.exists("SELECT 1 FROM users WHERE name = $1", params![name])? {
+                return Err(AuthError::NameTaken);
+            }
+            Ok(())
         };
-        if exists("SELECT 1 FROM users WHERE email = ?1", email)? {
-            return Err(AuthError::EmailTaken);
-        }
-        if exists("SELECT 1 FROM users WHERE name = ?1", name)? {
-            return Err(AuthError::NameTaken);
-        }
         let now = naive_now();
         let user = User {
             name: name.into(),
@@ -143,90 +108,119 @@ impl AuthStore {
             created_at: now.clone(),
             updated_at: now,
         };
-        db.execute(
-            "INSERT INTO users (id, name, email, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![user.uuid, user.name, user.email, password_hash, user.created_at, user.updated_at],
-        )?;
-        Ok(user)
+        let inserted = self.tx(|db| {
+            check(db)?;
+            db.execute(
+                "INSERT INTO users (id, name, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                params![&user.uuid, &user.name, &user.email, password_hash, &user.created_at, &user.updated_at],
+            )?;
+            Ok(())
+        });
+        match inserted {
+            Ok(()) => Ok(user),
+            // two registrations raced (several servers on one database): say which name is taken
+            Err(AuthError::Storage(e)) if e.is_unique_violation() => {
+                self.tx(|db| check(db))?;
+                Err(AuthError::Storage(e))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Inserts a user with a given id and hash (legacy import). An existing user with this id is
     /// updated in place (not replaced: a replace would cascade to its memberships and tokens),
     /// keeping a password hash that was already upgraded to Argon2id at a login here.
     pub fn import_user(&self, user: &User, password_hash: &str) -> Result<(), AuthError> {
-        self.db().execute(
-            "INSERT INTO users (id, name, email, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
-               password_hash = CASE WHEN users.password_hash LIKE '$2%' OR users.password_hash LIKE '!%'
-                 THEN excluded.password_hash ELSE users.password_hash END, created_at = excluded.created_at, updated_at = excluded.updated_at",
-            params![user.uuid, user.name, user.email, password_hash, user.created_at, user.updated_at],
-        )?;
-        Ok(())
+        self.tx(|db| {
+            db.execute(
+                "INSERT INTO users (id, name, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
+                   password_hash = CASE WHEN users.password_hash LIKE '$2%' OR users.password_hash LIKE '!%'
+                     THEN excluded.password_hash ELSE users.password_hash END, created_at = excluded.created_at, updated_at = excluded.updated_at",
+                params![&user.uuid, &user.name, &user.email, password_hash, &user.created_at, &user.updated_at],
+            )?;
+            Ok(())
+        })
     }
 
     /// The user whose name or e-mail is `login` (case-insensitive), with the password hash.
     pub fn find_login(&self, login: &str) -> Result<Option<(User, String)>, AuthError> {
-        let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1 OR name = ?1 LIMIT 1");
-        Ok(self.db().query_row(&sql, [login], |r| Ok((user_row(r)?, r.get(5)?))).optional()?)
+        let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = $1 OR name = $1 LIMIT 1");
+        self.tx(|db| match db.query_opt(&sql, params![login])? {
+            Some(r) => Ok(Some((user_row(&r)?, r.text(5)?))),
+            None => Ok(None),
+        })
     }
 
     pub fn user(&self, id: &str) -> Result<Option<User>, AuthError> {
-        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1");
-        Ok(self.db().query_row(&sql, [id], user_row).optional()?)
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+        self.tx(|db| Ok(db.query_opt(&sql, params![id])?.map(|r| user_row(&r)).transpose()?))
     }
 
     pub fn user_by_email(&self, email: &str) -> Result<Option<User>, AuthError> {
-        let sql = format!("SELECT {USER_COLS} FROM users WHERE email = ?1");
-        Ok(self.db().query_row(&sql, [email], user_row).optional()?)
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE email = $1");
+        self.tx(|db| Ok(db.query_opt(&sql, params![email])?.map(|r| user_row(&r)).transpose()?))
+    }
+
+    /// Every user with the password hash (`finwise migrate`).
+    pub fn all_users(&self) -> Result<Vec<(User, String)>, AuthError> {
+        let sql = format!("SELECT {USER_COLS}, password_hash FROM users ORDER BY id");
+        self.tx(|db| {
+            db.query(&sql, &[])?.iter().map(|r| Ok((user_row(r)?, r.text(5)?))).collect::<Result<Vec<_>, AuthError>>()
+        })
     }
 
     pub fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), AuthError> {
-        self.db().execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![user_id, hash])?;
-        Ok(())
+        self.tx(|db| {
+            db.execute("UPDATE users SET password_hash = $2 WHERE id = $1", params![user_id, hash])?;
+            Ok(())
+        })
     }
 
     /// Stores a new refresh token of `family` and returns the token itself.
     pub fn issue_refresh(&self, user_id: &str, family: &str, ttl: Duration) -> Result<String, AuthError> {
         let token = random_token();
         let expires = finwise_protocol::time::now_ms() + ttl.as_millis() as i64;
-        self.db().execute(
-            "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![sha256_hex(&token), user_id, family, expires],
-        )?;
+        self.tx(|db| {
+            db.execute(
+                "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at_ms) VALUES ($1, $2, $3, $4)",
+                params![&sha256_hex(&token), user_id, family, expires],
+            )?;
+            Ok(())
+        })?;
         Ok(token)
     }
 
     /// Consumes a refresh token: returns `(user_id, family)`. A reused token revokes its family.
     pub fn use_refresh(&self, token: &str) -> Result<(String, String), AuthError> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let row: Option<(String, String, i64, bool, bool)> = tx
-            .query_row(
-                "SELECT user_id, family, expires_at_ms, used, revoked FROM refresh_tokens WHERE token_hash = ?1",
-                [sha256_hex(token)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        let Some((user, family, expires, used, revoked)) = row else {
-            return Err(AuthError::BadRefreshToken);
-        };
-        if used || revoked {
-            tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [&family])?;
-            tx.commit()?;
-            return Err(AuthError::BadRefreshToken);
-        }
-        if expires < finwise_protocol::time::now_ms() {
-            return Err(AuthError::BadRefreshToken);
-        }
-        tx.execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1", [sha256_hex(token)])?;
-        tx.commit()?;
-        Ok((user, family))
+        let hash = sha256_hex(token);
+        // The inner result is the answer; the transaction commits either way (a revocation
+        // must stick). `FOR UPDATE` makes two servers that see the same token take turns.
+        self.tx(|db| {
+            let row = db.query_opt(
+                "SELECT user_id, family, expires_at_ms, used, revoked FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+                params![&hash],
+            )?;
+            let Some(r) = row else { return Ok(Err(AuthError::BadRefreshToken)) };
+            let (user, family, expires, used, revoked) = (r.text(0)?, r.text(1)?, r.int(2)?, r.bool(3)?, r.bool(4)?);
+            if used || revoked {
+                db.execute("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1", params![&family])?;
+                return Ok(Err(AuthError::BadRefreshToken));
+            }
+            if expires < finwise_protocol::time::now_ms() {
+                return Ok(Err(AuthError::BadRefreshToken));
+            }
+            db.execute("UPDATE refresh_tokens SET used = TRUE WHERE token_hash = $1", params![&hash])?;
+            Ok(Ok((user, family)))
+        })?
     }
 
     /// Revokes every refresh token of a user (logout everywhere).
     pub fn revoke_user_tokens(&self, user_id: &str) -> Result<(), AuthError> {
-        self.db().execute("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1", [user_id])?;
-        Ok(())
+        self.tx(|db| {
+            db.execute("UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1", params![user_id])?;
+            Ok(())
+        })
     }
 }
 

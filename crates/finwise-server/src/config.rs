@@ -8,6 +8,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 pub struct Config {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the data dir: when set, all state lives in this database.
+    pub database_url: Option<String>,
+    /// Connections this server opens to PostgreSQL at most.
+    pub database_pool_size: usize,
+    /// How long a request waits for a free database connection before `storage_error`.
+    pub database_pool_wait: Duration,
     /// Accept FinWise 0.4 clients without a token (off by default).
     pub allow_legacy_clients: bool,
     /// JWT signing secret; generated and kept in `<data_dir>/jwt.secret` when `None`.
@@ -81,6 +87,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "***"))
             .field("allow_legacy_clients", &self.allow_legacy_clients)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
             .field("access_token_ttl", &self.access_token_ttl)
@@ -95,6 +102,9 @@ impl Default for Config {
         Config {
             addr: "127.0.0.1:8000".parse().expect("literal address"),
             data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_pool_size: 16,
+            database_pool_wait: Duration::from_secs(5),
             allow_legacy_clients: false,
             jwt_secret: None,
             access_token_ttl: Duration::from_secs(15 * 60),
@@ -145,6 +155,9 @@ impl Default for Config {
 pub struct Settings {
     pub addr: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub database_pool_size: Option<usize>,
+    pub database_pool_wait: Option<u64>,
     pub allow_legacy_clients: Option<bool>,
     pub jwt_secret: Option<String>,
     pub access_token_ttl: Option<u64>,
@@ -193,6 +206,9 @@ enum KeyKind {
 const KEYS: &[(&str, KeyKind)] = &[
     ("addr", KeyKind::Str),
     ("data_dir", KeyKind::Str),
+    ("database_url", KeyKind::Str),
+    ("database_pool_size", KeyKind::Int),
+    ("database_pool_wait", KeyKind::Int),
     ("allow_legacy_clients", KeyKind::Bool),
     ("jwt_secret", KeyKind::Str),
     ("access_token_ttl", KeyKind::Int),
@@ -230,7 +246,7 @@ const KEYS: &[(&str, KeyKind)] = &[
 ];
 
 /// Keys whose values are secrets: masked when printed.
-pub const SECRET_KEYS: &[&str] = &["jwt_secret"];
+pub const SECRET_KEYS: &[&str] = &["jwt_secret", "database_url"];
 
 /// An error in a configuration source, naming the source and the key.
 #[derive(Debug, thiserror::Error)]
@@ -316,6 +332,9 @@ impl Settings {
         Settings {
             addr: Some(c.addr),
             data_dir: Some(c.data_dir.clone()),
+            database_url: c.database_url.clone(),
+            database_pool_size: Some(c.database_pool_size),
+            database_pool_wait: Some(c.database_pool_wait.as_secs()),
             allow_legacy_clients: Some(c.allow_legacy_clients),
             jwt_secret: c.jwt_secret.clone(),
             access_token_ttl: Some(c.access_token_ttl.as_secs()),
@@ -360,6 +379,9 @@ impl Settings {
         Config {
             addr: self.addr.unwrap_or(base.addr),
             data_dir: self.data_dir.clone().unwrap_or(base.data_dir),
+            database_url: self.database_url.clone().or(base.database_url),
+            database_pool_size: self.database_pool_size.unwrap_or(base.database_pool_size).max(1),
+            database_pool_wait: self.database_pool_wait.map(secs).unwrap_or(base.database_pool_wait),
             allow_legacy_clients: self.allow_legacy_clients.unwrap_or(base.allow_legacy_clients),
             jwt_secret: self.jwt_secret.clone().or(base.jwt_secret),
             access_token_ttl: self.access_token_ttl.map(secs).unwrap_or(base.access_token_ttl),
@@ -413,7 +435,11 @@ impl Resolved {
         let mut out = String::from("# effective configuration (precedence: flag > env > file > default)\n");
         for (k, v, src) in &self.entries {
             if *src == "unset" {
-                let why = if k == "jwt_secret" { "generated and kept in <data_dir>/jwt.secret" } else { "none" };
+                let why = match k.as_str() {
+                    "jwt_secret" => "generated and kept in <data_dir>/jwt.secret, or in the database",
+                    "database_url" => "all state in the data dir's SQLite files",
+                    _ => "none",
+                };
                 out.push_str(&format!("# {k} is unset ({why})\n"));
             } else {
                 out.push_str(&format!("{k} = {v}  # {src}\n"));

@@ -34,7 +34,7 @@ use std::{
 };
 
 pub use config::Config;
-use storage::sqlite::DataDir;
+use storage::{sqlite::DataDir, Store};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -63,7 +63,8 @@ impl std::fmt::Display for TenantId {
 /// Everything the handlers share.
 pub struct App {
     pub config: Config,
-    pub data: DataDir,
+    /// Where all state lives (the data dir's SQLite files, or PostgreSQL).
+    pub store: Arc<dyn Store>,
     pub auth: Arc<auth::AuthStore>,
     pub keys: auth::TokenKeys,
     pub writers: Arc<writer::Writers>,
@@ -86,21 +87,21 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the data dir: creates it, migrates `auth.db`, loads or creates the JWT secret.
+    /// Opens the store (the data dir, created when needed, or the PostgreSQL database), runs
+    /// its migrations, loads or creates the JWT secret.
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
-        let data = DataDir { root: config.data_dir.clone() };
-        storage::sqlite::create_private_dir(&data.tenants_dir())?;
-        let auth = Arc::new(auth::AuthStore::open(&data.auth_db())?);
+        let store = storage::open(&config)?;
+        let auth = Arc::new(auth::AuthStore::new(store.central()));
         let secret = match &config.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
-            None => auth::load_or_create_secret(&data.jwt_secret())?,
+            None => store.jwt_secret()?,
         };
         let keys = auth::TokenKeys::new(&secret, config.access_token_ttl, config.refresh_token_ttl);
         let buffers = net::Buffers::new(config.ws_buffer_budget);
         let hub = Arc::new(hub::Hub::new(config.outbound_queue, Arc::clone(&buffers)));
         let metrics = Arc::new(metrics::Metrics::new());
         let writers = writer::Writers::new(
-            data.clone(),
+            Arc::clone(&store),
             Arc::clone(&hub),
             Arc::clone(&metrics),
             writer::WriterConfig {
@@ -126,7 +127,7 @@ impl App {
             user_conns: Arc::default(),
             conns: net::Connections::new(buffers, config.max_message_bytes),
             config,
-            data,
+            store,
             auth,
             keys,
             writers,
@@ -187,8 +188,12 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // one process per data dir: held until the server has stopped (or the process dies)
-    let _lock = DataDir { root: config.data_dir.clone() }.lock("serve")?;
+    // one process per data dir: held until the server has stopped (or the process dies); any
+    // number of servers may share a PostgreSQL database
+    let _lock = match config.database_url {
+        None => Some(DataDir { root: config.data_dir.clone() }.lock("serve")?),
+        Some(_) => None,
+    };
     let app = App::open(config)?;
     run(listener, app, shutdown).await
 }
@@ -220,7 +225,7 @@ pub async fn run(
             "max_connections lowered to fit the open-file limit (ulimit -n)"
         );
     }
-    info!(%addr, data_dir = %app.data.root.display(), max_connections = limits.max_connections, "listening");
+    info!(%addr, storage = app.store.engine(), location = %app.store.location(), max_connections = limits.max_connections, "listening");
     let hub = Arc::clone(&app.hub);
     let graceful = async move {
         shutdown.await;

@@ -1,6 +1,6 @@
-//! Reads: initial and delta loads, data status and digest. Each runs on its own read-only
-//! connection inside one read transaction, so what it returns is one consistent snapshot and the
-//! writer is never blocked (WAL).
+//! Reads: initial and delta loads, data status and digest. Each runs inside one read
+//! transaction of the store ([`Store::read`]), so what it returns is one consistent snapshot and
+//! the writer is never blocked (SQLite's WAL; PostgreSQL's MVCC).
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::{
-    storage::{sqlite::SqliteReader, Result, StorageError},
+    storage::{Result, StorageError, Store, TenantReader},
     TenantId,
 };
 
@@ -66,14 +66,8 @@ impl Collections {
 /// Streams the load for `req` into `out` as serialised messages. With `chunk_size` at most that
 /// many entities are held at once, and the bounded channel keeps a slow client from making the
 /// server buffer the tenant: memory stays proportional to the chunk, not the tenant.
-pub fn stream_load(
-    path: &std::path::Path,
-    tenant: &TenantId,
-    req: LoadRequest,
-    out: mpsc::Sender<String>,
-) -> Result<()> {
-    let mut reader = SqliteReader::open(path)?;
-    reader.read(|r| {
+pub fn stream_load(store: &dyn Store, tenant: &TenantId, req: LoadRequest, out: mpsc::Sender<String>) -> Result<()> {
+    store.read(tenant, |r| {
         let snap = r.snapshot()?;
         let (since, reset) = match req.since {
             Some(n) if n < snap.tombstone_floor || n > snap.seq => (0, true),
@@ -135,7 +129,7 @@ pub fn stream_load(
 /// Computes `data_status_response`: 0.4 per-row checksums for the requested types, plus the
 /// v2 tenant digest over all live entities.
 pub fn data_status(
-    path: &std::path::Path,
+    store: &dyn Store,
     tenant: &TenantId,
     entity_types: Option<&[String]>,
 ) -> Result<DataStatusResponse> {
@@ -143,8 +137,12 @@ pub fn data_status(
         Some(list) => list.to_vec(),
         None => ["Account", "AccountGroup", "Category", "CategoryGroup"].iter().map(|s| s.to_string()).collect(),
     };
-    let mut reader = SqliteReader::open(path)?;
-    reader.read(|r| {
+    store.read(tenant, |r| status_of(r, tenant, &requested))
+}
+
+/// [`data_status`] on a read transaction the caller opened (`finwise doctor` reads a file).
+pub fn status_of(r: &mut dyn TenantReader, tenant: &TenantId, requested: &[String]) -> Result<DataStatusResponse> {
+    {
         let snap = r.snapshot()?;
         let mut lines: Vec<(EntityType, String, String)> = Vec::new();
         r.live_versions(&mut |t, id, ms| lines.push((t, id.to_owned(), time::format_ms(ms))))?;
@@ -190,5 +188,5 @@ pub fn data_status(
             seq: snap.seq,
             entity_count: lines.len() as u64,
         })
-    })
+    }
 }

@@ -28,7 +28,7 @@ use crate::{
     engine::{self, Item, Outcome},
     hub::Hub,
     metrics::Metrics,
-    storage::sqlite::{DataDir, SqliteTenant},
+    storage::{Store, TenantDb},
     TenantId,
 };
 
@@ -84,7 +84,7 @@ struct Tenant {
 }
 
 struct Db {
-    conn: SqliteTenant,
+    conn: Box<dyn TenantDb>,
     last_compaction: Instant,
 }
 
@@ -103,7 +103,7 @@ struct Ready {
 }
 
 struct Shared {
-    data: DataDir,
+    store: Arc<dyn Store>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     cfg: WriterConfig,
@@ -130,10 +130,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Writers {
-    pub fn new(data: DataDir, hub: Arc<Hub>, metrics: Arc<Metrics>, cfg: WriterConfig) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, metrics: Arc<Metrics>, cfg: WriterConfig) -> Arc<Self> {
         let threads = cfg.threads.max(1);
         let shared = Arc::new(Shared {
-            data,
+            store,
             hub,
             metrics,
             cfg,
@@ -302,7 +302,7 @@ impl Shared {
                 warn!(tenant = %t.id, error = %e, "tombstone compaction failed");
             }
         }
-        let keep_running = self.process(&t.id, &mut open.conn, jobs);
+        let keep_running = self.process(&t.id, open.conn.as_mut(), jobs);
         if !keep_running {
             // Closing the connection checkpoints the WAL into the file.
             *db = None;
@@ -324,15 +324,15 @@ impl Shared {
         }
     }
 
-    fn open(&self, tenant: &TenantId) -> crate::storage::Result<SqliteTenant> {
-        let mut conn = SqliteTenant::open(&self.data.tenant_db(tenant))?;
+    fn open(&self, tenant: &TenantId) -> crate::storage::Result<Box<dyn TenantDb>> {
+        let mut conn = self.store.open_tenant(tenant)?;
         let cutoff = finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms;
         match conn.compact(cutoff) {
             Ok(n) if n > 0 => info!(tenant = %tenant, tombstones = n, "compacted tombstones"),
             Ok(_) => {}
             Err(e) => warn!(tenant = %tenant, error = %e, "tombstone compaction failed"),
         }
-        debug!(tenant = %tenant, seq = conn.seq(), "tenant opened");
+        debug!(tenant = %tenant, "tenant opened");
         Ok(conn)
     }
 
@@ -371,12 +371,24 @@ impl Shared {
     }
 
     /// Applies a group of jobs in one transaction. Returns false when a `Close` was among them.
-    fn process(&self, tenant: &TenantId, db: &mut SqliteTenant, jobs: Vec<Job>) -> bool {
+    fn process(&self, tenant: &TenantId, db: &mut dyn TenantDb, jobs: Vec<Job>) -> bool {
         let now = finwise_protocol::time::now_ms();
         let entries: usize =
             jobs.iter().map(|j| if let Job::Entries { items, .. } = j { items.len() } else { 0 }).sum();
         let started = std::time::Instant::now();
         let result = db.write(|txn| {
+            // one round trip for the group's lookups where the engine is across a network
+            let items = || {
+                jobs.iter().flat_map(|j| match j {
+                    Job::Entries { items, .. } => items.as_slice(),
+                    _ => &[],
+                })
+            };
+            let ready = || items().filter_map(|i| if let Item::Ready(p) = i { Some(p) } else { None });
+            let keys: Vec<(finwise_protocol::EntityType, &str)> =
+                ready().map(|p| (p.entity_type, p.entry.entity_id.as_str())).collect();
+            let ids: Vec<&str> = ready().map(|p| p.entry.id.as_str()).collect();
+            txn.prefetch(&keys, &ids)?;
             let mut all = Vec::with_capacity(jobs.len());
             for job in &jobs {
                 if let Job::Entries { items, .. } = job {

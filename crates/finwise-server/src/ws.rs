@@ -582,10 +582,10 @@ async fn handle_text(
             if tenant_id.as_deref().is_some_and(|t| t != c.tenant.as_str()) {
                 return c.send_json(&ErrorMessage::tenant_mismatch("Failed to read the data status")).await;
             }
-            let path = c.app.data.tenant_db(&c.tenant);
+            let store = std::sync::Arc::clone(&c.app.store);
             let tenant = c.tenant.clone();
             let res =
-                tokio::task::spawn_blocking(move || loads::data_status(&path, &tenant, entity_types.as_deref())).await;
+                tokio::task::spawn_blocking(move || loads::data_status(&*store, &tenant, entity_types.as_deref())).await;
             match res {
                 Ok(Ok(status)) => c.send_json(&status).await,
                 Ok(Err(e)) => {
@@ -641,9 +641,9 @@ async fn handle_text(
 /// Streams a load to the client through a small bounded channel (see [`loads::stream_load`]).
 async fn send_load(c: &mut Conn, req: LoadRequest) -> Result<(), Stop> {
     let (tx, mut rx) = mpsc::channel::<String>(2);
-    let path = c.app.data.tenant_db(&c.tenant);
+    let store = std::sync::Arc::clone(&c.app.store);
     let tenant = c.tenant.clone();
-    let producer = tokio::task::spawn_blocking(move || loads::stream_load(&path, &tenant, req, tx));
+    let producer = tokio::task::spawn_blocking(move || loads::stream_load(&*store, &tenant, req, tx));
     while let Some(msg) = rx.recv().await {
         c.send_text(msg).await?;
     }

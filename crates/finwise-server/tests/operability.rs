@@ -115,7 +115,7 @@ async fn health_ready_ping_and_request_ids() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["ready"], true);
     assert_eq!(v["migrations_applied"], true);
-    assert_eq!(v["data_dir_writable"], true);
+    assert_eq!(v["storage_writable"], true);
     let v: Value = s.http().get(s.url("/ping")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["status"], "online");
     // A hostile request id is replaced, not echoed.

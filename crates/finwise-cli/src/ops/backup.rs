@@ -125,7 +125,7 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
         "started_at": started.to_rfc3339(),
         "finished_at": chrono::Utc::now().to_rfc3339(),
         "source": data.root.display().to_string(),
-        "auth_schema_version": finwise_server::auth::AUTH_SCHEMA_VERSION,
+        "auth_schema_version": finwise_server::storage::sqlite::CENTRAL_SCHEMA_VERSION,
         "tenant_schema_version": finwise_server::storage::sqlite::TENANT_SCHEMA_VERSION,
         "jwt_secret": secret.exists(),
         "tenants": tenants,

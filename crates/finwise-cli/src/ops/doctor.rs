@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use finwise_server::{
-    auth::AUTH_SCHEMA_VERSION,
-    storage::sqlite::{DataDir, TENANT_SCHEMA_VERSION},
+    storage::sqlite::{DataDir, SqliteReader, CENTRAL_SCHEMA_VERSION as AUTH_SCHEMA_VERSION, TENANT_SCHEMA_VERSION},
     TenantId,
 };
 use rusqlite::{Connection, OpenFlags};
@@ -273,7 +272,10 @@ fn check_tenant(r: &mut Report, path: &Path, id: &TenantId) -> anyhow::Result<()
             "restore the tenant file from a backup; or delete the rows in sqlite3 and let a device re-upload them with a full resync",
         );
     }
-    let status = finwise_server::loads::data_status(path, id, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let all: Vec<String> = Vec::new();
+    let status = SqliteReader::open(path)
+        .and_then(|mut reader| reader.read(|rd| finwise_server::loads::status_of(rd, id, &all)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
         "digest   tenant {id}: {} live entities, seq {}, digest {}",
         status.entity_count, status.seq, status.tenant_digest

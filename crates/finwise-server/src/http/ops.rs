@@ -13,7 +13,7 @@ use super::{
     extract::{SyncMember, TenantAccess},
     openapi_document, AppState,
 };
-use crate::{auth, loads};
+use crate::loads;
 
 #[utoipa::path(get, path = "/ping", tag = "operations", responses((status = 200, description = "0.4 liveness answer", body = Object)))]
 pub(super) async fn ping() -> Json<Value> {
@@ -25,30 +25,22 @@ pub(super) async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "data dir writable and migrations applied", body = Object), (status = 503, description = "not ready; the body says why", body = Object)))]
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "storage writable and migrations applied", body = Object), (status = 503, description = "not ready; the body says why", body = Object)))]
 pub(super) async fn ready(State(app): AppState) -> Response {
-    let dir = app.data.tenants_dir();
-    let probe = dir.join(".ready-probe");
-    let writable = std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe)).is_ok();
-    let auth_db = app.data.auth_db();
-    let migrations = tokio::task::spawn_blocking(move || auth_schema_version(&auth_db)).await.ok().flatten();
-    let migrated = migrations == Some(auth::AUTH_SCHEMA_VERSION as i64);
-    let ok = writable && migrated;
+    let store = std::sync::Arc::clone(&app.store);
+    let r = tokio::task::spawn_blocking(move || store.readiness()).await;
+    let Ok(r) = r else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
     let body = json!({
-        "ready": ok,
-        "data_dir_writable": writable,
-        "migrations_applied": migrated,
-        "auth_schema_version": migrations,
-        "expected_auth_schema_version": auth::AUTH_SCHEMA_VERSION,
+        "ready": r.ready,
+        "storage": r.engine,
+        "storage_writable": r.writable,
+        "migrations_applied": r.schema_version == Some(r.expected_schema_version),
+        "schema_version": r.schema_version,
+        "expected_schema_version": r.expected_schema_version,
+        "error": r.error,
     });
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
-}
-
-/// `PRAGMA user_version` of the auth database, read on a fresh read-only connection.
-fn auth_schema_version(path: &std::path::Path) -> Option<i64> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).ok()
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text")))]
@@ -79,8 +71,8 @@ pub(super) async fn data_status(
     State(app): AppState,
     TenantAccess { tenant: id, .. }: TenantAccess<SyncMember>,
 ) -> ApiResult<Json<Value>> {
-    let path = app.data.tenant_db(&id);
-    let status = tokio::task::spawn_blocking(move || loads::data_status(&path, &id, None))
+    let store = std::sync::Arc::clone(&app.store);
+    let status = tokio::task::spawn_blocking(move || loads::data_status(&*store, &id, None))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;

@@ -120,15 +120,12 @@ pub(super) async fn delete_tenant(
     let tenant = blocking(move || auth.tenant(&tid)).await?.ok_or_else(|| ApiError::not_found("Tenant not found"))?;
     app.hub.publish(&id, crate::hub::Event::Close { code: 1001, reason: "tenant deleted" });
     app.writers.close(&id).await;
-    let path = app.data.tenant_db(&id);
-    for suffix in ["", "-wal", "-shm"] {
-        let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
-        if let Err(e) = std::fs::remove_file(&p) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(ApiError::internal(e));
-            }
-        }
-    }
+    let store = Arc::clone(&app.store);
+    let tid = id.clone();
+    tokio::task::spawn_blocking(move || store.delete_tenant_data(&tid))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     let auth = Arc::clone(&app.auth);
     let tid = id.clone();
     blocking(move || auth.delete_tenant(&tid)).await?;

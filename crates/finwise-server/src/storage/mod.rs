@@ -1,23 +1,48 @@
 //! Storage: what the sync engine needs from a tenant's database, behind traits.
 //!
 //! The engine ([`crate::engine`]) only talks to [`WriteTxn`] (inside one write transaction of one
-//! tenant) and the readers only to [`TenantReader`]. [`sqlite`] implements both on one SQLite file
-//! per tenant; a PostgreSQL implementation would implement the same traits.
+//! tenant) and the readers only to [`TenantReader`]. A [`Store`] hands out both for any tenant,
+//! plus the central tables ([`sql::SqlDb`]: accounts, tenants, members, tokens) and the JWT
+//! secret. Two engines implement it: [`sqlite`] (the embedded default: `auth.db` and one file per
+//! tenant in a data dir) and [`postgres`] (all tenants in shared tables of one database, for
+//! several servers). Nothing above this module knows which one runs.
 
 pub mod data_dir;
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use finwise_protocol::EntityType;
+
+use crate::TenantId;
 
 /// Storage failures. Always reported to clients as the retryable NACK `storage_error`.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+}
+
+impl StorageError {
+    /// A unique constraint refused the write (e.g. two servers inserted the same name at once).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            StorageError::Postgres(e) => e.code() == Some(&::postgres::error::SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -51,6 +76,11 @@ pub struct AppliedEntry {
 
 /// One write transaction of one tenant.
 pub trait WriteTxn {
+    /// Announces the entities and entry ids the coming calls will look up, so an engine with a
+    /// network round trip per query can fetch them in one go. Lookups of other keys still work.
+    fn prefetch(&mut self, _entities: &[(EntityType, &str)], _entry_ids: &[&str]) -> Result<()> {
+        Ok(())
+    }
     fn entity(&mut self, entity_type: EntityType, id: &str) -> Result<Option<EntityRecord>>;
     fn put_entity(&mut self, record: &EntityRecord) -> Result<()>;
     fn applied_entry(&mut self, entry_id: &str) -> Result<Option<AppliedEntry>>;
@@ -79,4 +109,87 @@ pub trait TenantReader {
     fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>>;
     /// `(type, id, updated_at_ms)` of every live entity (for the digest).
     fn live_versions(&mut self, visit: &mut dyn FnMut(EntityType, &str, i64)) -> Result<()>;
+}
+
+/// A tenant's writer handle: what the writer actor of one tenant holds while the tenant is open.
+pub trait TenantDb: Send {
+    /// Runs `f` inside one write transaction (group commit) and commits when it returns `Ok`;
+    /// on `Err` nothing is stored. Sequence numbers handed out by [`WriteTxn::next_seq`] become
+    /// visible to readers only with the commit, and in order.
+    fn write_dyn(&mut self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()>;
+    /// Removes tombstones and remembered entry ids older than `cutoff_ms` (server time) and
+    /// raises the compaction floor; returns the number of tombstones removed.
+    fn compact(&mut self, cutoff_ms: i64) -> Result<usize>;
+}
+
+impl dyn TenantDb + '_ {
+    /// [`TenantDb::write_dyn`] with a result.
+    pub fn write<T>(&mut self, f: impl FnOnce(&mut dyn WriteTxn) -> Result<T>) -> Result<T> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.write_dyn(&mut |txn| {
+            let f = f.take().ok_or_else(|| StorageError::Other("write transaction retried".into()))?;
+            out = Some(f(txn)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| StorageError::Other("write transaction did not run".into()))
+    }
+}
+
+/// Where all server state lives: one data dir of SQLite files, or one PostgreSQL database.
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn engine(&self) -> &'static str;
+    /// Where the data is, for logs (a path, or the database URL without its password).
+    fn location(&self) -> String;
+    /// The central tables: accounts, tenants, members, refresh tokens.
+    fn central(&self) -> Arc<dyn sql::SqlDb>;
+    /// The JWT signing secret, generated and stored at the first start.
+    fn jwt_secret(&self) -> Result<Vec<u8>>;
+    /// Opens (creating when needed) a tenant's data for its writer.
+    fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>>;
+    /// Runs `f` on one consistent snapshot of the tenant, without blocking its writer. A tenant
+    /// with no data reads as empty.
+    fn read_dyn(&self, tenant: &TenantId, f: &mut dyn FnMut(&mut dyn TenantReader) -> Result<()>) -> Result<()>;
+    /// Removes a tenant's data (its writer is closed first).
+    fn delete_tenant_data(&self, tenant: &TenantId) -> Result<()>;
+    /// Ids of the tenants that have data.
+    fn tenants_with_data(&self) -> Result<Vec<TenantId>>;
+    /// Whether the store can take writes, with the schema version: `(writable, schema, expected)`.
+    fn readiness(&self) -> Readiness;
+}
+
+/// What `/ready` reports about the storage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub engine: &'static str,
+    pub writable: bool,
+    pub schema_version: Option<i64>,
+    pub expected_schema_version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl dyn Store {
+    /// [`Store::read_dyn`] with a result.
+    pub fn read<T>(&self, tenant: &TenantId, f: impl FnOnce(&mut dyn TenantReader) -> Result<T>) -> Result<T> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.read_dyn(tenant, &mut |r| {
+            let f = f.take().ok_or_else(|| StorageError::Other("read transaction retried".into()))?;
+            out = Some(f(r)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| StorageError::Other("read transaction did not run".into()))
+    }
+}
+
+/// Opens the configured store: PostgreSQL when `database_url` is set, else the data dir.
+/// Migrations run here (on PostgreSQL under an advisory lock, so servers may start together).
+pub fn open(config: &crate::Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.database_url {
+        Some(url) => Arc::new(postgres::PgStore::open(url, config.database_pool_size, config.database_pool_wait)?),
+        None => Arc::new(sqlite::SqliteStore::open(data_dir::DataDir { root: config.data_dir.clone() })?),
+    })
 }

@@ -6,13 +6,63 @@
 //! processed entry ids, indexed by a 64-bit hash of the id ([`id_hash`]). `meta` holds the
 //! sequence counter and the compaction floor.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
-use finwise_protocol::EntityType;
+use finwise_protocol::{locks::LockExt, EntityType};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 pub use super::data_dir::{DataDir, DataDirLock};
-use super::{AppliedEntry, EntityRecord, Result, Snapshot, StorageError, TenantReader, WriteTxn};
+use super::{
+    sql::{self, Param, Row, Sql, SqlDb, Val},
+    AppliedEntry, EntityRecord, Readiness, Result, Snapshot, StorageError, Store, TenantDb, TenantReader, WriteTxn,
+};
+use crate::TenantId;
+
+/// Migrations of `auth.db`, the central database (accounts, tenants, members, refresh tokens).
+const CENTRAL_MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE users (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE TABLE tenants (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE members (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        user_id   TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role      TEXT NOT NULL CHECK (role IN ('owner', 'member')),
+        PRIMARY KEY (tenant_id, user_id)
+    );
+    CREATE INDEX members_by_user ON members (user_id);
+    CREATE TABLE refresh_tokens (
+        token_hash    TEXT PRIMARY KEY,
+        user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        family        TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        used          INTEGER NOT NULL DEFAULT 0,
+        revoked       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX refresh_by_family ON refresh_tokens (family);
+"#,
+    // v2: which tenants legacy (0.4, tokenless) clients may use: those they created or that
+    // were imported from 0.4. Tenants that existed before keep today's behaviour (open).
+    "ALTER TABLE tenants ADD COLUMN legacy_open INTEGER NOT NULL DEFAULT 1;",
+];
+
+/// Number of schema migrations of `auth.db`.
+pub const CENTRAL_SCHEMA_VERSION: usize = CENTRAL_MIGRATIONS.len();
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const TENANT_MIGRATIONS: &[&str] = &[
@@ -306,6 +356,148 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 }
 
+impl TenantDb for SqliteTenant {
+    fn write_dyn(&mut self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()> {
+        self.write(f)
+    }
+    fn compact(&mut self, cutoff_ms: i64) -> Result<usize> {
+        SqliteTenant::compact(self, cutoff_ms)
+    }
+}
+
+/// The central database `auth.db` (one connection: its statements are short).
+pub struct SqliteCentral {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteCentral {
+    /// Opens (creating and migrating when needed) the central database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = open_rw(path)?;
+        migrate(&mut conn, CENTRAL_MIGRATIONS)?;
+        Ok(SqliteCentral { conn: Mutex::new(conn) })
+    }
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match *self {
+            Param::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Param::Int(n) => ToSqlOutput::Owned(Value::Integer(n)),
+            Param::Bool(b) => ToSqlOutput::Owned(Value::Integer(b as i64)),
+        })
+    }
+}
+
+struct SqliteSql<'a, 'c>(&'a Transaction<'c>);
+
+impl Sql for SqliteSql<'_, '_> {
+    fn query(&mut self, text: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        let mut stmt = self.0.prepare_cached(&sql::sqlite_dialect(text))?;
+        let n = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut vals = Vec::with_capacity(n);
+            for i in 0..n {
+                use rusqlite::types::ValueRef;
+                vals.push(match r.get_ref(i)? {
+                    ValueRef::Null => Val::Null,
+                    ValueRef::Integer(v) => Val::Int(v),
+                    ValueRef::Real(v) => Val::Int(v as i64),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                });
+            }
+            out.push(Row(vals));
+        }
+        Ok(out)
+    }
+
+    fn execute(&mut self, text: &str, params: &[Param<'_>]) -> Result<u64> {
+        let mut stmt = self.0.prepare_cached(&sql::sqlite_dialect(text))?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+    }
+}
+
+impl SqlDb for SqliteCentral {
+    fn transaction_dyn(&self, f: &mut dyn FnMut(&mut dyn Sql) -> Result<bool>) -> Result<()> {
+        let mut conn = self.conn.locked();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if f(&mut SqliteSql(&tx))? {
+            tx.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// The embedded default: a data dir with `auth.db` and one SQLite file per tenant.
+pub struct SqliteStore {
+    pub data: DataDir,
+    central: Arc<SqliteCentral>,
+}
+
+impl SqliteStore {
+    /// Creates the data dir when needed and opens (migrating) `auth.db`.
+    pub fn open(data: DataDir) -> Result<Self> {
+        create_private_dir(&data.tenants_dir())?;
+        let central = Arc::new(SqliteCentral::open(&data.auth_db())?);
+        Ok(SqliteStore { data, central })
+    }
+}
+
+impl Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+    fn location(&self) -> String {
+        self.data.root.display().to_string()
+    }
+    fn central(&self) -> Arc<dyn SqlDb> {
+        Arc::clone(&self.central) as Arc<dyn SqlDb>
+    }
+    fn jwt_secret(&self) -> Result<Vec<u8>> {
+        Ok(crate::auth::load_or_create_secret(&self.data.jwt_secret())?)
+    }
+    fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>> {
+        Ok(Box::new(SqliteTenant::open(&self.data.tenant_db(tenant))?))
+    }
+    fn read_dyn(&self, tenant: &TenantId, f: &mut dyn FnMut(&mut dyn TenantReader) -> Result<()>) -> Result<()> {
+        SqliteReader::open(&self.data.tenant_db(tenant))?.read(f)
+    }
+    fn delete_tenant_data(&self, tenant: &TenantId) -> Result<()> {
+        let path = self.data.tenant_db(tenant);
+        for suffix in ["", "-wal", "-shm"] {
+            let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+    fn tenants_with_data(&self) -> Result<Vec<TenantId>> {
+        Ok(self.data.tenant_files()?.into_iter().filter_map(|(stem, _)| TenantId::parse(&stem)).collect())
+    }
+    fn readiness(&self) -> Readiness {
+        let probe = self.data.tenants_dir().join(".ready-probe");
+        let writable = std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe)).is_ok();
+        let version = Connection::open_with_flags(self.data.auth_db(), OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))
+            .ok();
+        let expected = CENTRAL_SCHEMA_VERSION as i64;
+        Readiness {
+            ready: writable && version == Some(expected),
+            engine: "sqlite",
+            writable,
+            schema_version: version,
+            expected_schema_version: expected,
+            error: None,
+        }
+    }
+}
+
 /// A read-only connection to one tenant database.
 pub struct SqliteReader {
     conn: Option<Connection>,
@@ -330,6 +522,7 @@ impl SqliteReader {
 
     /// Runs `f` inside one read transaction, so everything it reads is one snapshot.
     pub fn read<T>(&mut self, f: impl FnOnce(&mut dyn TenantReader) -> Result<T>) -> Result<T> {
+        // (also used with `&mut dyn FnMut`, through `Store::read_dyn`)
         match &self.conn {
             Some(c) => {
                 c.execute_batch("BEGIN")?;
