@@ -199,6 +199,9 @@ async fn serve_reads_the_config_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_under_write_load_restores_to_a_server_with_the_same_data() {
+    if finwise_testkit::backend::sqlite_only("`finwise backup`/`restore` copy a data dir's SQLite files (PostgreSQL is backed up with pg_dump or its replicas)") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data).await;
@@ -252,7 +255,8 @@ async fn backup_under_write_load_restores_to_a_server_with_the_same_data() {
     for t in &tenants {
         let id = finwise_server::TenantId::parse(t).unwrap();
         let mut reader =
-            finwise_server::storage::sqlite::SqliteReader::open(&backup.join("tenants").join(format!("{t}.db"))).unwrap();
+            finwise_server::storage::sqlite::SqliteReader::open(&backup.join("tenants").join(format!("{t}.db")))
+                .unwrap();
         let st = reader.read(|r| finwise_server::loads::status_of(r, &id, &[])).unwrap();
         expected.insert(t.clone(), (st.tenant_digest, st.entity_count));
     }
@@ -352,6 +356,11 @@ fn synthetic_legacy_dir(root: &Path, password: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_legacy_synthetic_dir_over_the_wire() {
+    if finwise_testkit::backend::sqlite_only(
+        "`finwise import-legacy` writes a data dir (move it to PostgreSQL with `finwise migrate`)",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let legacy = dir.path().join("legacy/data");
     let password = "Grüne Wiese 42";
@@ -456,6 +465,11 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
 /// TENANT_DATABASE_DIR): `--central-db` and `--tenant-dir` name them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_legacy_with_separate_central_db_and_tenant_dir() {
+    if finwise_testkit::backend::sqlite_only(
+        "`finwise import-legacy` writes a data dir (move it to PostgreSQL with `finwise migrate`)",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let legacy = dir.path().join("made");
     let (_, tenant) = synthetic_legacy_dir(&legacy, "password 1234");
@@ -489,6 +503,11 @@ fn shared_sample() -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_legacy_sample_matches_expected_over_the_wire() {
+    if finwise_testkit::backend::sqlite_only(
+        "`finwise import-legacy` writes a data dir (move it to PostgreSQL with `finwise migrate`)",
+    ) {
+        return;
+    }
     let Some(sample) = shared_sample() else {
         println!("NOTE: ../shared/spec/legacy-data is absent; the real 0.4 sample is not tested here");
         return;
@@ -574,6 +593,11 @@ async fn import_legacy_sample_matches_expected_over_the_wire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_finds_planted_problems_and_names_the_fix() {
+    if finwise_testkit::backend::sqlite_only(
+        "plants problems in a data dir's files (`finwise doctor --database-url` is tested in migrate.rs)",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data).await;
@@ -718,6 +742,9 @@ async fn wait_ready(server: &Server) {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_server_per_data_dir() {
+    if finwise_testkit::backend::sqlite_only("the data dir lock; any number of servers share a PostgreSQL database") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut child, server) = spawn_server(&data, &[]);

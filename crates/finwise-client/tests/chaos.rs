@@ -820,7 +820,7 @@ async fn run(seed: u64, ops: u64) -> Summary {
     };
     drop(log);
     child.lock().unwrap().kill();
-    finwise_testkit::process::integrity_ok(&data.path().join(format!("tenants/{tenant}.db")));
+    finwise_testkit::process::storage_intact(data.path(), &tenant);
     println!(
         "chaos: seed {seed}: {} ops, {} acks ({} applied, {} duplicates, {} lost to newer), {} entities ({} live), \
          {} server kills, {} cuts, {} delays, {} refused connects, {} injected batches ({} entries), {} device crashes, \

@@ -19,6 +19,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::tenants::{Member, Tenant};
 use crate::{
     sql_params as params,
     storage::{
@@ -26,7 +27,6 @@ use crate::{
         StorageError,
     },
 };
-pub use crate::tenants::{Member, Tenant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -90,12 +90,20 @@ impl App {
     /// Opens the store (the data dir, created when needed, or the PostgreSQL database), runs
     /// its migrations, loads or creates the JWT secret.
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
-        let store = storage::open(&config)?;
+        // on a thread of its own: the PostgreSQL driver blocks, and callers may be async
+        let opened = std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<_> {
+                let store = storage::open(&config)?;
+                let secret = match &config.jwt_secret {
+                    Some(s) => s.as_bytes().to_vec(),
+                    None => store.jwt_secret()?,
+                };
+                Ok((store, secret))
+            })
+            .join()
+        });
+        let (store, secret) = opened.map_err(|_| anyhow::anyhow!("opening the storage panicked"))??;
         let auth = Arc::new(auth::AuthStore::new(store.central()));
-        let secret = match &config.jwt_secret {
-            Some(s) => s.as_bytes().to_vec(),
-            None => store.jwt_secret()?,
-        };
         let keys = auth::TokenKeys::new(&secret, config.access_token_ttl, config.refresh_token_ttl);
         let buffers = net::Buffers::new(config.ws_buffer_budget);
         let hub = Arc::new(hub::Hub::new(config.outbound_queue, Arc::clone(&buffers)));

@@ -38,7 +38,13 @@ pub struct Member {
 const TENANT_COLS: &str = "t.id, t.name, t.user_id, t.created_at, t.updated_at";
 
 fn tenant_row(r: &Row) -> Result<Tenant, StorageError> {
-    Ok(Tenant { uuid: r.text(0)?, name: r.text(1)?, user_id: r.text(2)?, created_at: r.text(3)?, updated_at: r.text(4)? })
+    Ok(Tenant {
+        uuid: r.text(0)?,
+        name: r.text(1)?,
+        user_id: r.text(2)?,
+        created_at: r.text(3)?,
+        updated_at: r.text(4)?,
+    })
 }
 
 fn tenant_rows(rows: Vec<Row>) -> Result<Vec<Tenant>, AuthError> {
@@ -48,7 +54,10 @@ fn tenant_rows(rows: Vec<Row>) -> Result<Vec<Tenant>, AuthError> {
 /// Whether `user_id` is the only owner of the tenant (inside the caller's transaction).
 fn last_owner(db: &mut dyn Sql, tenant: &TenantId, user_id: &str) -> Result<bool, AuthError> {
     // lock the tenant's owner rows, so two servers removing two owners at once take turns
-    db.query("SELECT user_id FROM members WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE", params![tenant.as_str()])?;
+    db.query(
+        "SELECT user_id FROM members WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE",
+        params![tenant.as_str()],
+    )?;
     let r = db
         .query_opt(
             "SELECT COALESCE(SUM(CASE WHEN user_id = $2 THEN 1 ELSE 0 END), 0), COUNT(*) FROM members
@@ -245,7 +254,12 @@ impl AuthStore {
     }
 
     /// Inserts a tenant with its members unless it exists (`finwise migrate`, legacy import).
-    pub fn copy_tenant(&self, tenant: &Tenant, legacy_open: bool, members: &[(String, String)]) -> Result<(), AuthError> {
+    pub fn copy_tenant(
+        &self,
+        tenant: &Tenant,
+        legacy_open: bool,
+        members: &[(String, String)],
+    ) -> Result<(), AuthError> {
         self.tx(|db| {
             db.execute(
                 "INSERT INTO tenants (id, name, user_id, created_at, updated_at, legacy_open) VALUES ($1, $2, $3, $4, $5, $6)

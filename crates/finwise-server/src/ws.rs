@@ -585,7 +585,8 @@ async fn handle_text(
             let store = std::sync::Arc::clone(&c.app.store);
             let tenant = c.tenant.clone();
             let res =
-                tokio::task::spawn_blocking(move || loads::data_status(&*store, &tenant, entity_types.as_deref())).await;
+                tokio::task::spawn_blocking(move || loads::data_status(&*store, &tenant, entity_types.as_deref()))
+                    .await;
             match res {
                 Ok(Ok(status)) => c.send_json(&status).await,
                 Ok(Err(e)) => {

@@ -412,6 +412,9 @@ async fn operator_switches_and_legacy_mode_boundaries() {
 
 #[tokio::test]
 async fn imported_bcrypt_hashes_verify_and_are_rehashed() {
+    if finwise_testkit::backend::sqlite_only("bcrypt hashes arrive with `finwise import-legacy`, which writes a data dir (the rehash is the same SQL on both engines)") {
+        return;
+    }
     let s = TestServer::start(|_| {}).await;
     case("bcrypt hash from the Python backend");
     let hash = bcrypt::hash("old python password", 4).unwrap();
@@ -448,6 +451,11 @@ async fn imported_bcrypt_hashes_verify_and_are_rehashed() {
 
 #[test]
 fn secret_file_is_owner_only() {
+    if finwise_testkit::backend::sqlite_only(
+        "the secret file of a data dir; on PostgreSQL the secret is in the settings table",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("jwt.secret");
     let a = finwise_server::auth::load_or_create_secret(&p).unwrap();
@@ -1076,7 +1084,7 @@ async fn browsers_get_security_headers_and_files_are_private() {
     }
     case("data files are readable by their owner only");
     #[cfg(unix)]
-    {
+    if !finwise_testkit::backend::sqlite_only("file modes of a data dir's databases") {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(s.dir.join("tenants")), 0o700);

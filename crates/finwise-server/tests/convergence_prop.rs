@@ -12,10 +12,8 @@ use finwise_protocol::{
 };
 use finwise_server::{
     engine::{self, Item, Reply},
-    storage::{
-        sqlite::{SqliteReader, SqliteTenant},
-        TenantReader,
-    },
+    storage::TenantReader,
+    TenantId,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -63,8 +61,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
     fn replicas_converge_to_lww_over_accepted_changes(ops in prop::collection::vec(op(), 1..60), shuffle in any::<u64>()) {
+        // the engine over the storage of the suite's backend (SQLite file or PostgreSQL schema)
         let dir = tempfile::tempdir().unwrap();
-        let mut db = SqliteTenant::open(&dir.path().join("t.db")).unwrap();
+        let store = finwise_server::storage::open(&finwise_testkit::base_config(dir.path())).unwrap();
+        let tenant_id = TenantId::parse(TENANT).unwrap();
+        let mut db = store.open_tenant(&tenant_id).unwrap();
         let ids: Vec<String> = (0..3).map(|i| format!("00000000-0000-4000-8000-00000000000{i}")).collect();
         let mut sent: Vec<Vec<SyncQueueEntry>> = vec![Vec::new(); 3];
         let mut replicas: Vec<Replica> = vec![HashMap::new(); 3];
@@ -143,8 +144,7 @@ proptest! {
         }
 
         let mut server: Replica = HashMap::new();
-        let mut reader = SqliteReader::open(&dir.path().join("t.db")).unwrap();
-        reader.read(|r: &mut dyn TenantReader| {
+        store.read(&tenant_id, |r: &mut dyn TenantReader| {
             r.live_since(0, &mut |_, json| {
                 let v: Value = serde_json::from_str(json).unwrap();
                 let ts = time::parse_ms(v["updated_at"].as_str().unwrap()).unwrap();

@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use finwise_testkit::process::{account, integrity_ok, ServerProcess};
+use finwise_testkit::process::{account, storage_intact, ServerProcess};
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
 struct Rng(u64);
@@ -161,8 +161,7 @@ async fn acked_changes_survive_kill_9() {
         );
     }
     server.kill();
-    integrity_ok(&dir.path().join("auth.db"));
-    integrity_ok(&dir.path().join(format!("tenants/{tenant}.db")));
+    storage_intact(dir.path(), &tenant);
     let total = acked.lock().unwrap().len();
     assert!(total > 100, "only {total} changes were acked");
     println!("crash test: {rounds} kills, {total} acked changes, none lost, integrity ok");

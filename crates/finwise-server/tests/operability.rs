@@ -126,8 +126,16 @@ async fn health_ready_ping_and_request_ids() {
 #[tokio::test]
 async fn ready_reports_unapplied_migrations() {
     let s = TestServer::start(|_| {}).await;
-    // Simulate an auth database whose migrations were not applied.
-    rusqlite_version_reset(&s.dir.join("auth.db"));
+    // Simulate a database whose migrations were not applied.
+    match finwise_testkit::backend::database_url(&s.dir) {
+        None => rusqlite_version_reset(&s.dir.join("auth.db")),
+        Some(url) => std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.batch_execute("DELETE FROM schema_migrations").unwrap();
+        })
+        .join()
+        .unwrap(),
+    }
     let r = s.http().get(s.url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();

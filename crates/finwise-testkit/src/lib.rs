@@ -12,6 +12,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+pub mod backend;
 pub mod process;
 
 use finwise_protocol::entity::EntityType;
@@ -33,12 +34,15 @@ pub struct TestServer {
     pub config: Config,
 }
 
-/// The configuration of test servers: port 0, `dir`, a fixed JWT secret (tokens survive a
-/// restart), no heartbeats.
+/// The configuration of test servers: port 0, `dir` (on PostgreSQL: the schema named after it,
+/// see [`backend`]), a fixed JWT secret (tokens survive a restart), no heartbeats.
 pub fn base_config(dir: &std::path::Path) -> Config {
     Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
+        database_url: backend::database_url(dir),
+        // many test servers share one PostgreSQL server (max_connections)
+        database_pool_size: 6,
         jwt_secret: Some("test-secret-test-secret-test-secret!".into()),
         heartbeat_interval: Duration::from_secs(3600),
         ..Config::default()

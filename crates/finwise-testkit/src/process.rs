@@ -101,6 +101,9 @@ impl ServerProcess {
             }
         }
         cmd.env("FINWISE_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(url) = crate::backend::database_url(dir) {
+            cmd.env("FINWISE_DATABASE_URL", url).env("FINWISE_DATABASE_POOL_SIZE", "6");
+        }
         customize(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
         let log = Arc::new(Mutex::new(String::new()));
@@ -183,4 +186,45 @@ pub fn integrity_ok(path: &Path) {
     let db = rusqlite::Connection::open(path).unwrap();
     let r: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(r, "ok", "{}", path.display());
+}
+
+/// Asserts that the storage of the data dir `dir` is intact after a crash: on SQLite the
+/// integrity check of `auth.db` and of the tenant's file; on PostgreSQL (the schema of `dir`)
+/// the B-tree checks of `amcheck` on every index and the tenant's head at or above its rows.
+pub fn storage_intact(dir: &Path, tenant: &str) {
+    let Some(url) = crate::backend::database_url(dir) else {
+        integrity_ok(&dir.join("auth.db"));
+        integrity_ok(&dir.join(format!("tenants/{tenant}.db")));
+        return;
+    };
+    let tenant = uuid::Uuid::parse_str(tenant).unwrap();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA public").unwrap();
+        let indexes = c
+            .query(
+                "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
+                 WHERE n.nspname = current_schema() AND a.amname = 'btree'",
+                &[],
+            )
+            .unwrap();
+        assert!(indexes.len() >= 5, "the schema's indexes are there");
+        for r in indexes {
+            let name: String = r.get(0);
+            c.batch_execute(&format!("SELECT public.bt_index_check('{name}'::regclass, true)"))
+                .unwrap_or_else(|e| panic!("amcheck on {name}: {e}"));
+        }
+        let row = c
+            .query_one(
+                "SELECT (SELECT seq FROM tenant_heads WHERE tenant_id = $1),
+                        (SELECT max(seq) FROM entities WHERE tenant_id = $1)",
+                &[&tenant],
+            )
+            .unwrap();
+        let (head, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        assert!(head >= max, "tenant head {head:?} below its highest row {max:?}");
+    })
+    .join()
+    .unwrap();
 }

@@ -229,6 +229,17 @@ impl Drop for Pooled<'_> {
     }
 }
 
+impl Drop for PgPool {
+    fn drop(&mut self) {
+        // The driver's connections run their own small runtime, which must not be dropped on an
+        // async worker thread (the last `Arc` of the store often goes with the server's task).
+        let idle = std::mem::take(&mut self.state.locked().idle);
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 impl PgPool {
     pub fn new(url: &str, max: usize, wait: Duration) -> Result<Self> {
         let mut config: postgres::Config =
@@ -409,7 +420,9 @@ fn check_server(conn: &mut Conn) -> Result<()> {
     let version: i32 = row.get(0);
     let encoding: String = row.get(1);
     if version < 150000 {
-        return Err(StorageError::Other(format!("PostgreSQL 15 or newer is required (found server_version_num {version})")));
+        return Err(StorageError::Other(format!(
+            "PostgreSQL 15 or newer is required (found server_version_num {version})"
+        )));
     }
     if encoding != "UTF8" {
         return Err(StorageError::Other(format!("the database must use the UTF8 encoding (found {encoding})")));
@@ -584,7 +597,8 @@ impl TenantDb for PgTenant {
                 .get(0);
             let mut removed = 0;
             if let Some(floor) = floor {
-                removed = c.execute("DELETE FROM entities WHERE tenant_id = $1 AND deleted AND seq <= $2", &[&t, &floor])?;
+                removed =
+                    c.execute("DELETE FROM entities WHERE tenant_id = $1 AND deleted AND seq <= $2", &[&t, &floor])?;
                 c.execute(
                     "UPDATE tenant_heads SET tombstone_floor = GREATEST(tombstone_floor, $2) WHERE tenant_id = $1",
                     &[&t, &floor],
@@ -716,7 +730,8 @@ impl WriteTxn for PgTxn<'_> {
         if let Some(hit) = self.entities.get(&key) {
             return Ok(hit.clone());
         }
-        let sql = format!("SELECT {ENTITY_COLS} FROM entities e WHERE e.tenant_id = $1 AND e.entity_type = $2 AND e.id = $3");
+        let sql =
+            format!("SELECT {ENTITY_COLS} FROM entities e WHERE e.tenant_id = $1 AND e.entity_type = $2 AND e.id = $3");
         let found = match self.conn.query(&sql, &[&self.tenant, &entity_type.as_str(), &id])?.first() {
             Some(r) => Some(entity_row(r)?),
             None => None,
@@ -762,7 +777,8 @@ struct PgReader<'c> {
 
 impl TenantReader for PgReader<'_> {
     fn snapshot(&mut self) -> Result<Snapshot> {
-        let rows = self.conn.query("SELECT seq, tombstone_floor FROM tenant_heads WHERE tenant_id = $1", &[&self.tenant])?;
+        let rows =
+            self.conn.query("SELECT seq, tombstone_floor FROM tenant_heads WHERE tenant_id = $1", &[&self.tenant])?;
         Ok(rows.first().map(|r| Snapshot { seq: r.get(0), tombstone_floor: r.get(1) }).unwrap_or_default())
     }
 

@@ -1,0 +1,60 @@
+//! Which storage engine the tests run on. `FINWISE_TEST_BACKEND=postgres` runs every server of
+//! the suite on PostgreSQL (`FINWISE_TEST_DATABASE_URL`, which `scripts/test-all` provides with a
+//! throwaway cluster); anything else runs them on SQLite data dirs.
+//!
+//! On PostgreSQL each test's data dir names its own schema (`t_<hash of the dir>`, selected
+//! through the connection's `search_path`), so tests run in parallel on one database, a restart
+//! on the same dir finds the same data, and a schema costs a few milliseconds to create.
+
+use std::path::Path;
+
+/// True when the suite runs on PostgreSQL.
+pub fn postgres() -> bool {
+    std::env::var("FINWISE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// For a test that only runs on SQLite: true (and says why on stderr) when the suite runs on
+/// PostgreSQL, so the test returns early.
+pub fn sqlite_only(why: &str) -> bool {
+    if postgres() {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    postgres()
+}
+
+/// The PostgreSQL server of the test suite. Under `FINWISE_TEST_BACKEND=postgres` a missing URL
+/// fails the test (never a silent skip).
+pub fn server_url() -> String {
+    std::env::var("FINWISE_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("FINWISE_TEST_BACKEND=postgres needs FINWISE_TEST_DATABASE_URL (./scripts/test-all starts a cluster)")
+    })
+}
+
+/// The `database_url` for the data dir `dir` on PostgreSQL (its own schema, created when
+/// missing), or `None` on SQLite.
+pub fn database_url(dir: &Path) -> Option<String> {
+    postgres().then(|| schema_url(&schema_for(dir)))
+}
+
+/// A database URL whose connections use schema `schema` (created when missing).
+pub fn schema_url(schema: &str) -> String {
+    let base = server_url();
+    let s = schema.to_owned();
+    let admin = base.clone();
+    // the sync driver runs its own runtime: not on a tokio worker thread
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to FINWISE_TEST_DATABASE_URL");
+        c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}")).expect("create the test schema");
+    })
+    .join()
+    .expect("schema creation");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
+}
+
+fn schema_for(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("t_{:016x}", h.finish())
+}
