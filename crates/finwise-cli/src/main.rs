@@ -38,8 +38,10 @@ enum Command {
     Restore(ops::backup::RestoreArgs),
     /// Import a FinWise 0.4 (Python backend) data directory.
     ImportLegacy(ops::legacy::ImportArgs),
-    /// Check a data dir and print what is wrong and how to fix it.
+    /// Check a data dir (or a PostgreSQL database) and print what is wrong and how to fix it.
     Doctor(ops::doctor::DoctorArgs),
+    /// Copy a data dir into an empty PostgreSQL database, or a PostgreSQL database into a new data dir.
+    Migrate(ops::migrate::MigrateArgs),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
 }
@@ -133,6 +135,11 @@ impl ServeArgs {
     }
 }
 
+/// Runs blocking operator work on a thread of its own.
+fn off_runtime(f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<()> {
+    std::thread::spawn(f).join().map_err(|_| anyhow::anyhow!("the command panicked"))?
+}
+
 fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FINWISE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -189,7 +196,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(a) => ops::backup::backup(a),
         Command::Restore(a) => ops::backup::restore(a),
         Command::ImportLegacy(a) => ops::legacy::import(a),
-        Command::Doctor(a) => ops::doctor::doctor(a),
+        // the PostgreSQL driver blocks: not on the async runtime's thread
+        Command::Doctor(a) => off_runtime(move || ops::doctor::doctor(a)),
+        Command::Migrate(a) => off_runtime(move || ops::migrate::migrate(a)),
         Command::Serve(args) => {
             let config = args.resolve()?.config;
             // held until the server has stopped: one process per data dir (on PostgreSQL, any

@@ -377,7 +377,13 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     }
     let mut bytes = vec![0u8; 64];
     rand::rng().fill_bytes(&mut bytes);
-    let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    write_secret(path, &bytes)?;
+    Ok(bytes)
+}
+
+/// Writes a new secret file (owner-only permissions); fails if the file exists.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
     #[cfg(unix)]
     {
         use std::io::Write;
@@ -388,7 +394,7 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     }
     #[cfg(not(unix))]
     std::fs::write(path, text)?;
-    Ok(bytes)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod hub;
 pub mod limits;
 pub mod loads;
 pub mod metrics;
+pub mod migrate;
 pub mod names;
 pub mod net;
 pub mod openapi;

@@ -4,6 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use finwise_server::storage::{
+    postgres::{self, PgStore},
+    Store,
+};
 use finwise_server::{
     storage::sqlite::{DataDir, SqliteReader, CENTRAL_SCHEMA_VERSION as AUTH_SCHEMA_VERSION, TENANT_SCHEMA_VERSION},
     TenantId,
@@ -15,6 +19,9 @@ pub struct DoctorArgs {
     /// The data dir to check [default: FINWISE_DATA_DIR, the config file's data_dir, or data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Check this PostgreSQL database instead of a data dir [env FINWISE_DATABASE_URL].
+    #[arg(long, env = "FINWISE_DATABASE_URL", conflicts_with = "data_dir")]
+    pub database_url: Option<String>,
     /// Also check this tenant's entities and recompute its digest.
     #[arg(long)]
     pub tenant: Option<String>,
@@ -99,6 +106,17 @@ fn check_db(r: &mut Report, path: &Path, expected: usize, what: &str, data: &Pat
 }
 
 pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
+    if let Some(url) = &a.database_url {
+        let store = PgStore::attach(url).map_err(|e| anyhow::anyhow!("cannot use the database: {e}"))?;
+        let problems = run_postgres(&store, a.tenant.as_deref())?;
+        let place = store.pool().location();
+        if problems == 0 {
+            println!("no problems found in {place}");
+            return Ok(());
+        }
+        println!("{problems} problem(s) found in {place}");
+        std::process::exit(1);
+    }
     let data = super::data_dir(a.data_dir);
     let problems = run(&data, a.tenant.as_deref())?;
     if problems == 0 {
@@ -282,4 +300,78 @@ fn check_tenant(r: &mut Report, path: &Path, id: &TenantId) -> anyhow::Result<()
     );
     println!("         a device whose `finwise status` shows another digest for this tenant disagrees: see docs/TROUBLESHOOTING.md");
     Ok(())
+}
+
+/// The checks of a PostgreSQL database: schema version, the JWT secret, tenants against their
+/// data, every tenant's head at or above its rows; with `tenant`, its rows and digest.
+pub fn run_postgres(store: &PgStore, tenant: Option<&str>) -> anyhow::Result<usize> {
+    let mut r = Report { problems: 0 };
+    let mut conn = store.pool().get().map_err(|e| anyhow::anyhow!("{e}"))?;
+    r.ok(format!("connected to {}", store.pool().location()));
+    let version = postgres::schema_version(&mut conn).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let expected = postgres::SCHEMA_VERSION as i64;
+    if version == expected {
+        r.ok(format!("schema version {version}"));
+    } else if version < expected {
+        r.problem(
+            format!("schema version {version}, this finwise expects {expected} (migrations not applied)"),
+            "start a server on the database once: it migrates at start (finwise serve --database-url URL)",
+        );
+        return Ok(r.problems);
+    } else {
+        r.problem(
+            format!("schema version {version} is newer than this finwise ({expected})"),
+            "run the finwise version that wrote it (or newer); never downgrade a database",
+        );
+        return Ok(r.problems);
+    }
+    let q = |conn: &mut postgres::Conn, sql: &str| conn.query(sql, &[]).map_err(|e| anyhow::anyhow!("{e}"));
+    if q(&mut conn, "SELECT 1 FROM settings WHERE key = 'jwt_secret'")?.is_empty() {
+        r.note("no JWT secret stored yet: the first server start stores one (unless FINWISE_JWT_SECRET is set)");
+    } else {
+        r.ok("the JWT secret is stored (table settings): protect the database and its backups like it");
+    }
+    let orphans = q(
+        &mut conn,
+        "SELECT h.tenant_id::text FROM tenant_heads h LEFT JOIN tenants t ON t.id = h.tenant_id::text WHERE t.id IS NULL",
+    )?;
+    for row in &orphans {
+        let id: String = row.get(0);
+        r.problem(
+            format!("tenant data {id} has no tenant (deleted tenant, or a restore of only some tables)"),
+            format!("if nobody needs it: DELETE FROM entities WHERE tenant_id = '{id}'; DELETE FROM applied_entries WHERE tenant_id = '{id}'; DELETE FROM tenant_heads WHERE tenant_id = '{id}'"),
+        );
+    }
+    let behind = q(
+        &mut conn,
+        "SELECT h.tenant_id::text, h.seq, m.max FROM tenant_heads h
+         JOIN (SELECT tenant_id, max(seq) AS max FROM entities GROUP BY tenant_id) m ON m.tenant_id = h.tenant_id
+         WHERE m.max > h.seq",
+    )?;
+    for row in &behind {
+        let (id, head, max): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        r.problem(
+            format!("tenant {id}: head seq {head} is below its highest row ({max}); new changes would reuse seqs"),
+            format!("stop the servers, then: UPDATE tenant_heads SET seq = {max} WHERE tenant_id = '{id}'"),
+        );
+    }
+    let counts = q(
+        &mut conn,
+        "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM tenant_heads), (SELECT count(*) FROM users)",
+    )?;
+    let (tenants, with_data, users): (i64, i64, i64) = (counts[0].get(0), counts[0].get(1), counts[0].get(2));
+    r.ok(format!("{users} user(s), {tenants} tenant(s), {with_data} with data"));
+    drop(conn);
+    if let Some(t) = tenant {
+        let Some(id) = TenantId::parse(t) else {
+            anyhow::bail!("--tenant {t}: not a canonical lowercase UUID");
+        };
+        let store: &dyn Store = store;
+        let status = finwise_server::loads::data_status(store, &id, Some(&[])).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "digest   tenant {id}: {} live entities, seq {}, digest {}",
+            status.entity_count, status.seq, status.tenant_digest
+        );
+    }
+    Ok(r.problems)
 }

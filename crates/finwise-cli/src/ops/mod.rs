@@ -1,8 +1,10 @@
-//! Operator tools: backup and restore, the FinWise 0.4 importer, the data-dir doctor.
+//! Operator tools: backup and restore, the FinWise 0.4 importer, the doctor, migrate between
+//! a data dir and PostgreSQL.
 
 pub mod backup;
 pub mod doctor;
 pub mod legacy;
+pub mod migrate;
 
 use std::path::{Path, PathBuf};
 

@@ -89,6 +89,10 @@ pub trait WriteTxn {
     fn record_entry(&mut self, entry: &AppliedEntry) -> Result<()>;
     /// Allocates the next sequence number of the tenant.
     fn next_seq(&mut self) -> i64;
+    /// Sets the tenant's head (`finwise migrate` copying a tenant with its seqs): the next seq
+    /// handed out follows `head.seq`, and tombstones up to `head.tombstone_floor` count as
+    /// compacted.
+    fn restore_head(&mut self, head: &Snapshot) -> Result<()>;
 }
 
 /// A consistent snapshot of one tenant for loads and status.
@@ -109,6 +113,10 @@ pub trait TenantReader {
     fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>>;
     /// `(type, id, updated_at_ms)` of every live entity (for the digest).
     fn live_versions(&mut self, visit: &mut dyn FnMut(EntityType, &str, i64)) -> Result<()>;
+    /// Every stored version, tombstones included, in seq order (`finwise migrate`).
+    fn records(&mut self, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()>;
+    /// Every remembered entry (`finwise migrate`).
+    fn entries(&mut self, visit: &mut dyn FnMut(AppliedEntry) -> Result<()>) -> Result<()>;
 }
 
 /// A tenant's writer handle: what the writer actor of one tenant holds while the tenant is open.
@@ -146,6 +154,8 @@ pub trait Store: Send + Sync + 'static {
     fn central(&self) -> Arc<dyn sql::SqlDb>;
     /// The JWT signing secret, generated and stored at the first start.
     fn jwt_secret(&self) -> Result<Vec<u8>>;
+    /// Stores `secret` as the JWT signing secret unless one is stored (`finwise migrate`).
+    fn adopt_jwt_secret(&self, secret: &[u8]) -> Result<()>;
     /// Opens (creating when needed) a tenant's data for its writer.
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>>;
     /// Runs `f` on one consistent snapshot of the tenant, without blocking its writer. A tenant

@@ -8,7 +8,7 @@
 //!   tenant's head row (`SELECT … FOR UPDATE`) for the whole group-commit transaction, so
 //!   sequence numbers of one tenant commit in order even with several servers writing it: a
 //!   reader never sees seq 7 while seq 6 is still to commit (a plain `nextval` sequence would
-//!   allow that, and delta readers would skip 6; `tests::head_lock_orders_commits` shows both).
+//!   allow that, and delta readers would skip 6; `tests/postgres_seq.rs` shows both).
 //! - `applied_entries` remembers processed entry ids per tenant (idempotency across servers).
 //! - The central tables (users, tenants, members, refresh tokens) and `settings` (the JWT
 //!   secret) live in the same database; [`super::sql`] queries them with the SQL SQLite runs.
@@ -409,13 +409,29 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// Connects to a database without migrating it (`finwise doctor` only looks).
+    pub fn attach(url: &str) -> Result<Self> {
+        let pool = Arc::new(PgPool::new(url, 2, Duration::from_secs(10))?);
+        check_server(&mut *pool.get()?)?;
+        Ok(PgStore { pool })
+    }
+
     pub fn pool(&self) -> &Arc<PgPool> {
         &self.pool
     }
 }
 
+fn decode_secret(stored: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(stored.trim())
+        .ok()
+        .filter(|b| b.len() >= 32)
+        .ok_or_else(|| StorageError::Other("the stored JWT secret (settings.jwt_secret) is not valid".into()))
+}
+
 /// Refuses servers this code was not written for.
-fn check_server(conn: &mut Conn) -> Result<()> {
+pub fn check_server(conn: &mut Conn) -> Result<()> {
     let row = conn.client.query_one("SELECT current_setting('server_version_num')::int, pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()", &[])?;
     let version: i32 = row.get(0);
     let encoding: String = row.get(1);
@@ -490,11 +506,15 @@ impl Store for PgStore {
         // the first server stores its secret; every later one reads that one
         conn.execute("INSERT INTO settings (key, value) VALUES ('jwt_secret', $1) ON CONFLICT DO NOTHING", &[&fresh])?;
         let stored: String = conn.query("SELECT value FROM settings WHERE key = 'jwt_secret'", &[])?[0].get(0);
-        base64::engine::general_purpose::STANDARD
-            .decode(stored.trim())
-            .ok()
-            .filter(|b| b.len() >= 32)
-            .ok_or_else(|| StorageError::Other("the stored JWT secret (settings.jwt_secret) is not valid".into()))
+        decode_secret(&stored)
+    }
+    fn adopt_jwt_secret(&self, secret: &[u8]) -> Result<()> {
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::STANDARD.encode(secret);
+        self.pool
+            .get()?
+            .execute("INSERT INTO settings (key, value) VALUES ('jwt_secret', $1) ON CONFLICT DO NOTHING", &[&text])?;
+        Ok(())
     }
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>> {
         Ok(Box::new(PgTenant { pool: Arc::clone(&self.pool), tenant: tenant_uuid(tenant) }))
@@ -767,6 +787,15 @@ impl WriteTxn for PgTxn<'_> {
         self.seq += 1;
         self.seq
     }
+
+    fn restore_head(&mut self, head: &Snapshot) -> Result<()> {
+        self.seq = head.seq;
+        self.conn.execute(
+            "UPDATE tenant_heads SET tombstone_floor = $2 WHERE tenant_id = $1",
+            &[&self.tenant, &head.tombstone_floor],
+        )?;
+        Ok(())
+    }
 }
 
 /// One read transaction (`REPEATABLE READ READ ONLY`) of one tenant.
@@ -797,6 +826,22 @@ impl TenantReader for PgReader<'_> {
             &[&self.tenant, &since],
         )?;
         rows.iter().map(|r| Ok((parse_type(r.get(0))?, r.get(1)))).collect()
+    }
+
+    fn records(&mut self, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()> {
+        let sql = format!("SELECT {ENTITY_COLS} FROM entities e WHERE e.tenant_id = $1 ORDER BY e.seq");
+        self.conn.stream(&sql, &[&self.tenant], &mut |r| {
+            visit(entity_row(r)?)?;
+            Ok(true)
+        })
+    }
+
+    fn entries(&mut self, visit: &mut dyn FnMut(AppliedEntry) -> Result<()>) -> Result<()> {
+        let sql = format!("SELECT {ENTRY_COLS} FROM applied_entries WHERE tenant_id = $1");
+        self.conn.stream(&sql, &[&self.tenant], &mut |r| {
+            visit(entry_row(r))?;
+            Ok(true)
+        })
     }
 
     fn live_versions(&mut self, visit: &mut dyn FnMut(EntityType, &str, i64)) -> Result<()> {

@@ -354,6 +354,12 @@ impl WriteTxn for SqliteTxn<'_> {
         self.seq += 1;
         self.seq
     }
+
+    fn restore_head(&mut self, head: &Snapshot) -> Result<()> {
+        self.seq = head.seq;
+        self.tx.execute("UPDATE meta SET value = ?1 WHERE key = 'tombstone_floor'", [head.tombstone_floor])?;
+        Ok(())
+    }
 }
 
 impl TenantDb for SqliteTenant {
@@ -458,6 +464,12 @@ impl Store for SqliteStore {
     }
     fn jwt_secret(&self) -> Result<Vec<u8>> {
         Ok(crate::auth::load_or_create_secret(&self.data.jwt_secret())?)
+    }
+    fn adopt_jwt_secret(&self, secret: &[u8]) -> Result<()> {
+        if self.data.jwt_secret().exists() {
+            return Ok(());
+        }
+        Ok(crate::auth::write_secret(&self.data.jwt_secret(), secret)?)
     }
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>> {
         Ok(Box::new(SqliteTenant::open(&self.data.tenant_db(tenant))?))
@@ -580,6 +592,44 @@ impl TenantReader for SqliteReader {
             c.prepare_cached("SELECT entity_type, id FROM entities INDEXED BY entities_by_seq WHERE seq > ?1 AND deleted = 1 ORDER BY seq")?;
         let rows = stmt.query_map([since], |r| Ok((parse_type(r.get(0)?)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn records(&mut self, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()> {
+        let Some(c) = &self.conn else { return Ok(()) };
+        let mut stmt = c.prepare(
+            "SELECT entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms FROM entities ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            visit(EntityRecord {
+                entity_type: parse_type(r.get(0)?)?,
+                id: r.get(1)?,
+                seq: r.get(2)?,
+                updated_at_ms: r.get(3)?,
+                deleted: r.get(4)?,
+                data: r.get(5)?,
+                changed_at_ms: r.get(6)?,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn entries(&mut self, visit: &mut dyn FnMut(AppliedEntry) -> Result<()>) -> Result<()> {
+        let Some(c) = &self.conn else { return Ok(()) };
+        let mut stmt =
+            c.prepare("SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            visit(AppliedEntry {
+                entry_id: r.get(0)?,
+                content_hash: r.get(1)?,
+                seq: r.get(2)?,
+                applied: r.get(3)?,
+                updated_at: r.get(4)?,
+                processed_at_ms: r.get(5)?,
+            })?;
+        }
+        Ok(())
     }
 
     fn live_versions(&mut self, visit: &mut dyn FnMut(EntityType, &str, i64)) -> Result<()> {
