@@ -33,6 +33,10 @@ struct Cli {
     /// The server binary to start (built with `cargo build --release -p finwise-cli`).
     #[arg(long, default_value = "target/release/finwise")]
     server_bin: PathBuf,
+    /// Run the server on this PostgreSQL server (each run in a fresh schema) instead of SQLite;
+    /// ingest then measures against PostgreSQL ceilings (batched upserts, pgbench -N).
+    #[arg(long, env = "FINWISE_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -117,9 +121,14 @@ struct Server {
 
 impl Server {
     /// The release binary through the test kit, rate limit out of the way, its log on stderr.
-    fn start(bin: &std::path::Path, extra: &[&str]) -> Result<Server> {
+    fn start(cli: &Cli, extra: &[&str]) -> Result<Server> {
+        let bin = &cli.server_bin;
         let dir = tempfile::tempdir()?;
+        let database = cli.database_url.as_deref().map(fresh_schema).transpose()?;
         let process = ServerProcess::try_start_bin(bin, dir.path(), |c| {
+            if let Some(url) = &database {
+                c.env("FINWISE_DATABASE_URL", url);
+            }
             // a load generator is one user with thousands of sockets and accounts from one
             // address: the per-user, per-address and connection limits are lifted (the rate
             // limit too); the limits themselves are measured by the attack tests
@@ -460,6 +469,85 @@ fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
+/// A URL of `base` whose connections use a new, empty schema.
+fn fresh_schema(base: &str) -> Result<String> {
+    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let (b, s) = (base.to_owned(), schema.clone());
+    std::thread::spawn(move || -> Result<()> {
+        let mut c = postgres::Client::connect(&b, postgres::NoTls)?;
+        c.batch_execute(&format!("CREATE SCHEMA {s}"))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("schema creation panicked"))??;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Ok(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+}
+
+/// The raw PostgreSQL ceiling: the same rows upserted into the server's own `entities` table
+/// (a fresh schema, migrated by the server's code) with one `INSERT … SELECT FROM unnest(…) ON
+/// CONFLICT` per batch of `batch` rows, each batch its own transaction, spread over `tenants`.
+fn postgres_ceiling(base: &str, rows: usize, batch: usize, tenants: usize) -> Result<f64> {
+    use finwise_server::storage::postgres::PgStore;
+    let url = fresh_schema(base)?;
+    let store = PgStore::open(&url, 2, Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut conn = store.pool().get().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let def = finwise_protocol::EntityType::Tag.def();
+    let tenant_ids: Vec<uuid::Uuid> = (0..tenants.max(1)).map(|_| uuid::Uuid::new_v4()).collect();
+    let data: Vec<(String, String)> = (0..rows)
+        .map(|i| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let e = def
+                .normalize(&json!({"id": id, "name": format!("r{i}"), "color": "primary"}), 1_790_000_000_000)
+                .expect("valid");
+            (id, Value::Object(e).to_string())
+        })
+        .collect();
+    let start = Instant::now();
+    for (n, chunk) in data.chunks(batch).enumerate() {
+        let tenant = tenant_ids[n % tenant_ids.len()];
+        let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+        let seqs: Vec<i64> = (0..chunk.len()).map(|i| (n * batch + i) as i64).collect();
+        let json: Vec<&str> = chunk.iter().map(|(_, j)| j.as_str()).collect();
+        conn.in_tx("BEGIN", |c| {
+            c.execute(
+                "INSERT INTO entities (tenant_id, entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms)
+                 SELECT $1, 'Tag', i, s, 1790000000000, false, d, 0 FROM unnest($2::text[], $3::int8[], $4::text[]) AS v(i, s, d)
+                 ON CONFLICT (tenant_id, entity_type, id) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+                &[&tenant, &ids, &seqs, &json],
+            )?;
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `pgbench -N` (TPC-B without the contended branch/teller updates: 3 writes and a select per
+/// transaction) against the same server for 10 s; transactions per second.
+fn pgbench(base: &str, clients: usize) -> Result<f64> {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin/pgbench")).filter(|p| p.exists()).max())
+        .unwrap_or_else(|| PathBuf::from("pgbench"));
+    let url = fresh_schema(base)?;
+    let schema = url.rsplit("%3D").next().unwrap_or_default().to_owned();
+    let conn = base.split('?').next().unwrap_or(base);
+    let env = ("PGOPTIONS", format!("-c search_path={schema}"));
+    let init = std::process::Command::new(&bin).args(["-i", "-q", "-s", "10", conn]).env(env.0, &env.1).output()?;
+    if !init.status.success() {
+        bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let out = std::process::Command::new(&bin)
+        .args(["-N", "-n", "-c", &clients.to_string(), "-j", "2", "-T", "10", conn])
+        .env(env.0, &env.1)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()))
+        .with_context(|| format!("no tps in pgbench's output: {text}"))
+}
+
 async fn ingest(
     cli: &Cli,
     conns: usize,
@@ -481,16 +569,35 @@ async fn ingest(
     // The disk's speed wanders from run to run: the median of three.
     let mut runs = Vec::new();
     for _ in 0..3 {
-        runs.push(tokio::task::spawn_blocking(move || sqlite_ceiling(entries, 1000)).await??);
+        let db = cli.database_url.clone();
+        runs.push(
+            tokio::task::spawn_blocking(move || match db {
+                Some(url) => postgres_ceiling(&url, entries, 1000, tenant_count),
+                None => sqlite_ceiling(entries, 1000),
+            })
+            .await??,
+        );
     }
     runs.sort_by(f64::total_cmp);
     let sqlite = runs[1];
-    println!(
-        "  raw SQLite upserts      : {sqlite:>10.0} rows/s  (median of {:.0} / {:.0} / {:.0}; batches of 1000, WAL, synchronous=FULL)",
-        runs[0], runs[1], runs[2]
-    );
+    let engine = if cli.database_url.is_some() { "PostgreSQL" } else { "SQLite" };
+    match &cli.database_url {
+        Some(url) => {
+            println!(
+                "  raw PostgreSQL upserts  : {sqlite:>10.0} rows/s  (median of {:.0} / {:.0} / {:.0}; unnest batches of 1000 into the server's schema, {tenant_count} tenant(s))",
+                runs[0], runs[1], runs[2]
+            );
+            let url = url.clone();
+            let tps = tokio::task::spawn_blocking(move || pgbench(&url, conns)).await??;
+            println!("  pgbench -N, {conns} clients : {tps:>10.0} transactions/s  (3 writes + 1 read each, one commit each)");
+        }
+        None => println!(
+            "  raw SQLite upserts      : {sqlite:>10.0} rows/s  (median of {:.0} / {:.0} / {:.0}; batches of 1000, WAL, synchronous=FULL)",
+            runs[0], runs[1], runs[2]
+        ),
+    }
 
-    let server = Server::start(&cli.server_bin, &[])?;
+    let server = Server::start(cli, &[])?;
     // Singles and batches each get their own fresh tenants: both start from empty databases.
     let (token, all_tenants) = setup(&server.addr, 2 * tenant_count).await?;
     let (tenants, batch_tenants) = all_tenants.split_at(tenant_count);
@@ -498,7 +605,7 @@ async fn ingest(
     let (rate, lat) = pipeline(&server.addr, tenants, &token, conns, window, frames, 1, "single entries").await?;
     let (p50, p99, max) = percentiles(lat);
     println!("  server, single entries  : {rate:>10.0} acks/s  p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms  RSS {} KiB", server.rss_kib());
-    println!("    = {:.2} of the trivial server, {:.2} of raw SQLite", rate / ceiling, rate / sqlite);
+    println!("    = {:.2} of the trivial server, {:.2} of raw {engine}", rate / ceiling, rate / sqlite);
 
     let batches: Vec<Vec<String>> = (0..conns)
         .map(|c| {
@@ -523,7 +630,7 @@ async fn ingest(
 // Fan-out
 
 async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<()> {
-    let server = Server::start(&cli.server_bin, &[])?;
+    let server = Server::start(cli, &[])?;
     let (token, tenants) = setup(&server.addr, 1).await?;
     let tenant = tenants[0].clone();
     let n = (rate * seconds) as usize;
@@ -620,7 +727,7 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
 // Idle connections
 
 async fn connections(cli: &Cli, count: usize) -> Result<()> {
-    let server = Server::start(&cli.server_bin, &[])?;
+    let server = Server::start(cli, &[])?;
     let (token, tenants) = setup(&server.addr, 10).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
@@ -700,7 +807,7 @@ async fn chunked_load(server: &Server, ws: &mut Ws, tenant: &str, chunk: usize) 
 }
 
 async fn loads(cli: &Cli, entities: usize, chunk: Option<usize>, runs: usize) -> Result<()> {
-    let server = Server::start(&cli.server_bin, &[])?;
+    let server = Server::start(cli, &[])?;
     let (token, tenants) = setup(&server.addr, 2).await?;
     for (tenant, size) in [(&tenants[0], 1_000usize), (&tenants[1], entities)] {
         fill(&server.addr, tenant, &token, size).await?;
@@ -766,7 +873,7 @@ async fn loads(cli: &Cli, entities: usize, chunk: Option<usize>, runs: usize) ->
 // Tenants
 
 async fn tenants(cli: &Cli, count: usize, rounds: usize) -> Result<()> {
-    let server = Server::start(&cli.server_bin, &["--idle-tenant-secs", "5"])?;
+    let server = Server::start(cli, &["--idle-tenant-secs", "5"])?;
     let (token, ids) = setup(&server.addr, count).await?;
     println!("tenants: {count} tenants created; open .db files now {}", server.open_db_files());
     for round in 1..=rounds {
