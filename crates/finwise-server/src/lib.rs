@@ -124,7 +124,13 @@ impl App {
         let window = config.login_window;
         let proxies = limits::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(App {
-            login_accounts: limits::Attempts::new(config.login_attempts_per_account, window),
+            // several servers on one database count one account's guesses together
+            login_accounts: match store.engine() {
+                "postgres" => {
+                    limits::Attempts::shared(config.login_attempts_per_account, window, store.central(), "login")
+                }
+                _ => limits::Attempts::new(config.login_attempts_per_account, window),
+            },
             login_addresses: limits::AddressSlowdown::new(
                 config.login_attempts_per_address,
                 window,

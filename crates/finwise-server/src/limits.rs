@@ -14,6 +14,9 @@ use std::{
 };
 
 use axum::http::HeaderMap;
+use std::sync::Arc;
+
+use crate::storage::sql::SqlDb;
 
 /// The most keys a limiter remembers; entries of ended windows are evicted first.
 const MAX_KEYS: usize = 100_000;
@@ -29,20 +32,72 @@ impl RetryAfter {
     }
 }
 
-/// A fixed-window attempt counter: at most `limit` attempts per key and window.
+/// A fixed-window attempt counter: at most `limit` attempts per key and window. In memory, or,
+/// when several servers share a PostgreSQL database, in its table `limiter_counts`, so that N
+/// servers do not give an attacker N times the guesses ([`Attempts::shared`]).
 pub struct Attempts {
     limit: u32,
     window: Duration,
     entries: Mutex<HashMap<String, (u32, Instant)>>,
+    shared: Option<(Arc<dyn SqlDb>, &'static str)>,
 }
 
 impl Attempts {
     pub fn new(limit: u32, window: Duration) -> Self {
-        Attempts { limit, window, entries: Mutex::new(HashMap::new()) }
+        Attempts { limit, window, entries: Mutex::new(HashMap::new()), shared: None }
     }
 
-    /// Counts an attempt for `key` if the window has room for it, atomically.
+    /// Counts in the database's `limiter_counts` under `name` instead of in memory. Its calls
+    /// block: call them off the async runtime.
+    pub fn shared(limit: u32, window: Duration, db: Arc<dyn SqlDb>, name: &'static str) -> Self {
+        Attempts { shared: Some((db, name)), ..Attempts::new(limit, window) }
+    }
+
+    /// Counts an attempt for `key` if the window has room for it, atomically (on the database:
+    /// the counter's row is locked while it is read and written). A database error lets the
+    /// attempt through but is logged: the per-address slowdown still applies.
     pub fn attempt(&self, key: &str) -> Result<(), RetryAfter> {
+        if let Some((db, name)) = &self.shared {
+            let (limit, window_ms) = (i64::from(self.limit), self.window.as_millis() as i64);
+            let now = finwise_protocol::time::now_ms();
+            let r = db.tx(|sql| -> crate::storage::Result<Result<(), RetryAfter>> {
+                // the row exists before it is locked, so that first attempts take turns too
+                sql.execute(
+                    "INSERT INTO limiter_counts (name, key, count, window_start_ms) VALUES ($1, $2, 0, $3)
+                     ON CONFLICT (name, key) DO NOTHING",
+                    crate::sql_params![*name, key, now],
+                )?;
+                let row = sql.query_opt(
+                    "SELECT count, window_start_ms FROM limiter_counts WHERE name = $1 AND key = $2 FOR UPDATE",
+                    crate::sql_params![*name, key],
+                )?;
+                let (count, start) = match row {
+                    Some(r) if now - r.int(1)? < window_ms => (r.int(0)?, r.int(1)?),
+                    _ => (0, now),
+                };
+                if count >= limit {
+                    let left = (start + window_ms - now).max(0) as u64;
+                    return Ok(Err(RetryAfter(Duration::from_millis(left))));
+                }
+                sql.execute(
+                    "INSERT INTO limiter_counts (name, key, count, window_start_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name, key) DO UPDATE SET count = excluded.count, window_start_ms = excluded.window_start_ms",
+                    crate::sql_params![*name, key, count + 1, start],
+                )?;
+                if rand::random::<u8>() == 0 {
+                    // now and then, forget the windows that ended
+                    sql.execute(
+                        "DELETE FROM limiter_counts WHERE name = $1 AND window_start_ms < $2",
+                        crate::sql_params![*name, now - window_ms],
+                    )?;
+                }
+                Ok(Ok(()))
+            });
+            return r.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "shared attempt counter unavailable; attempt allowed");
+                Ok(())
+            });
+        }
         let mut map = self.entries.locked();
         if map.len() >= MAX_KEYS {
             let window = self.window;
@@ -61,6 +116,15 @@ impl Attempts {
 
     /// Forgets the attempts of `key` (a successful login refunds its account's guesses).
     pub fn clear(&self, key: &str) {
+        if let Some((db, name)) = &self.shared {
+            let r = db.tx(|sql| {
+                sql.execute("DELETE FROM limiter_counts WHERE name = $1 AND key = $2", crate::sql_params![*name, key])
+            });
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not clear a shared attempt counter");
+            }
+            return;
+        }
         self.entries.locked().remove(key);
     }
 }

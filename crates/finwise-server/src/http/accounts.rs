@@ -96,8 +96,10 @@ async fn check_credentials(
     };
     // Counted before the password is checked, atomically: however many guesses arrive at once,
     // at most `login_attempts_per_account` of them are ever evaluated in a window.
-    app.login_accounts
-        .attempt(&account_key)
+    // (off the runtime: on PostgreSQL the counter is a row of the shared database)
+    let (a, k) = (Arc::clone(app), account_key.clone());
+    blocking(move || Ok(a.login_accounts.attempt(&k)))
+        .await?
         .map_err(|r| ApiError::too_many(r, "too many failed logins; try again later"))?;
     let auth = Arc::clone(&app.auth);
     let ok = app
@@ -119,7 +121,12 @@ async fn check_credentials(
         .map_err(ApiError::busy_hashing)??;
     match ok {
         Some(user) => {
-            app.login_accounts.clear(&account_key);
+            let a = Arc::clone(app);
+            blocking(move || {
+                a.login_accounts.clear(&account_key);
+                Ok(())
+            })
+            .await?;
             Ok(user)
         }
         None => {

@@ -44,7 +44,8 @@ const MIGRATION_LOCK: i64 = 0x0066_696e_7769_7365;
 
 /// Schema migrations, applied in order, each in its own transaction, recorded in
 /// `schema_migrations`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- Case-insensitive, accent-sensitive comparison for user names and e-mails (what SQLite's
     -- COLLATE NOCASE gives auth.db, for all of Unicode).
     CREATE COLLATION finwise_nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
@@ -110,7 +111,18 @@ const MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (tenant_id, entry_id)
     );
     CREATE INDEX applied_entries_by_time ON applied_entries (tenant_id, processed_at_ms);
-"#];
+"#,
+    r#"
+    -- v2: attempt counters shared by every server on the database (login guesses per account)
+    CREATE TABLE limiter_counts (
+        name            text   NOT NULL,
+        key             text   NOT NULL,
+        count           bigint NOT NULL,
+        window_start_ms bigint NOT NULL,
+        PRIMARY KEY (name, key)
+    );
+"#,
+];
 
 /// Number of schema migrations of a FinWise PostgreSQL database.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
