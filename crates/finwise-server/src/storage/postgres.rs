@@ -684,42 +684,43 @@ fn entry_row(r: &postgres::Row) -> AppliedEntry {
 }
 
 impl PgTxn<'_> {
+    /// Writes the group's rows and the new head in one statement (one round trip).
     fn flush(self) -> Result<()> {
         let PgTxn { conn, tenant, start_seq, seq, puts, records, .. } = self;
-        if !puts.is_empty() {
-            let recs: Vec<&EntityRecord> = puts.values().collect();
-            let types: Vec<&str> = recs.iter().map(|r| r.entity_type.as_str()).collect();
-            let ids: Vec<&str> = recs.iter().map(|r| r.id.as_str()).collect();
-            let seqs: Vec<i64> = recs.iter().map(|r| r.seq).collect();
-            let versions: Vec<i64> = recs.iter().map(|r| r.updated_at_ms).collect();
-            let deleted: Vec<bool> = recs.iter().map(|r| r.deleted).collect();
-            let data: Vec<&str> = recs.iter().map(|r| r.data.as_str()).collect();
-            let changed: Vec<i64> = recs.iter().map(|r| r.changed_at_ms).collect();
-            conn.execute(
-                "INSERT INTO entities (tenant_id, entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::bool[], $7::text[], $8::int8[])
-                 ON CONFLICT (tenant_id, entity_type, id) DO UPDATE SET seq = excluded.seq,
-                   updated_at_ms = excluded.updated_at_ms, deleted = excluded.deleted, data = excluded.data,
-                   changed_at_ms = excluded.changed_at_ms",
-                &[&tenant, &types, &ids, &seqs, &versions, &deleted, &data, &changed],
-            )?;
+        if puts.is_empty() && records.is_empty() && seq == start_seq {
+            return Ok(());
         }
-        if !records.is_empty() {
-            let ids: Vec<&str> = records.iter().map(|e| e.entry_id.as_str()).collect();
-            let hashes: Vec<&str> = records.iter().map(|e| e.content_hash.as_str()).collect();
-            let seqs: Vec<i64> = records.iter().map(|e| e.seq).collect();
-            let applied: Vec<bool> = records.iter().map(|e| e.applied).collect();
-            let updated: Vec<&str> = records.iter().map(|e| e.updated_at.as_str()).collect();
-            let at: Vec<i64> = records.iter().map(|e| e.processed_at_ms).collect();
-            conn.execute(
-                "INSERT INTO applied_entries (tenant_id, entry_id, content_hash, seq, applied, updated_at, processed_at_ms)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::bool[], $6::text[], $7::int8[])",
-                &[&tenant, &ids, &hashes, &seqs, &applied, &updated, &at],
-            )?;
-        }
-        if seq != start_seq {
-            conn.execute("UPDATE tenant_heads SET seq = $2 WHERE tenant_id = $1", &[&tenant, &seq])?;
-        }
+        let recs: Vec<&EntityRecord> = puts.values().collect();
+        let types: Vec<&str> = recs.iter().map(|r| r.entity_type.as_str()).collect();
+        let ids: Vec<&str> = recs.iter().map(|r| r.id.as_str()).collect();
+        let seqs: Vec<i64> = recs.iter().map(|r| r.seq).collect();
+        let versions: Vec<i64> = recs.iter().map(|r| r.updated_at_ms).collect();
+        let deleted: Vec<bool> = recs.iter().map(|r| r.deleted).collect();
+        let data: Vec<&str> = recs.iter().map(|r| r.data.as_str()).collect();
+        let changed: Vec<i64> = recs.iter().map(|r| r.changed_at_ms).collect();
+        let entry_ids: Vec<&str> = records.iter().map(|e| e.entry_id.as_str()).collect();
+        let hashes: Vec<&str> = records.iter().map(|e| e.content_hash.as_str()).collect();
+        let entry_seqs: Vec<i64> = records.iter().map(|e| e.seq).collect();
+        let applied: Vec<bool> = records.iter().map(|e| e.applied).collect();
+        let updated: Vec<&str> = records.iter().map(|e| e.updated_at.as_str()).collect();
+        let at: Vec<i64> = records.iter().map(|e| e.processed_at_ms).collect();
+        conn.execute(
+            "WITH e AS (
+               INSERT INTO entities (tenant_id, entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms)
+               SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::bool[], $7::text[], $8::int8[])
+               ON CONFLICT (tenant_id, entity_type, id) DO UPDATE SET seq = excluded.seq,
+                 updated_at_ms = excluded.updated_at_ms, deleted = excluded.deleted, data = excluded.data,
+                 changed_at_ms = excluded.changed_at_ms
+             ), a AS (
+               INSERT INTO applied_entries (tenant_id, entry_id, content_hash, seq, applied, updated_at, processed_at_ms)
+               SELECT $1, * FROM unnest($9::text[], $10::text[], $11::int8[], $12::bool[], $13::text[], $14::int8[])
+             )
+             UPDATE tenant_heads SET seq = $15 WHERE tenant_id = $1 AND seq <> $15",
+            &[
+                &tenant, &types, &ids, &seqs, &versions, &deleted, &data, &changed, &entry_ids, &hashes, &entry_seqs,
+                &applied, &updated, &at, &seq,
+            ],
+        )?;
         Ok(())
     }
 }
