@@ -73,3 +73,86 @@ async fn two_servers_share_accounts_secret_guesses_and_token_families() {
     assert_eq!(refresh(&b, &refresh_token).await, 401, "replay detected on the other server");
     assert_eq!(refresh(&a, &next).await, 401, "the whole family is revoked");
 }
+
+/// The database kills every connection of the server (`pg_terminate_backend`, as a failover or
+/// an operator would): writes in that moment get the retryable `storage_error`, never a false
+/// ack; the server reconnects by itself, the retried entries land once, and loads work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_database_connections_are_replaced_without_a_restart() {
+    if !backend::postgres() {
+        eprintln!("skipped on SQLite: PostgreSQL connections (run with FINWISE_TEST_BACKEND=postgres)");
+        return;
+    }
+    let app = format!("finwise_kill_{}", uuid::Uuid::new_v4().simple());
+    let name = app.clone();
+    let s = TestServer::start(move |c| {
+        let url = c.database_url.take().unwrap();
+        c.database_url = Some(format!("{url}&application_name={name}"));
+    })
+    .await;
+    let (_, tenant, mut ws) = s.connected("survivor").await;
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let tag = |i: usize| {
+        let id = finwise_testkit::new_id();
+        (id.clone(), finwise_testkit::entry(&tenant, "Tag", "create", json!({"id": id, "name": format!("k{i}")})))
+    };
+    for i in 0..20 {
+        let (id, e) = tag(i);
+        assert_eq!(ws.entry(&e).await["type"], "sync_ack");
+        acked.push((id, format!("k{i}")));
+    }
+    let kill = |app: String| {
+        let admin = backend::server_url();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&app],
+                )
+                .unwrap()
+                .get(0);
+            n
+        })
+        .join()
+        .unwrap()
+    };
+    let killed = kill(app.clone());
+    assert!(killed >= 1, "the server's pooled connections were there to kill");
+    // Every entry now is acked (after a reconnect) or refused as retryable; retried until acked.
+    let mut refused = 0;
+    for i in 20..40 {
+        let (id, e) = tag(i);
+        loop {
+            let r = ws.entry(&e).await;
+            if r["type"] == "sync_ack" {
+                break;
+            }
+            assert_eq!(r["reason"], "storage_error", "{r}");
+            assert_eq!(r["retryable"], true, "{r}");
+            refused += 1;
+            assert!(refused < 50, "the server did not reconnect");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        acked.push((id, format!("k{i}")));
+    }
+    println!("{killed} connections killed; {refused} entries refused meanwhile, all acked on retry");
+    // Loads read through new connections too (another kill in between).
+    kill(app);
+    let mut load = Value::Null;
+    for _ in 0..20 {
+        ws.send(&json!({"type": "request_initial_data", "tenant_id": tenant})).await;
+        let v = ws.recv_until(|v| v["event_type"] == "initial_data_load" || v["type"] == "error").await;
+        if v["event_type"] == "initial_data_load" {
+            load = v;
+            break;
+        }
+        assert_eq!(v["code"], "storage_error", "{v}");
+    }
+    let tags = load["payload"]["tags"].as_array().expect("a load after the reconnect");
+    assert_eq!(tags.len(), acked.len(), "every acked change once");
+    for (id, name) in &acked {
+        assert!(tags.iter().any(|t| t["id"] == *id && t["name"] == *name), "{id} {name}");
+    }
+    assert_eq!(load["seq"], 40);
+}
