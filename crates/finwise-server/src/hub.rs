@@ -77,6 +77,11 @@ impl Hub {
         let _ = self.all.send(event);
     }
 
+    /// Whether the tenant has connections on this server.
+    pub fn has_listeners(&self, tenant: &TenantId) -> bool {
+        self.tenants.locked().get(tenant).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     /// Connections per tenant, for status endpoints.
     pub fn stats(&self) -> (usize, usize) {
         let map = self.tenants.locked();

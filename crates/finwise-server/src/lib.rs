@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod names;
 pub mod net;
 pub mod openapi;
+pub mod relay;
 pub mod storage;
 pub mod tenants;
 pub mod web;
@@ -69,6 +70,8 @@ pub struct App {
     pub auth: Arc<auth::AuthStore>,
     pub keys: auth::TokenKeys,
     pub writers: Arc<writer::Writers>,
+    /// Cross-node fan-out, when servers share a PostgreSQL database.
+    pub relay: Option<Arc<relay::Relay>>,
     pub hub: Arc<hub::Hub>,
     /// Password guesses per account (locks), failed logins per address (slows).
     pub login_accounts: limits::Attempts,
@@ -109,8 +112,12 @@ impl App {
         let buffers = net::Buffers::new(config.ws_buffer_budget);
         let hub = Arc::new(hub::Hub::new(config.outbound_queue, Arc::clone(&buffers)));
         let metrics = Arc::new(metrics::Metrics::new());
+        let relay = store
+            .shared_pool()
+            .map(|pool| relay::Relay::start(Arc::clone(&store), pool, Arc::clone(&hub), relay::POLL_INTERVAL));
         let writers = writer::Writers::new(
             Arc::clone(&store),
+            relay.clone(),
             Arc::clone(&hub),
             Arc::clone(&metrics),
             writer::WriterConfig {
@@ -146,6 +153,7 @@ impl App {
             auth,
             keys,
             writers,
+            relay,
             hub,
             metrics,
             started: Instant::now(),
@@ -258,6 +266,9 @@ pub async fn run(
         warn!("some connections did not finish within {limit:?}; closing anyway");
     }
     app.writers.close_all().await;
+    if let Some(r) = &app.relay {
+        r.stop();
+    }
     info!("stopped");
     Ok(())
 }

@@ -104,6 +104,7 @@ struct Ready {
 
 struct Shared {
     store: Arc<dyn Store>,
+    relay: Option<Arc<crate::relay::Relay>>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     cfg: WriterConfig,
@@ -130,10 +131,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Writers {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, metrics: Arc<Metrics>, cfg: WriterConfig) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        relay: Option<Arc<crate::relay::Relay>>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        cfg: WriterConfig,
+    ) -> Arc<Self> {
         let threads = cfg.threads.max(1);
         let shared = Arc::new(Shared {
             store,
+            relay,
             hub,
             metrics,
             cfg,
@@ -376,6 +384,11 @@ impl Shared {
         let entries: usize =
             jobs.iter().map(|j| if let Job::Entries { items, .. } = j { items.len() } else { 0 }).sum();
         let started = std::time::Instant::now();
+        if let Some(relay) = &self.relay {
+            relay.begin_local(tenant);
+        }
+        // this group's changes for the relay, delivered after every reply of the group
+        let mut relayed: Vec<(i64, u64, Utf8Bytes)> = Vec::new();
         let result = db.write(|txn| {
             // one round trip for the group's lookups where the engine is across a network
             let items = || {
@@ -416,10 +429,20 @@ impl Shared {
                             // The texts to publish are taken before the reply goes out, and the
                             // reply goes first: the writer's task is woken before the listeners'
                             // (a wake from this thread queues in FIFO order on the runtime).
-                            let texts: Vec<Utf8Bytes> = outs.iter().filter_map(|o| o.broadcast.clone()).collect();
+                            let texts: Vec<(i64, u64, Utf8Bytes)> = outs
+                                .iter()
+                                .filter_map(|o| match (&o.reply, &o.broadcast) {
+                                    (engine::Reply::Ack(a), Some(text)) => Some((a.seq, origin, text.clone())),
+                                    _ => None,
+                                })
+                                .collect();
                             let _ = reply.send(outs);
-                            for text in texts {
-                                self.hub.publish_change(tenant, origin, text);
+                            if self.relay.is_some() {
+                                relayed.extend(texts);
+                            } else {
+                                for (_, origin, text) in texts {
+                                    self.hub.publish_change(tenant, origin, text);
+                                }
                             }
                         }
                         Job::Open { reply } => {
@@ -442,6 +465,10 @@ impl Shared {
                     fail_job(job, &format!("the change was not stored: {e}"));
                 }
             }
+        }
+        if let Some(relay) = &self.relay {
+            // servers sharing a database: through the tenant's delivery cursor
+            relay.finish_local(tenant, &relayed);
         }
         keep_running
     }

@@ -311,6 +311,11 @@ async fn run_conn(
 ) {
     let (sink, mut stream) = socket.split();
     let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
+    if let Some(relay) = &app.relay {
+        // the tenant's delivery cursor starts at the head this socket's load will show
+        let (r, t) = (Arc::clone(relay), tenant.clone());
+        let _ = tokio::task::spawn_blocking(move || r.watch(&t)).await;
+    }
     info!(conn = id, tenant = %tenant, user = user.as_deref().unwrap_or("legacy"), "connected");
     let burst = app.config.message_burst as f64;
     let mut c = Conn {

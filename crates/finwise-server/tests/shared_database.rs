@@ -156,3 +156,72 @@ async fn killed_database_connections_are_replaced_without_a_restart() {
     }
     assert_eq!(load["seq"], 40);
 }
+
+/// A commit on one server reaches the tenant's sockets on the other, in seq order, each change
+/// once, whichever server wrote it; removing a member on one server closes that member's socket
+/// on the other; deleting the tenant closes every socket everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_and_closes_cross_servers_in_order() {
+    if !backend::postgres() {
+        eprintln!("skipped on SQLite: one server per data dir (run with FINWISE_TEST_BACKEND=postgres)");
+        return;
+    }
+    let a = TestServer::start(|_| {}).await;
+    let mut config = a.config.clone();
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    let b = TestServer::start_with(config).await;
+    let (_, token, _) = a.user("owner").await;
+    let tenant = a.tenant(&token, "Two nodes").await;
+    let (member_id, member_token, _) = a.user("member").await;
+    let r = a
+        .http()
+        .post(a.url(&format!("/tenants/{tenant}/members")))
+        .bearer_auth(&token)
+        .json(&json!({"email": "member@example.org", "role": "member"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let mut on_a = finwise_testkit::Ws::connect(&a.ws_url(&tenant, Some(&token))).await;
+    let mut on_b = finwise_testkit::Ws::connect(&b.ws_url(&tenant, Some(&token))).await;
+    let mut member_on_b = finwise_testkit::Ws::connect(&b.ws_url(&tenant, Some(&member_token))).await;
+    // both servers write, interleaved; every socket sees every other socket's change in seq order
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        let (w, name) = if i % 3 == 0 { (&mut on_b, "b") } else { (&mut on_a, "a") };
+        let e = finwise_testkit::entry(
+            &tenant,
+            "Tag",
+            "create",
+            json!({"id": finwise_testkit::new_id(), "name": format!("{name}{i}")}),
+        );
+        let ack = w.entry(&e).await;
+        assert_eq!(ack["type"], "sync_ack", "{ack}");
+        expected.push(ack["seq"].as_i64().unwrap());
+    }
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        let v = member_on_b.recv().await;
+        assert_eq!(v["event_type"], "data_update", "{v}");
+        seen.push(v["seq"].as_i64().expect("data_update carries its seq"));
+    }
+    assert_eq!(seen, expected, "every change once, in seq order, on the other server");
+    member_on_b.assert_silent(300).await;
+
+    // the member is removed on A: their socket on B closes with 1008
+    let r = a
+        .http()
+        .delete(a.url(&format!("/tenants/{tenant}/members/{member_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(member_on_b.recv_until(|v| v.get("closed").is_some()).await, json!({"closed": 1008}));
+
+    // the tenant is deleted on A: the owner's socket on B closes too
+    let r = a.http().delete(a.url(&format!("/tenants/{tenant}/complete"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(on_b.recv_until(|v| v.get("closed").is_some()).await, json!({"closed": 1001}));
+}

@@ -70,6 +70,11 @@ pub(super) async fn remove_member(
     let removed = blocking(move || auth.remove_member(&tid, &uid)).await?;
     if removed {
         // Open sockets of the removed member close now, not at their next reconnect.
+        if app.relay.is_some() {
+            // and on every other server of the database
+            let (store, event) = (Arc::clone(&app.store), format!("revoke:{id}:{user_id}"));
+            blocking(move || Ok(crate::relay::announce(&*store, &event)?)).await?;
+        }
         app.hub.publish(&id, crate::hub::Event::Revoke { user_id });
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -119,6 +119,11 @@ pub(super) async fn delete_tenant(
     let tid = id.clone();
     let tenant = blocking(move || auth.tenant(&tid)).await?.ok_or_else(|| ApiError::not_found("Tenant not found"))?;
     app.hub.publish(&id, crate::hub::Event::Close { code: 1001, reason: "tenant deleted" });
+    if app.relay.is_some() {
+        // and on every other server of the database
+        let (store, event) = (Arc::clone(&app.store), format!("close:{id}"));
+        blocking(move || Ok(crate::relay::announce(&*store, &event)?)).await?;
+    }
     app.writers.close(&id).await;
     let store = Arc::clone(&app.store);
     let tid = id.clone();

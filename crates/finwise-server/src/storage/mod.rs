@@ -113,6 +113,9 @@ pub trait TenantReader {
     fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>>;
     /// `(type, id, updated_at_ms)` of every live entity (for the digest).
     fn live_versions(&mut self, visit: &mut dyn FnMut(EntityType, &str, i64)) -> Result<()>;
+    /// The versions written in `(from, to]`, tombstones included, in seq order (cross-node
+    /// fan-out reads what another server committed).
+    fn changes(&mut self, from: i64, to: i64, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()>;
     /// Every stored version, tombstones included, in seq order (`finwise migrate`).
     fn records(&mut self, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()>;
     /// Every remembered entry (`finwise migrate`).
@@ -167,6 +170,10 @@ pub trait Store: Send + Sync + 'static {
     fn tenants_with_data(&self) -> Result<Vec<TenantId>>;
     /// Whether the store can take writes, with the schema version: `(writable, schema, expected)`.
     fn readiness(&self) -> Readiness;
+    /// The PostgreSQL pool, when the store is shared by several servers (cross-node fan-out).
+    fn shared_pool(&self) -> Option<Arc<postgres::PgPool>> {
+        None
+    }
 }
 
 /// What `/ready` reports about the storage.

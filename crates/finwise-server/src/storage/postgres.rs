@@ -122,6 +122,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, key)
     );
 "#,
+    r#"
+    -- v3: every raised head is announced to every server on the database (cross-node fan-out):
+    -- ids and numbers only, delivered at commit in commit order
+    CREATE FUNCTION finwise_head_notify() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        PERFORM pg_notify('finwise_heads', NEW.tenant_id::text || ':' || OLD.seq || ':' || NEW.seq);
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER tenant_heads_notify AFTER UPDATE OF seq ON tenant_heads
+        FOR EACH ROW WHEN (NEW.seq > OLD.seq) EXECUTE FUNCTION finwise_head_notify();
+"#,
 ];
 
 /// Number of schema migrations of a FinWise PostgreSQL database.
@@ -502,6 +514,9 @@ impl Store for PgStore {
     fn engine(&self) -> &'static str {
         "postgres"
     }
+    fn shared_pool(&self) -> Option<Arc<PgPool>> {
+        Some(Arc::clone(&self.pool))
+    }
     fn location(&self) -> String {
         self.pool.location()
     }
@@ -839,6 +854,16 @@ impl TenantReader for PgReader<'_> {
             &[&self.tenant, &since],
         )?;
         rows.iter().map(|r| Ok((parse_type(r.get(0))?, r.get(1)))).collect()
+    }
+
+    fn changes(&mut self, from: i64, to: i64, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()> {
+        let sql = format!(
+            "SELECT {ENTITY_COLS} FROM entities e WHERE e.tenant_id = $1 AND e.seq > $2 AND e.seq <= $3 ORDER BY e.seq"
+        );
+        self.conn.stream(&sql, &[&self.tenant, &from, &to], &mut |r| {
+            visit(entity_row(r)?)?;
+            Ok(true)
+        })
     }
 
     fn records(&mut self, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()> {

@@ -549,6 +549,34 @@ impl SqliteReader {
     }
 }
 
+impl SqliteReader {
+    /// Stored versions matching `filter` (with parameters `p`), in seq order.
+    fn records_where(
+        &mut self,
+        filter: &str,
+        p: [i64; 2],
+        visit: &mut dyn FnMut(EntityRecord) -> Result<()>,
+    ) -> Result<()> {
+        let Some(c) = &self.conn else { return Ok(()) };
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms FROM entities {filter} ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query(p)?;
+        while let Some(r) = rows.next()? {
+            visit(EntityRecord {
+                entity_type: parse_type(r.get(0)?)?,
+                id: r.get(1)?,
+                seq: r.get(2)?,
+                updated_at_ms: r.get(3)?,
+                deleted: r.get(4)?,
+                data: r.get(5)?,
+                changed_at_ms: r.get(6)?,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl TenantReader for SqliteReader {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let Some(c) = &self.conn else { return Ok(Snapshot::default()) };
@@ -594,24 +622,12 @@ impl TenantReader for SqliteReader {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn changes(&mut self, from: i64, to: i64, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()> {
+        self.records_where("WHERE seq > ?1 AND seq <= ?2", [from, to], visit)
+    }
+
     fn records(&mut self, visit: &mut dyn FnMut(EntityRecord) -> Result<()>) -> Result<()> {
-        let Some(c) = &self.conn else { return Ok(()) };
-        let mut stmt = c.prepare(
-            "SELECT entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms FROM entities ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            visit(EntityRecord {
-                entity_type: parse_type(r.get(0)?)?,
-                id: r.get(1)?,
-                seq: r.get(2)?,
-                updated_at_ms: r.get(3)?,
-                deleted: r.get(4)?,
-                data: r.get(5)?,
-                changed_at_ms: r.get(6)?,
-            })?;
-        }
-        Ok(())
+        self.records_where("WHERE ?1 = ?2", [0, 0], visit)
     }
 
     fn entries(&mut self, visit: &mut dyn FnMut(AppliedEntry) -> Result<()>) -> Result<()> {
