@@ -225,3 +225,85 @@ async fn changes_and_closes_cross_servers_in_order() {
     assert_eq!(r.status(), 200);
     assert_eq!(on_b.recv_until(|v| v.get("closed").is_some()).await, json!({"closed": 1001}));
 }
+
+async fn next_update(ws: &mut finwise_testkit::Ws, wait_ms: u64) -> Option<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match ws.try_recv(left).await {
+            Some(v) if v["event_type"] == "data_update" => return Some(v),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+    None
+}
+
+fn admin_exec(sql: String) {
+    let admin = backend::server_url();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.batch_execute(&sql).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// The notifier fails in both known ways, and changes still cross: (1) the other server's
+/// listening connection is killed: it reconnects and catches up what it missed; (2) the
+/// notifications silently stop (the trigger is disabled): the safety poll delivers within
+/// seconds, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
+    if !backend::postgres() {
+        eprintln!("skipped on SQLite: one server per data dir (run with FINWISE_TEST_BACKEND=postgres)");
+        return;
+    }
+    let b_app = format!("finwise_b_{}", uuid::Uuid::new_v4().simple());
+    let a = TestServer::start(|_| {}).await;
+    let mut config = a.config.clone();
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    let url = config.database_url.clone().unwrap();
+    config.database_url = Some(format!("{url}&application_name={b_app}"));
+    let b = TestServer::start_with(config).await;
+    let (_, token, _) = a.user("notified").await;
+    let tenant = a.tenant(&token, "Notifier").await;
+    let mut writer = finwise_testkit::Ws::connect(&a.ws_url(&tenant, Some(&token))).await;
+    let mut reader = finwise_testkit::Ws::connect(&b.ws_url(&tenant, Some(&token))).await;
+    let mut write = |i: usize| {
+        finwise_testkit::entry(
+            &tenant,
+            "Tag",
+            "create",
+            json!({"id": finwise_testkit::new_id(), "name": format!("n{i}")}),
+        )
+    };
+    let e = write(0);
+    assert_eq!(writer.entry(&e).await["seq"], 1);
+    assert_eq!(next_update(&mut reader, 5000).await.expect("delivered")["seq"], 1);
+
+    // (1) every connection of B dies, its listener's included; A writes meanwhile
+    admin_exec(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{b_app}'"));
+    for i in 1..4 {
+        let e = write(i);
+        assert_eq!(writer.entry(&e).await["type"], "sync_ack");
+    }
+    for seq in 2..=4 {
+        let v = next_update(&mut reader, 10_000).await.expect("caught up after the reconnect");
+        assert_eq!(v["seq"], seq, "{v}");
+    }
+
+    // (2) notifications stop without any error: the poll still delivers, in order
+    let schema = url.rsplit("%3D").next().unwrap().to_owned();
+    admin_exec(format!("ALTER TABLE {schema}.tenant_heads DISABLE TRIGGER tenant_heads_notify"));
+    let started = std::time::Instant::now();
+    for i in 4..7 {
+        let e = write(i);
+        assert_eq!(writer.entry(&e).await["type"], "sync_ack");
+    }
+    for seq in 5..=7 {
+        let v = next_update(&mut reader, 10_000).await.expect("delivered by the safety poll");
+        assert_eq!(v["seq"], seq, "{v}");
+    }
+    println!("without notifications, delivered after {:?}", started.elapsed());
+    reader.assert_silent(300).await;
+}
