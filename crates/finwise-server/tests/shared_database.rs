@@ -269,7 +269,7 @@ async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
     let tenant = a.tenant(&token, "Notifier").await;
     let mut writer = finwise_testkit::Ws::connect(&a.ws_url(&tenant, Some(&token))).await;
     let mut reader = finwise_testkit::Ws::connect(&b.ws_url(&tenant, Some(&token))).await;
-    let mut write = |i: usize| {
+    let write = |i: usize| {
         finwise_testkit::entry(
             &tenant,
             "Tag",
