@@ -11,7 +11,7 @@
 //! its own change, as without the relay).
 //!
 //! The listener runs on its own thread and connection. When that connection dies it reconnects
-//! and catches every local tenant up to its head; a slow safety poll (`relay_poll_interval`) does
+//! and catches every local tenant up to its head; a slow safety poll ([`POLL_INTERVAL`]) does
 //! the same, so a lost notification delays a change but never loses it. `finwise_events` carries
 //! the closes that must reach every server: a deleted tenant, a member removed.
 

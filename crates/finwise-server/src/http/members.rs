@@ -70,12 +70,16 @@ pub(super) async fn remove_member(
     let removed = blocking(move || auth.remove_member(&tid, &uid)).await?;
     if removed {
         // Open sockets of the removed member close now, not at their next reconnect.
+        app.hub.publish(&id, crate::hub::Event::Revoke { user_id: user_id.clone() });
         if app.relay.is_some() {
-            // and on every other server of the database
+            // and on every other server of the database (the removal itself has committed: a
+            // failed announcement is logged, and the other servers' sockets end at their token's
+            // expiry or next reconnect)
             let (store, event) = (Arc::clone(&app.store), format!("revoke:{id}:{user_id}"));
-            blocking(move || Ok(crate::relay::announce(&*store, &event)?)).await?;
+            if let Err(e) = blocking(move || Ok(crate::relay::announce(&*store, &event)?)).await {
+                tracing::warn!(tenant = %id, error = ?e, "could not tell the other servers about a removed member");
+            }
         }
-        app.hub.publish(&id, crate::hub::Event::Revoke { user_id });
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("not a member"))

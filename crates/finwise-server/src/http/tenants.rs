@@ -122,7 +122,9 @@ pub(super) async fn delete_tenant(
     if app.relay.is_some() {
         // and on every other server of the database
         let (store, event) = (Arc::clone(&app.store), format!("close:{id}"));
-        blocking(move || Ok(crate::relay::announce(&*store, &event)?)).await?;
+        if let Err(e) = blocking(move || Ok(crate::relay::announce(&*store, &event)?)).await {
+            warn!(tenant = %id, error = ?e, "could not tell the other servers about the deleted tenant");
+        }
     }
     app.writers.close(&id).await;
     let store = Arc::clone(&app.store);
