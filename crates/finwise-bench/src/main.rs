@@ -436,14 +436,10 @@ async fn trivial_server() -> Result<String> {
     Ok(addr)
 }
 
-/// The raw SQLite ceiling: the same rows upserted in batched transactions, same pragmas.
-fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("ceiling.db");
-    drop(finwise_server::storage::sqlite::SqliteTenant::open(&path)?);
-    let mut conn = finwise_server::storage::sqlite::open_rw(&path)?;
+/// `(id, canonical JSON)` of `rows` new tags: what both raw ceilings write.
+fn ceiling_rows(rows: usize) -> Vec<(String, String)> {
     let def = finwise_protocol::EntityType::Tag.def();
-    let data: Vec<(String, String)> = (0..rows)
+    (0..rows)
         .map(|i| {
             let id = uuid::Uuid::new_v4().to_string();
             let e = def
@@ -451,7 +447,16 @@ fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
                 .expect("valid");
             (id, Value::Object(e).to_string())
         })
-        .collect();
+        .collect()
+}
+
+/// The raw SQLite ceiling: the same rows upserted in batched transactions, same pragmas.
+fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ceiling.db");
+    drop(finwise_server::storage::sqlite::SqliteTenant::open(&path)?);
+    let mut conn = finwise_server::storage::sqlite::open_rw(&path)?;
+    let data = ceiling_rows(rows);
     let start = Instant::now();
     for (n, chunk) in data.chunks(batch).enumerate() {
         let tx = conn.transaction()?;
@@ -492,17 +497,8 @@ fn postgres_ceiling(base: &str, rows: usize, batch: usize, tenants: usize) -> Re
     let url = fresh_schema(base)?;
     let store = PgStore::open(&url, 2, Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut conn = store.pool().get().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let def = finwise_protocol::EntityType::Tag.def();
     let tenant_ids: Vec<uuid::Uuid> = (0..tenants.max(1)).map(|_| uuid::Uuid::new_v4()).collect();
-    let data: Vec<(String, String)> = (0..rows)
-        .map(|i| {
-            let id = uuid::Uuid::new_v4().to_string();
-            let e = def
-                .normalize(&json!({"id": id, "name": format!("r{i}"), "color": "primary"}), 1_790_000_000_000)
-                .expect("valid");
-            (id, Value::Object(e).to_string())
-        })
-        .collect();
+    let data = ceiling_rows(rows);
     let start = Instant::now();
     for (n, chunk) in data.chunks(batch).enumerate() {
         let tenant = tenant_ids[n % tenant_ids.len()];

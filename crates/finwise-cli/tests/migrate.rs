@@ -18,16 +18,7 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_finwise");
 
 fn database() -> Option<String> {
-    match std::env::var("FINWISE_TEST_DATABASE_URL") {
-        Ok(_) => Some(backend::schema_url(&format!("t_migrate_{}", uuid::Uuid::new_v4().simple()))),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true: FINWISE_TEST_DATABASE_URL must point at a PostgreSQL server")
-        }
-        Err(_) => {
-            eprintln!("skipped: needs PostgreSQL (FINWISE_TEST_DATABASE_URL)");
-            None
-        }
-    }
+    backend::fresh_schema_url("t_migrate")
 }
 
 fn finwise(args: &[&str]) -> Output {
@@ -173,12 +164,7 @@ async fn a_data_dir_moves_to_postgres_and_back_and_clients_resume() {
 /// to PostgreSQL (migrate verifies every tenant's digest, count and seq), and the doctor agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_0_4_sample_migrates_with_every_digest_equal() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Some(sample) = ["../../../shared/spec/legacy-data", "/work/shared/spec/legacy-data"]
-        .iter()
-        .map(|p| manifest.join(p))
-        .find(|p| p.join("EXPECTED.json").is_file())
-    else {
+    let Some(sample) = backend::shared_legacy_sample() else {
         println!("NOTE: ../shared/spec/legacy-data is absent; the real 0.4 sample is not migrated here");
         return;
     };

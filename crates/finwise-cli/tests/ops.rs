@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
     time::Duration,
 };
@@ -493,14 +493,6 @@ async fn import_legacy_with_separate_central_db_and_tenant_dir() {
     assert!(!o.status.success(), "--from or --central-db is required");
 }
 
-fn shared_sample() -> Option<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    ["../../../shared/spec/legacy-data", "/work/shared/spec/legacy-data"]
-        .iter()
-        .map(|p| manifest.join(p))
-        .find(|p| p.join("EXPECTED.json").is_file())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_legacy_sample_matches_expected_over_the_wire() {
     if finwise_testkit::backend::sqlite_only(
@@ -508,7 +500,7 @@ async fn import_legacy_sample_matches_expected_over_the_wire() {
     ) {
         return;
     }
-    let Some(sample) = shared_sample() else {
+    let Some(sample) = finwise_testkit::backend::shared_legacy_sample() else {
         println!("NOTE: ../shared/spec/legacy-data is absent; the real 0.4 sample is not tested here");
         return;
     };

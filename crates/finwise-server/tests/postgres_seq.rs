@@ -19,16 +19,7 @@ use finwise_server::{
 use finwise_testkit::backend;
 
 fn database() -> Option<String> {
-    match std::env::var("FINWISE_TEST_DATABASE_URL") {
-        Ok(_) => Some(backend::schema_url(&format!("t_seq_{}", uuid::Uuid::new_v4().simple()))),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true: FINWISE_TEST_DATABASE_URL must point at a PostgreSQL server")
-        }
-        Err(_) => {
-            eprintln!("skipped: PostgreSQL-only, and FINWISE_TEST_DATABASE_URL is not set");
-            None
-        }
-    }
+    backend::fresh_schema_url("t_seq")
 }
 
 fn record(id: &str, seq: i64) -> EntityRecord {

@@ -35,8 +35,7 @@ async fn refresh_body(s: &TestServer, token: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_accounts_secret_guesses_and_token_families() {
-    if !backend::postgres() {
-        eprintln!("skipped on SQLite: one server per data dir (run with FINWISE_TEST_BACKEND=postgres)");
+    if backend::postgres_only("one server per data dir") {
         return;
     }
     // no configured secret: both servers must use the one the first stored in the database
@@ -79,8 +78,7 @@ async fn two_servers_share_accounts_secret_guesses_and_token_families() {
 /// ack; the server reconnects by itself, the retried entries land once, and loads work again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_database_connections_are_replaced_without_a_restart() {
-    if !backend::postgres() {
-        eprintln!("skipped on SQLite: PostgreSQL connections (run with FINWISE_TEST_BACKEND=postgres)");
+    if backend::postgres_only("PostgreSQL connections") {
         return;
     }
     let app = format!("finwise_kill_{}", uuid::Uuid::new_v4().simple());
@@ -162,8 +160,7 @@ async fn killed_database_connections_are_replaced_without_a_restart() {
 /// on the other; deleting the tenant closes every socket everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_and_closes_cross_servers_in_order() {
-    if !backend::postgres() {
-        eprintln!("skipped on SQLite: one server per data dir (run with FINWISE_TEST_BACKEND=postgres)");
+    if backend::postgres_only("one server per data dir") {
         return;
     }
     let a = TestServer::start(|_| {}).await;
@@ -254,8 +251,7 @@ fn admin_exec(sql: String) {
 /// seconds, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
-    if !backend::postgres() {
-        eprintln!("skipped on SQLite: one server per data dir (run with FINWISE_TEST_BACKEND=postgres)");
+    if backend::postgres_only("one server per data dir") {
         return;
     }
     let b_app = format!("finwise_b_{}", uuid::Uuid::new_v4().simple());
@@ -348,8 +344,7 @@ async fn a_node_killed_under_load_loses_nothing_behind_a_balancer() {
         sync::{Arc, Mutex},
         time::Duration,
     };
-    if !backend::postgres() {
-        eprintln!("skipped on SQLite: one server per data dir (run with FINWISE_TEST_BACKEND=postgres)");
+    if backend::postgres_only("one server per data dir") {
         return;
     }
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -58,3 +58,36 @@ fn schema_for(dir: &Path) -> String {
     dir.hash(&mut h);
     format!("t_{:016x}", h.finish())
 }
+
+/// For a PostgreSQL-only test: a URL of a fresh schema named `<prefix>_<random>` on the test
+/// server, or `None` (with a note) when `FINWISE_TEST_DATABASE_URL` is unset. Under `CI=true` a
+/// missing server fails the test instead.
+pub fn fresh_schema_url(prefix: &str) -> Option<String> {
+    match std::env::var("FINWISE_TEST_DATABASE_URL") {
+        Ok(_) => Some(schema_url(&format!("{prefix}_{}", uuid::Uuid::new_v4().simple()))),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true: FINWISE_TEST_DATABASE_URL must point at a PostgreSQL server")
+        }
+        Err(_) => {
+            eprintln!("skipped: PostgreSQL-only, and FINWISE_TEST_DATABASE_URL is not set");
+            None
+        }
+    }
+}
+
+/// For a test of several servers on one database: true (with a note) on SQLite, so it returns.
+pub fn postgres_only(why: &str) -> bool {
+    if !postgres() {
+        eprintln!("skipped on SQLite: {why} (run with FINWISE_TEST_BACKEND=postgres)");
+    }
+    !postgres()
+}
+
+/// The real FinWise 0.4 data sample of `../shared`, when present (never required).
+pub fn shared_legacy_sample() -> Option<std::path::PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    ["../../../shared/spec/legacy-data", "/work/shared/spec/legacy-data"]
+        .iter()
+        .map(|p| manifest.join(p))
+        .find(|p| p.join("EXPECTED.json").is_file())
+}
