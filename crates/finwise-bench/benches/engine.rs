@@ -86,6 +86,8 @@ fn hot_paths(c: &mut Criterion) {
         deleted: false,
         data: serde_json::to_string(&json!({"id": "a", "name": "Girokonto", "balance": 1.0})).unwrap(),
         changed_at_ms: NOW,
+        stamps: None,
+        created_seq: 1,
     };
     c.bench_function("serialise data_update", |b| {
         b.iter(|| engine::data_update(TENANT, &record, finwise_protocol::messages::Operation::Update))

@@ -250,8 +250,9 @@ impl Client {
         op: Operation,
         entity: Option<Map<String, Value>>,
         ms: i64,
+        fields: Option<&[String]>,
     ) -> Result<()> {
-        self.inner.store().local_change(t, id, op, entity.as_ref(), ms)?;
+        self.inner.store().local_change(t, id, op, entity.as_ref(), ms, fields)?;
         let _ = self.inner.changes.send(Change {
             entity_type: t,
             id: id.to_owned(),
@@ -292,12 +293,14 @@ impl Client {
             .def()
             .normalize(&Value::Object(obj), ms)
             .map_err(|source| Error::Validation { entity_type: t, source })?;
-        self.change(t, &id, Operation::Create, Some(entity.clone()), ms)?;
+        self.change(t, &id, Operation::Create, Some(entity.clone()), ms, None)?;
         Ok(entity)
     }
 
-    /// Changes fields of an entity locally and queues the change. `patch` holds the fields to
-    /// change (`null` clears a nullable field). Returns the stored entity.
+    /// Changes fields of an entity locally and queues the change as a field-level update of the
+    /// fields whose value changed (the server merges it with other devices' edits of other
+    /// fields). `patch` holds the fields to change (`null` clears a nullable field). Returns the
+    /// stored entity; when nothing changes, nothing is queued.
     pub fn update(&self, t: EntityType, id: &str, patch: Value) -> Result<Map<String, Value>> {
         let Value::Object(patch) = patch else {
             return Err(Error::Validation {
@@ -317,7 +320,16 @@ impl Client {
             .def()
             .normalize(&Value::Object(merged), ms)
             .map_err(|source| Error::Validation { entity_type: t, source })?;
-        self.change(t, id, Operation::Update, Some(entity.clone()), ms)?;
+        let changed: Vec<String> = t
+            .def()
+            .stamped_fields()
+            .filter(|f| entity.get(f.name) != row.data.get(f.name))
+            .map(|f| f.name.to_owned())
+            .collect();
+        if changed.is_empty() {
+            return Ok(row.data);
+        }
+        self.change(t, id, Operation::Update, Some(entity.clone()), ms, Some(&changed))?;
         Ok(entity)
     }
 
@@ -334,7 +346,7 @@ impl Client {
     pub fn delete(&self, t: EntityType, id: &str) -> Result<()> {
         let row = self.live_row(t, id)?;
         let ms = next_stamp(Some(row.updated_at_ms));
-        self.change(t, id, Operation::Delete, None, ms)
+        self.change(t, id, Operation::Delete, None, ms, None)
     }
 
     /// One live entity.

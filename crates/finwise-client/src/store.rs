@@ -8,7 +8,7 @@
 
 use std::{collections::HashSet, path::Path};
 
-use finwise_protocol::{digest, lww, messages::Operation, time, EntityType};
+use finwise_protocol::{digest, entity::UPDATED_AT, lww, messages::Operation, time, EntityType};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -88,6 +88,8 @@ pub struct QueueEntry {
     pub timestamp: i64,
     /// The `updated_at` of the change.
     pub updated_at_ms: i64,
+    /// A field-level update: the fields it changes (`None`: the whole entity).
+    pub fields: Option<Vec<String>>,
     pub status: EntryStatus,
     pub attempts: u32,
     pub next_attempt_ms: i64,
@@ -128,7 +130,8 @@ CREATE TABLE IF NOT EXISTS queue (
     last_error TEXT,
     reason TEXT,
     finished_ms INTEGER,
-    owner TEXT
+    owner TEXT,
+    fields TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_entity ON queue (entity_type, entity_id, status);
 CREATE INDEX IF NOT EXISTS queue_status ON queue (status, seq);
@@ -211,6 +214,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        add_fields_column(&conn)?;
         let store = Store { conn, instance: new_instance() };
         store.release_orphans()?;
         store.conn.execute(
@@ -264,7 +268,12 @@ impl Store {
     }
 
     /// Writes a local change and queues it, in one transaction. `entity` is the normalised
-    /// entity for create/update (already stamped with `updated_at_ms`), `None` for delete.
+    /// entity for create/update (already stamped with `updated_at_ms`), `None` for delete;
+    /// `fields`: the fields a field-level update changes.
+    ///
+    /// An update of an entity whose last queued change has not been sent yet is folded into
+    /// that entry (under a new entry id): create + update stay a create of the new entity,
+    /// field-level updates add up their fields, and anything with a whole update is whole.
     pub fn local_change(
         &mut self,
         t: EntityType,
@@ -272,6 +281,7 @@ impl Store {
         op: Operation,
         entity: Option<&Map<String, Value>>,
         updated_at_ms: i64,
+        fields: Option<&[String]>,
     ) -> Result<QueueEntry> {
         let tx = self.conn.transaction()?;
         let (data, deleted, payload) = match entity {
@@ -288,12 +298,45 @@ impl Store {
         put_row(&tx, t, id, &data, updated_at_ms, deleted)?;
         let entry_id = uuid::Uuid::new_v4().to_string();
         let now = time::now_ms();
-        tx.execute(
-            "INSERT INTO queue (id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
-            params![entry_id, t.as_str(), id, op_str(op), payload, now, updated_at_ms],
-        )?;
-        let seq = tx.last_insert_rowid();
+        // the entity's last queued change, when it is still waiting to be sent
+        let unsent = if op == Operation::Update {
+            tx.query_row(
+                "SELECT seq, op, fields FROM queue WHERE entity_type = ?1 AND entity_id = ?2
+                   AND status = 'pending' AND attempts = 0
+                   AND seq = (SELECT MAX(seq) FROM queue WHERE entity_type = ?1 AND entity_id = ?2)",
+                params![t.as_str(), id],
+                |r| Ok((r.get::<_, i64>(0)?, parse_op(&r.get::<_, String>(1)?), r.get::<_, Option<String>>(2)?)),
+            )
+            .optional()?
+            .filter(|(_, prev, _)| *prev != Operation::Delete)
+        } else {
+            None
+        };
+        let (seq, op, fields) = match unsent {
+            Some((seq, prev_op, prev_fields)) => {
+                let prev_fields: Option<Vec<String>> = prev_fields.and_then(|f| serde_json::from_str(&f).ok());
+                let fields = match (prev_op, prev_fields, fields) {
+                    (Operation::Update, Some(mut a), Some(b)) => {
+                        a.extend(b.iter().filter(|f| !a.contains(f)).cloned().collect::<Vec<_>>());
+                        Some(a)
+                    }
+                    _ => None,
+                };
+                tx.execute(
+                    "UPDATE queue SET id = ?2, payload = ?3, timestamp = ?4, updated_at_ms = ?5, fields = ?6 WHERE seq = ?1",
+                    params![seq, entry_id, payload, now, updated_at_ms, fields_json(fields.as_deref())],
+                )?;
+                (seq, prev_op, fields)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO queue (id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+                    params![entry_id, t.as_str(), id, op_str(op), payload, now, updated_at_ms, fields_json(fields)],
+                )?;
+                (tx.last_insert_rowid(), op, fields.map(<[String]>::to_vec))
+            }
+        };
         tx.commit()?;
         Ok(QueueEntry {
             seq,
@@ -304,6 +347,7 @@ impl Store {
             payload: serde_json::from_str(&payload)?,
             timestamp: now,
             updated_at_ms,
+            fields,
             status: EntryStatus::Pending,
             attempts: 0,
             next_attempt_ms: 0,
@@ -659,6 +703,11 @@ fn apply_one(
     let Some(id) = entity.get("id").and_then(Value::as_str) else { return Ok(None) };
     let pending = is_pending(tx, t, id)?;
     let local = get_row(tx, t, id)?;
+    if pending && !deleted {
+        if let Some(local) = local.as_ref().filter(|l| !l.deleted) {
+            return overlay_pending_fields(tx, t, id, entity, updated_at_ms, local);
+        }
+    }
     let accept = if authoritative {
         !pending
     } else {
@@ -693,8 +742,74 @@ fn apply_one(
     }))
 }
 
+/// A server version of an entity with queued field-level edits (and nothing else queued): shown
+/// at once with the edited fields' local values laid over it, so another device's edits of the
+/// other fields appear before the server has merged ours (its merged version follows our ack).
+fn overlay_pending_fields(
+    tx: &Transaction<'_>,
+    t: EntityType,
+    id: &str,
+    entity: &Map<String, Value>,
+    updated_at_ms: i64,
+    local: &Row,
+) -> Result<Option<Change>> {
+    let queued = query_entries(
+        tx,
+        "WHERE entity_type = ?1 AND entity_id = ?2 AND status IN ('pending', 'processing')",
+        params![t.as_str(), id],
+    )?;
+    let mut fields: Vec<&str> = Vec::new();
+    for e in &queued {
+        match (&e.operation, &e.fields) {
+            (Operation::Update, Some(f)) => fields.extend(f.iter().map(String::as_str)),
+            _ => return Ok(None), // a queued create, delete or whole update wins locally until acked
+        }
+    }
+    let mut merged = entity.clone();
+    for f in fields {
+        if let Some(v) = local.data.get(f) {
+            merged.insert(f.to_owned(), v.clone());
+        }
+    }
+    for stamp in std::iter::once(UPDATED_AT).chain(t.def().mirrors_updated_at.iter().copied()) {
+        if let Some(v) = local.data.get(stamp) {
+            merged.insert(stamp.to_owned(), v.clone());
+        }
+    }
+    if merged == local.data {
+        return Ok(None);
+    }
+    // the local stamp stays until the server's merge arrives (which is newer than both)
+    let _ = updated_at_ms;
+    put_row(tx, t, id, &serde_json::to_string(&merged)?, local.updated_at_ms, false)?;
+    Ok(Some(Change {
+        entity_type: t,
+        id: id.to_owned(),
+        operation: Operation::Update,
+        origin: Origin::Remote,
+        entity: Some(merged),
+    }))
+}
+
 const ENTRY_COLUMNS: &str =
-    "seq, id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status, attempts, next_attempt_ms, last_error, reason";
+    "seq, id, entity_type, entity_id, op, payload, timestamp, updated_at_ms, status, attempts, \
+     next_attempt_ms, last_error, reason, fields";
+
+fn fields_json(fields: Option<&[String]>) -> Option<String> {
+    fields.map(|f| serde_json::to_string(f).expect("a list of strings serialises"))
+}
+
+/// Stores made before field-level updates lack the queue's `fields` column.
+fn add_fields_column(conn: &Connection) -> Result<()> {
+    let has: bool =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('queue') WHERE name = 'fields'", [], |r| {
+            r.get::<_, i64>(0).map(|n| n > 0)
+        })?;
+    if !has {
+        conn.execute_batch("ALTER TABLE queue ADD COLUMN fields TEXT")?;
+    }
+    Ok(())
+}
 
 fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueEntry> {
     Ok(QueueEntry {
@@ -711,6 +826,7 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueEntry> {
         next_attempt_ms: r.get(10)?,
         last_error: r.get(11)?,
         reason: r.get(12)?,
+        fields: r.get::<_, Option<String>>(13)?.and_then(|f| serde_json::from_str(&f).ok()),
     })
 }
 
@@ -733,7 +849,7 @@ mod tests {
     #[test]
     fn local_change_is_stored_and_queued_together() {
         let mut s = Store::open_in_memory().unwrap();
-        s.local_change(EntityType::Tag, "t1", Operation::Create, Some(&tag("t1", "A", 10)), 10).unwrap();
+        s.local_change(EntityType::Tag, "t1", Operation::Create, Some(&tag("t1", "A", 10)), 10, None).unwrap();
         assert!(s.is_pending(EntityType::Tag, "t1").unwrap());
         assert_eq!(s.list(EntityType::Tag).unwrap().len(), 1);
         assert_eq!(s.queue_counts().unwrap().pending, 1);
@@ -742,7 +858,7 @@ mod tests {
     #[test]
     fn pending_delete_is_not_undone_by_remote_versions() {
         let mut s = Store::open_in_memory().unwrap();
-        s.local_change(EntityType::Tag, "t1", Operation::Delete, None, 10).unwrap();
+        s.local_change(EntityType::Tag, "t1", Operation::Delete, None, 10, None).unwrap();
         assert!(s.apply_remote(EntityType::Tag, &tag("t1", "B", 50), false, 50).unwrap().is_none());
         let payload = json!({"tags": [tag("t1", "B", 60)]});
         let mut seen = HashSet::new();
@@ -753,13 +869,14 @@ mod tests {
     #[test]
     fn batches_keep_per_entity_order_and_respect_backoff() {
         let mut s = Store::open_in_memory().unwrap();
-        let a = s.local_change(EntityType::Tag, "a", Operation::Create, Some(&tag("a", "A", 10)), 10).unwrap();
-        s.local_change(EntityType::Tag, "a", Operation::Update, Some(&tag("a", "A2", 11)), 11).unwrap();
-        s.local_change(EntityType::Tag, "b", Operation::Create, Some(&tag("b", "B", 10)), 10).unwrap();
+        let a = s.local_change(EntityType::Tag, "a", Operation::Create, Some(&tag("a", "A", 10)), 10, None).unwrap();
         let batch = s.take_batch(100, 10).unwrap();
-        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.len(), 1);
         s.mark_retry(&batch[0].id, "overloaded", "busy", 1000).unwrap();
         s.release_processing().unwrap();
+        // sent once already: the update is queued behind it, not folded into it
+        s.local_change(EntityType::Tag, "a", Operation::Update, Some(&tag("a", "A2", 11)), 11, None).unwrap();
+        s.local_change(EntityType::Tag, "b", Operation::Create, Some(&tag("b", "B", 10)), 10, None).unwrap();
         // "a" waits for its first entry's backoff; "b" goes.
         let batch = s.take_batch(100, 10).unwrap();
         assert_eq!(batch.iter().map(|e| e.entity_id.as_str()).collect::<Vec<_>>(), vec!["b"]);
@@ -774,7 +891,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let mut a = Store::open(&path).unwrap();
-        a.local_change(EntityType::Tag, "t", Operation::Create, Some(&tag("t", "A", 10)), 10).unwrap();
+        a.local_change(EntityType::Tag, "t", Operation::Create, Some(&tag("t", "A", 10)), 10, None).unwrap();
         assert_eq!(a.take_batch(100, 10).unwrap().len(), 1);
         // Another instance (e.g. a command in another shell) leaves A's entry in flight.
         let b = Store::open(&path).unwrap();
@@ -794,7 +911,7 @@ mod tests {
             let id = format!("t{i}");
             let note = "x".repeat(1000);
             let e = EntityType::Tag.def().normalize(&json!({"id": id, "name": note}), 10).unwrap();
-            s.local_change(EntityType::Tag, &id, Operation::Create, Some(&e), 10).unwrap();
+            s.local_change(EntityType::Tag, &id, Operation::Create, Some(&e), 10, None).unwrap();
         }
         assert_eq!(s.take_batch_bounded(100, 100, 3000).unwrap().len(), 2);
         assert_eq!(s.take_batch_bounded(100, 100, 10).unwrap().len(), 1, "at least one entry");

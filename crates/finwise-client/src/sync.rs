@@ -169,6 +169,7 @@ fn wire_entry(tenant: &str, e: &QueueEntry) -> SyncQueueEntry {
         operation_type: e.operation,
         payload: e.payload.clone(),
         timestamp: Some(e.timestamp),
+        fields: e.fields.clone(),
     }
 }
 
@@ -766,6 +767,7 @@ mod tests {
             payload,
             timestamp: 1_795_618_222_061,
             updated_at_ms: 1_795_618_222_061,
+            fields: None,
             status: EntryStatus::Pending,
             attempts: 0,
             next_attempt_ms: 0,

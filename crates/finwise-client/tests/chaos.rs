@@ -473,7 +473,7 @@ impl Device {
                 }
             } else {
                 let entity = entity.map(|p| t.def().normalize(&p, ms).unwrap());
-                self.store.local_change(t, id, op, entity.as_ref(), ms).unwrap();
+                self.store.local_change(t, id, op, entity.as_ref(), ms, None).unwrap();
                 return op.as_str();
             }
         }
@@ -507,7 +507,8 @@ async fn inject(proxy: &Proxy, tenant: &str, dev: &Device, rng: &mut StdRng) {
             .iter()
             .map(|e| {
                 json!({"id": e.id, "tenantId": tenant, "entityType": e.entity_type.as_str(), "entityId": e.entity_id,
-                    "operationType": e.operation.as_str(), "payload": e.payload, "timestamp": e.timestamp})
+                    "operationType": e.operation.as_str(), "payload": e.payload, "timestamp": e.timestamp,
+                    "fields": e.fields})
             })
             .collect();
         if ws

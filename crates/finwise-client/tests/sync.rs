@@ -205,7 +205,7 @@ async fn invalid_and_refused_entries_are_kept_as_failed() {
         let mut store = finwise_client::store::Store::open(&path).unwrap();
         let ms = finwise_protocol::time::now_ms() + 3_600_000;
         let e = EntityType::Tag.def().normalize(&json!({"id": "future", "name": "f"}), ms).unwrap();
-        store.local_change(EntityType::Tag, "future", Operation::Create, Some(&e), ms).unwrap();
+        store.local_change(EntityType::Tag, "future", Operation::Create, Some(&e), ms, None).unwrap();
     }
     let ok = a.create(EntityType::Tag, json!({"name": "fine"})).unwrap()["id"].as_str().unwrap().to_owned();
     let r = a.sync_once().await.unwrap();
@@ -329,7 +329,7 @@ async fn a_tie_is_restamped_by_the_server_and_both_clients_converge() {
         let path = Client::store_path(hh.dir(i), &hh.auth(i).user_id(), &hh.tenant);
         let mut store = finwise_client::store::Store::open(&path).unwrap();
         let e = EntityType::Tag.def().normalize(&json!({"id": t, "name": name}), ms).unwrap();
-        store.local_change(EntityType::Tag, &t, Operation::Update, Some(&e), ms).unwrap();
+        store.local_change(EntityType::Tag, &t, Operation::Update, Some(&e), ms, None).unwrap();
     }
     a.sync_once().await.unwrap();
     // B's tie arrives later: the server keeps B's edit, restamped to ms + 1, and tells B.

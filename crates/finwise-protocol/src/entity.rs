@@ -383,6 +383,49 @@ impl EntityDef {
         Ok(out)
     }
 
+    /// The fields that carry their own stamp in a field-level merge: all but `id`.
+    pub fn stamped_fields(&self) -> impl Iterator<Item = &Field> + '_ {
+        self.fields.iter().filter(|f| f.name != ID.name)
+    }
+
+    /// The first of `names` that a field-level update cannot name (not a field of this type, or
+    /// `id`, `updated_at` and mirrors of it).
+    pub fn unknown_field<'n>(&self, names: &'n [String]) -> Option<&'n str> {
+        names
+            .iter()
+            .find(|n| !self.stamped_fields().any(|f| f.name == n.as_str() || f.alias == Some(n.as_str())))
+            .map(String::as_str)
+    }
+
+    /// Validates the listed fields of a field-level update (names checked by
+    /// [`EntityDef::unknown_field`]) and returns them normalised, under their wire names, in
+    /// definition order. A listed field missing from `payload` is an error; `null` clears a
+    /// nullable field and resets one with a default.
+    pub fn normalize_fields(&self, payload: &Value, names: &[String]) -> Result<Map<String, Value>, ValidationError> {
+        let obj = payload
+            .as_object()
+            .ok_or_else(|| ValidationError::new("payload", "must be an object with the entity's fields"))?;
+        let mut out = Map::with_capacity(names.len());
+        for field in self.stamped_fields() {
+            let listed = |n: &String| n == field.name || Some(n.as_str()) == field.alias;
+            if !names.iter().any(listed) {
+                continue;
+            }
+            let raw = obj.get(field.name).or_else(|| field.alias.and_then(|a| obj.get(a)));
+            let value = match (raw, field.presence) {
+                (None, _) => {
+                    return Err(ValidationError::new(field.name, "listed in fields but missing from the payload"))
+                }
+                (Some(v), _) if !v.is_null() => coerce(field, v)?,
+                (Some(_), Presence::Required) => return Err(ValidationError::new(field.name, "field required")),
+                (Some(_), Presence::Nullable) => Value::Null,
+                (Some(_), Presence::Default(d)) => d.to_value(),
+            };
+            out.insert(field.name.to_owned(), value);
+        }
+        Ok(out)
+    }
+
     /// The entity's content without its timestamps: what two versions must share to be "the same".
     pub fn content_key(&self, entity: &Map<String, Value>) -> String {
         let mut m = entity.clone();

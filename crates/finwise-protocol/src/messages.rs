@@ -32,6 +32,11 @@ pub struct SyncQueueEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(type = "number")]
     pub timestamp: Option<i64>,
+    /// Field-level update: the payload fields this update changes (wire names). Absent: the
+    /// update replaces the whole entity (every 0.4 client).
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
 }
 
 /// The operation of a sync entry.
@@ -220,6 +225,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     })
 }
 
+/// Most field names one field-level update may list (more than any entity type has).
+pub const MAX_FIELDS: usize = 64;
+
 /// Parses the envelope of one sync entry; the entity payload is validated later by the registry.
 pub fn parse_entry(v: Value) -> Result<SyncQueueEntry, EntryError> {
     let Value::Object(mut obj) = v else {
@@ -261,11 +269,30 @@ pub fn parse_entry(v: Value) -> Result<SyncQueueEntry, EntryError> {
         }
         Some(_) => return Err(fail("timestamp", "expected an integer (milliseconds since the epoch)")),
     };
+    let fields = match obj.get("fields") {
+        None | Some(Value::Null) => None,
+        Some(_) if operation_type != Operation::Update => {
+            return Err(fail("fields", "only an update can name the fields it changes"))
+        }
+        Some(Value::Array(names)) if !names.is_empty() && names.len() <= MAX_FIELDS => {
+            let mut out = Vec::with_capacity(names.len());
+            for n in names {
+                match n.as_str() {
+                    Some(n) if !out.iter().any(|o| o == n) => out.push(n.to_owned()),
+                    Some(_) => {}
+                    None => return Err(fail("fields", "expected a list of field names (strings)")),
+                }
+            }
+            Some(out)
+        }
+        Some(Value::Array(_)) => return Err(fail("fields", &format!("must name 1 to {MAX_FIELDS} fields"))),
+        Some(_) => return Err(fail("fields", "expected a list of field names (strings)")),
+    };
     let payload = obj.remove("payload").unwrap_or(Value::Null);
     if operation_type != Operation::Delete && !payload.is_object() {
         return Err(fail("payload", "create and update need the entity object"));
     }
-    Ok(SyncQueueEntry { id: entry_id, tenant_id, entity_type, entity_id, operation_type, payload, timestamp })
+    Ok(SyncQueueEntry { id: entry_id, tenant_id, entity_type, entity_id, operation_type, payload, timestamp, fields })
 }
 
 /// The closed set of NACK reasons.
@@ -812,6 +839,7 @@ mod tests {
             operation_type: Operation::Delete,
             payload: Value::Null,
             timestamp: Some(1),
+            fields: None,
         };
         let batch =
             serde_json::to_string(&OutgoingClientMessage::ProcessSyncBatch { entries: vec![entry.clone()] }).unwrap();

@@ -10,13 +10,14 @@ use axum::extract::ws::Utf8Bytes;
 use finwise_protocol::{
     entity::UPDATED_AT,
     lww::{self, Decision, StoredVersion},
+    merge::{self, Stamps},
     messages::{DataUpdate, DataUpdateData, NackReason, Operation, SyncAck, SyncNack, SyncQueueEntry},
     time, EntityType,
 };
 use serde_json::{value::RawValue, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::storage::{AppliedEntry, EntityRecord, Result, WriteTxn};
+use crate::storage::{AppliedEntry, EntityRecord, Result, StorageError, WriteTxn};
 
 /// An entry that passed validation, ready for the writer.
 #[derive(Debug, Clone)]
@@ -143,11 +144,26 @@ pub fn prepare(
                     Some(_) => return Err(invalid(&entry, "payload.id", "must equal entityId")),
                 }
             }
-            let normalized = def
-                .normalize(&payload, updated_at_ms)
-                .map_err(|e| invalid(&entry, &format!("payload.{}", e.field), &e.message))?;
-            let key = def.content_key(&normalized);
-            (Some(normalized), key)
+            let payload_error = |entry: &SyncQueueEntry, e: finwise_protocol::ValidationError| {
+                invalid(entry, &format!("payload.{}", e.field), &e.message)
+            };
+            match &entry.fields {
+                // field-level: only the listed fields, decided one by one against the stored ones
+                Some(names) => {
+                    if let Some(bad) = def.unknown_field(names) {
+                        let msg = format!("'{bad}' is not a field of {entity_type} that an update can change");
+                        return Err(invalid(&entry, "fields", &msg));
+                    }
+                    let fields = def.normalize_fields(&payload, names).map_err(|e| payload_error(&entry, e))?;
+                    let key = format!("fields:{}", Value::Object(fields.clone()));
+                    (Some(fields), key)
+                }
+                None => {
+                    let normalized = def.normalize(&payload, updated_at_ms).map_err(|e| payload_error(&entry, e))?;
+                    let key = def.content_key(&normalized);
+                    (Some(normalized), key)
+                }
+            }
         }
     };
     let content_hash = {
@@ -180,6 +196,101 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
     }
 
     let stored = txn.entity(p.entity_type, &entry.entity_id)?;
+    // Field by field: a field-level update, and a whole write that is not newer than an entity
+    // whose fields were last written by different versions (it must not undo the newer ones).
+    let live = stored.as_ref().filter(|s| !s.deleted);
+    let stamps = live.map(|s| Stamps::parse(s.stamps.as_deref())).unwrap_or_default();
+    let outcome = if entry.fields.is_some()
+        || (entry.operation_type != Operation::Delete
+            && !stamps.is_uniform()
+            && live.is_some_and(|s| p.updated_at_ms <= s.updated_at_ms))
+    {
+        merge(txn, tenant, p, stored.as_ref(), &stamps, now_ms)?
+    } else {
+        whole(txn, tenant, p, stored.as_ref(), now_ms)?
+    };
+    if let Reply::Ack(a) = &outcome.reply {
+        txn.record_entry(&AppliedEntry {
+            entry_id: entry.id.clone(),
+            content_hash: p.content_hash.clone(),
+            seq: a.seq,
+            applied: a.applied,
+            updated_at: a.updated_at.clone().unwrap_or_default(),
+            processed_at_ms: now_ms,
+        })?;
+    }
+    Ok(outcome)
+}
+
+/// A field-level update (or a whole write decided field by field): [`merge::merge_fields`]
+/// against the live stored entity. The merged version goes to every connection, the writer's
+/// included; when nothing was taken the writer gets the stored version.
+fn merge(
+    txn: &mut dyn WriteTxn,
+    tenant: &str,
+    p: &Prepared,
+    stored: Option<&EntityRecord>,
+    stamps: &Stamps,
+    now_ms: i64,
+) -> Result<Outcome> {
+    let entry = &p.entry;
+    let Some(s) = stored.filter(|s| !s.deleted) else {
+        // not held live: a field-level update never creates or revives an entity
+        let (seq, at, to_writer) = match stored {
+            Some(s) => (s.seq, s.updated_at_ms, Some(data_update(tenant, s, Operation::Delete))),
+            None => (0, p.updated_at_ms, None),
+        };
+        return Ok(Outcome { reply: Reply::Ack(ack(p, seq, false, time::format_ms(at))), broadcast: None, to_writer });
+    };
+    let def = p.entity_type.def();
+    let incoming = p.entity.as_ref().expect("an update carries its fields");
+    let current: Map<String, Value> = serde_json::from_str(&s.data)
+        .map_err(|e| StorageError::Other(format!("stored {} {} is not a JSON object: {e}", p.entity_type, s.id)))?;
+    let names = def.stamped_fields().map(|f| f.name).filter(|n| incoming.contains_key(*n));
+    let Some(m) = merge::merge_fields(def, &current, s.updated_at_ms, stamps, incoming, names, p.updated_at_ms) else {
+        return Ok(Outcome {
+            reply: Reply::Ack(ack(p, s.seq, false, time::format_ms(s.updated_at_ms))),
+            broadcast: None,
+            to_writer: Some(data_update(tenant, s, Operation::Update)),
+        });
+    };
+    // the merged entity must be valid as a whole, like any version stored
+    let entity = match def.normalize(&Value::Object(m.entity), m.updated_at_ms) {
+        Ok(e) => e,
+        Err(e) => {
+            let detail = format!("the merged entity is invalid: {}: {}", e.field, e.message);
+            return Ok(Outcome::nack(SyncNack::for_entry(entry, NackReason::ValidationError, detail)));
+        }
+    };
+    let record = EntityRecord {
+        entity_type: p.entity_type,
+        id: entry.entity_id.clone(),
+        seq: txn.next_seq(),
+        updated_at_ms: m.updated_at_ms,
+        deleted: false,
+        data: serde_json::to_string(&entity).expect("a JSON map serialises"),
+        changed_at_ms: now_ms,
+        stamps: m.stamps.to_json(),
+        created_seq: s.created_seq,
+    };
+    txn.put_entity(&record)?;
+    let update = data_update(tenant, &record, Operation::Update);
+    Ok(Outcome {
+        reply: Reply::Ack(ack(p, record.seq, true, time::format_ms(record.updated_at_ms))),
+        broadcast: Some(update.clone()),
+        to_writer: Some(update),
+    })
+}
+
+/// A create, delete or whole update: the whole-entity rule ([`lww::decide`]).
+fn whole(
+    txn: &mut dyn WriteTxn,
+    tenant: &str,
+    p: &Prepared,
+    stored: Option<&EntityRecord>,
+    now_ms: i64,
+) -> Result<Outcome> {
+    let entry = &p.entry;
     let stored_content = match &stored {
         Some(s) if !s.deleted && s.updated_at_ms == p.updated_at_ms => {
             let m: Map<String, Value> = serde_json::from_str(&s.data).unwrap_or_default();
@@ -187,11 +298,8 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
         }
         _ => String::new(),
     };
-    let stored_version = stored.as_ref().map(|s| StoredVersion {
-        updated_at_ms: s.updated_at_ms,
-        deleted: s.deleted,
-        content: &stored_content,
-    });
+    let stored_version =
+        stored.map(|s| StoredVersion { updated_at_ms: s.updated_at_ms, deleted: s.deleted, content: &stored_content });
     let deleting = entry.operation_type == Operation::Delete;
     let incoming = StoredVersion { updated_at_ms: p.updated_at_ms, deleted: deleting, content: &p.content_key };
 
@@ -211,7 +319,7 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
                 Some(entity) => serde_json::to_string(entity).expect("a JSON map serialises"),
                 None => serde_json::json!({ "id": entry.entity_id }).to_string(),
             };
-            let existed = stored.as_ref().is_some_and(|s| !s.deleted);
+            let existed = stored.is_some_and(|s| !s.deleted);
             let op = match entry.operation_type {
                 Operation::Delete => Operation::Delete,
                 _ if existed => Operation::Update,
@@ -225,6 +333,11 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
                 deleted: deleting,
                 data,
                 changed_at_ms: now_ms,
+                stamps: None,
+                created_seq: match stored {
+                    Some(s) if existed || deleting => s.created_seq,
+                    _ => seq,
+                },
             };
             txn.put_entity(&record)?;
             let update = data_update(tenant, &record, op);
@@ -236,7 +349,7 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
             }
         }
         Decision::Unchanged => {
-            let s = stored.as_ref().expect("Unchanged implies a stored version");
+            let s = stored.expect("Unchanged implies a stored version");
             Outcome {
                 reply: Reply::Ack(ack(p, s.seq, true, time::format_ms(s.updated_at_ms))),
                 broadcast: None,
@@ -244,7 +357,7 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
             }
         }
         Decision::Lose => {
-            let s = stored.as_ref().expect("Lose implies a stored version");
+            let s = stored.expect("Lose implies a stored version");
             let op = if s.deleted { Operation::Delete } else { Operation::Update };
             Outcome {
                 reply: Reply::Ack(ack(p, s.seq, false, time::format_ms(s.updated_at_ms))),
@@ -253,16 +366,6 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
             }
         }
     };
-    if let Reply::Ack(a) = &outcome.reply {
-        txn.record_entry(&AppliedEntry {
-            entry_id: entry.id.clone(),
-            content_hash: p.content_hash.clone(),
-            seq: a.seq,
-            applied: a.applied,
-            updated_at: a.updated_at.clone().unwrap_or_default(),
-            processed_at_ms: now_ms,
-        })?;
-    }
     Ok(outcome)
 }
 

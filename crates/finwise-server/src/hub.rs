@@ -27,6 +27,9 @@ pub enum Event {
     Close { code: u16, reason: &'static str },
     /// The user lost access to the tenant: that user's connections close with 1008.
     Revoke { user_id: String },
+    /// The tenant's members as the database has them now: a connection of any other user closes
+    /// with 1008 (a server that missed a revocation while not listening catches up with this).
+    Members { user_ids: Arc<Vec<String>> },
     /// Sent to every connection on graceful shutdown.
     Shutdown,
 }
@@ -75,6 +78,11 @@ impl Hub {
 
     pub fn publish_all(&self, event: Event) {
         let _ = self.all.send(event);
+    }
+
+    /// The tenants with connections on this server.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.tenants.locked().iter().filter(|(_, tx)| tx.receiver_count() > 0).map(|(t, _)| t.clone()).collect()
     }
 
     /// Whether the tenant has connections on this server.

@@ -171,12 +171,17 @@ impl Relay {
         *c = Some(to.max(start));
     }
 
-    /// The `data_update` messages of the versions written in `(from, to]`.
+    /// The `data_update` messages of the versions written in `(from, to]`: an entity created
+    /// after `from` is a `create` for sockets that have seen up to `from`.
     fn read_changes(&self, tenant: &TenantId, from: i64, to: i64) -> Result<Vec<Utf8Bytes>> {
         self.store.read(tenant, |r| {
             let mut out = Vec::new();
             r.changes(from, to, &mut |rec| {
-                let op = if rec.deleted { Operation::Delete } else { Operation::Update };
+                let op = match rec {
+                    _ if rec.deleted => Operation::Delete,
+                    _ if rec.created_seq > from => Operation::Create,
+                    _ => Operation::Update,
+                };
                 out.push(engine::data_update(tenant.as_str(), &rec, op));
                 Ok(())
             })?;
@@ -184,13 +189,45 @@ impl Relay {
         })
     }
 
-    /// Brings every tenant with local sockets up to its head (after a reconnect; the poll).
-    fn catch_up_all(&self) {
-        let tenants: Vec<TenantId> = self.cursors.locked().keys().cloned().collect();
-        for t in tenants {
-            match self.store.read(&t, |r| Ok(r.snapshot()?.seq)) {
-                Ok(head) => self.deliver(&t, head, head, &[]),
-                Err(e) => warn!(tenant = %t, error = %e, "relay: catch-up read failed"),
+    /// Brings every tenant with local sockets up to its head (after a reconnect; the poll), with
+    /// one query for all their heads. A tenant with a commit of this server in flight is left to
+    /// that commit (which catches it up when it ends): read now, the commit's own change would
+    /// reach its writer too.
+    /// Runs on the listener's connection: an error means that connection is gone.
+    fn catch_up_all(&self, client: &mut postgres::Client) -> Result<(), postgres::Error> {
+        let tenants: Vec<String> = self.cursors.locked().keys().map(|t| t.as_str().to_owned()).collect();
+        let rows = client.query(
+            "SELECT tenant_id::text, seq FROM tenant_heads WHERE tenant_id = ANY($1::text[]::uuid[])",
+            &[&tenants],
+        )?;
+        let heads = rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
+        for (t, head) in heads {
+            let Some(t) = TenantId::parse(&t) else { continue };
+            if let Some(e) = self.local.locked().get_mut(&t) {
+                e.1 = true;
+                continue;
+            }
+            self.deliver(&t, head, head, &[]);
+        }
+        Ok(())
+    }
+
+    /// After the listener was away: closes the sockets whose tenant was deleted or whose user
+    /// was removed meanwhile (the announcement of that was missed).
+    fn recheck_access(&self) {
+        for t in self.hub.tenants() {
+            let members = self.store.central().tx(|db| {
+                if !db.exists("SELECT 1 FROM tenants WHERE id = $1", crate::sql_params![t.as_str()])? {
+                    return Ok(None);
+                }
+                let rows =
+                    db.query("SELECT user_id FROM members WHERE tenant_id = $1", crate::sql_params![t.as_str()])?;
+                rows.iter().map(|r| r.text(0)).collect::<Result<Vec<_>>>().map(Some)
+            });
+            match members {
+                Ok(None) => self.hub.publish(&t, Event::Close { code: 1001, reason: "tenant deleted" }),
+                Ok(Some(user_ids)) => self.hub.publish(&t, Event::Members { user_ids: Arc::new(user_ids) }),
+                Err(e) => warn!(tenant = %t, error = %e, "relay: cannot re-check members after a reconnect"),
             }
         }
     }
@@ -215,9 +252,13 @@ impl Relay {
             let n = self.connects.fetch_add(1, Ordering::SeqCst);
             if n > 0 {
                 info!("relay: notifications reconnected; catching up every local tenant");
+                self.recheck_access();
             }
             // whatever happened while not listening
-            self.catch_up_all();
+            if let Err(e) = self.catch_up_all(&mut conn.client) {
+                warn!(error = %e, "relay: catch-up failed; reconnecting");
+                continue;
+            }
             let mut last_poll = Instant::now();
             loop {
                 if self.stop.load(Ordering::SeqCst) {
@@ -244,11 +285,11 @@ impl Relay {
                 }
                 if last_poll.elapsed() >= poll {
                     last_poll = Instant::now();
-                    // a cheap query also proves the listening connection is alive
-                    if conn.client.simple_query("SELECT 1").is_err() {
+                    // the query also proves the listening connection is alive
+                    if let Err(e) = self.catch_up_all(&mut conn.client) {
+                        warn!(error = %e, "relay: notification connection lost; reconnecting");
                         break;
                     }
-                    self.catch_up_all();
                 }
             }
         }

@@ -196,7 +196,12 @@ impl Conn {
             Ok(Event::Revoke { user_id }) if user == Some(user_id.as_str()) => {
                 Err(Stop::Close(close::POLICY, "membership revoked"))
             }
-            Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Shutdown) => Ok(()),
+            Ok(Event::Members { user_ids }) if user.is_some_and(|u| !user_ids.iter().any(|m| m == u)) => {
+                Err(Stop::Close(close::POLICY, "membership revoked"))
+            }
+            Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Members { .. }) | Ok(Event::Shutdown) => {
+                Ok(())
+            }
             Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
             Err(RecvError::Lagged(n)) => {
                 warn!(conn = self.id, tenant = %self.tenant, missed = n, "slow consumer fell behind the broadcast; closing");

@@ -89,7 +89,7 @@ proptest! {
                     };
                     SyncQueueEntry {
                         id: format!("w{}-e{n}", o.writer), tenant_id: TENANT.into(), entity_type: "Tag".into(),
-                        entity_id: id.clone(), operation_type: op, payload, timestamp: Some(BASE_MS),
+                        entity_id: id.clone(), operation_type: op, payload, timestamp: Some(BASE_MS), fields: None,
                     }
                 }
             };

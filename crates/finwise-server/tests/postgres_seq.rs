@@ -31,6 +31,8 @@ fn record(id: &str, seq: i64) -> EntityRecord {
         deleted: false,
         data: format!(r#"{{"id":"{id}"}}"#),
         changed_at_ms: 1,
+        stamps: None,
+        created_seq: seq,
     }
 }
 

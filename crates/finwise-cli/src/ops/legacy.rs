@@ -417,11 +417,13 @@ pub fn run(
                 let mut written: Vec<EntityType> = Vec::new();
                 let mut unchanged = 0;
                 for (t, (eid, entity, ms)) in &records {
-                    if txn.entity(*t, eid)?.is_some_and(|old| old.updated_at_ms >= *ms) {
+                    let old = txn.entity(*t, eid)?;
+                    if old.as_ref().is_some_and(|old| old.updated_at_ms >= *ms) {
                         unchanged += 1;
                         continue;
                     }
                     let seq = txn.next_seq();
+                    let created_seq = old.filter(|o| !o.deleted).map_or(seq, |o| o.created_seq);
                     txn.put_entity(&EntityRecord {
                         entity_type: *t,
                         id: eid.clone(),
@@ -430,6 +432,8 @@ pub fn run(
                         deleted: false,
                         data: Value::Object(entity.clone()).to_string(),
                         changed_at_ms: now,
+                        stamps: None,
+                        created_seq,
                     })?;
                     written.push(*t);
                 }

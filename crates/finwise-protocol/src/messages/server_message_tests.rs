@@ -66,6 +66,7 @@ fn entry(op: Operation) -> SyncQueueEntry {
         operation_type: op,
         payload: json!({"id": "a1"}),
         timestamp: Some(MS),
+        fields: None,
     }
 }
 

@@ -60,6 +60,12 @@ pub struct EntityRecord {
     pub data: String,
     /// Server clock when this version was written (drives tombstone compaction).
     pub changed_at_ms: i64,
+    /// Per-field stamps after a field-level merge ([`finwise_protocol::merge::Stamps`] as JSON);
+    /// `None` when every field carries `updated_at` (always for tombstones).
+    pub stamps: Option<String>,
+    /// The seq of the version that created (or revived) the entity: a version read back by seq
+    /// is a `create` for whoever has not seen that seq (0: not known, data stored before v4).
+    pub created_seq: i64,
 }
 
 /// A processed sync entry, remembered for idempotent retries.

@@ -134,6 +134,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER tenant_heads_notify AFTER UPDATE OF seq ON tenant_heads
         FOR EACH ROW WHEN (NEW.seq > OLD.seq) EXECUTE FUNCTION finwise_head_notify();
 "#,
+    r#"
+    -- v4: field-level merge keeps a stamp per field (NULL: every field carries updated_at, which
+    -- is what every version written before had), and the seq that created each entity (a version
+    -- another server reads back by seq is a create for sockets that have not seen that seq)
+    ALTER TABLE entities ADD COLUMN stamps text;
+    ALTER TABLE entities ADD COLUMN created_seq bigint NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Number of schema migrations of a FinWise PostgreSQL database.
@@ -672,7 +679,8 @@ struct PgTxn<'c> {
     records: Vec<AppliedEntry>,
 }
 
-const ENTITY_COLS: &str = "e.entity_type, e.id, e.seq, e.updated_at_ms, e.deleted, e.data, e.changed_at_ms";
+const ENTITY_COLS: &str =
+    "e.entity_type, e.id, e.seq, e.updated_at_ms, e.deleted, e.data, e.changed_at_ms, e.stamps, e.created_seq";
 const ENTRY_COLS: &str = "entry_id, content_hash, seq, applied, updated_at, processed_at_ms";
 
 fn entity_row(r: &postgres::Row) -> Result<EntityRecord> {
@@ -684,6 +692,8 @@ fn entity_row(r: &postgres::Row) -> Result<EntityRecord> {
         deleted: r.get(4),
         data: r.get(5),
         changed_at_ms: r.get(6),
+        stamps: r.get(7),
+        created_seq: r.get(8),
     })
 }
 
@@ -713,6 +723,8 @@ impl PgTxn<'_> {
         let deleted: Vec<bool> = recs.iter().map(|r| r.deleted).collect();
         let data: Vec<&str> = recs.iter().map(|r| r.data.as_str()).collect();
         let changed: Vec<i64> = recs.iter().map(|r| r.changed_at_ms).collect();
+        let stamps: Vec<Option<&str>> = recs.iter().map(|r| r.stamps.as_deref()).collect();
+        let created: Vec<i64> = recs.iter().map(|r| r.created_seq).collect();
         let entry_ids: Vec<&str> = records.iter().map(|e| e.entry_id.as_str()).collect();
         let hashes: Vec<&str> = records.iter().map(|e| e.content_hash.as_str()).collect();
         let entry_seqs: Vec<i64> = records.iter().map(|e| e.seq).collect();
@@ -721,11 +733,13 @@ impl PgTxn<'_> {
         let at: Vec<i64> = records.iter().map(|e| e.processed_at_ms).collect();
         conn.execute(
             "WITH e AS (
-               INSERT INTO entities (tenant_id, entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms)
-               SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::bool[], $7::text[], $8::int8[])
+               INSERT INTO entities (tenant_id, entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms,
+                                     stamps, created_seq)
+               SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::bool[], $7::text[], $8::int8[],
+                                        $16::text[], $17::int8[])
                ON CONFLICT (tenant_id, entity_type, id) DO UPDATE SET seq = excluded.seq,
                  updated_at_ms = excluded.updated_at_ms, deleted = excluded.deleted, data = excluded.data,
-                 changed_at_ms = excluded.changed_at_ms
+                 changed_at_ms = excluded.changed_at_ms, stamps = excluded.stamps, created_seq = excluded.created_seq
              ), a AS (
                INSERT INTO applied_entries (tenant_id, entry_id, content_hash, seq, applied, updated_at, processed_at_ms)
                SELECT $1, * FROM unnest($9::text[], $10::text[], $11::int8[], $12::bool[], $13::text[], $14::int8[])
@@ -733,7 +747,7 @@ impl PgTxn<'_> {
              UPDATE tenant_heads SET seq = $15 WHERE tenant_id = $1 AND seq <> $15",
             &[
                 &tenant, &types, &ids, &seqs, &versions, &deleted, &data, &changed, &entry_ids, &hashes, &entry_seqs,
-                &applied, &updated, &at, &seq,
+                &applied, &updated, &at, &seq, &stamps, &created,
             ],
         )?;
         Ok(())

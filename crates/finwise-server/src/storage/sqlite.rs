@@ -130,6 +130,12 @@ const TENANT_MIGRATIONS: &[&str] = &[
     DROP INDEX applied_entries_by_id;
     CREATE INDEX applied_entries_by_hash ON applied_entries (id_hash);
 "#,
+    r#"
+    -- v4: field-level merge keeps a stamp per field (NULL: every field carries updated_at, which
+    -- is what every version written before had), and the seq that created each entity
+    ALTER TABLE entities ADD COLUMN stamps TEXT;
+    ALTER TABLE entities ADD COLUMN created_seq INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The 64-bit key under which an entry id is indexed (FNV-1a of its UTF-8 bytes). Stored in
@@ -279,7 +285,8 @@ fn parse_type(s: String) -> rusqlite::Result<EntityType> {
 impl WriteTxn for SqliteTxn<'_> {
     fn entity(&mut self, entity_type: EntityType, id: &str) -> Result<Option<EntityRecord>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, updated_at_ms, deleted, data, changed_at_ms FROM entities WHERE entity_type = ?1 AND id = ?2",
+            "SELECT seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq FROM entities
+             WHERE entity_type = ?1 AND id = ?2",
         )?;
         Ok(stmt
             .query_row(params![entity_type.as_str(), id], |r| {
@@ -291,6 +298,8 @@ impl WriteTxn for SqliteTxn<'_> {
                     deleted: r.get(2)?,
                     data: r.get(3)?,
                     changed_at_ms: r.get(4)?,
+                    stamps: r.get(5)?,
+                    created_seq: r.get(6)?,
                 })
             })
             .optional()?)
@@ -298,10 +307,11 @@ impl WriteTxn for SqliteTxn<'_> {
 
     fn put_entity(&mut self, rec: &EntityRecord) -> Result<()> {
         let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (entity_type, id) DO UPDATE SET seq = excluded.seq, updated_at_ms = excluded.updated_at_ms,
-               deleted = excluded.deleted, data = excluded.data, changed_at_ms = excluded.changed_at_ms",
+               deleted = excluded.deleted, data = excluded.data, changed_at_ms = excluded.changed_at_ms,
+               stamps = excluded.stamps, created_seq = excluded.created_seq",
         )?;
         stmt.execute(params![
             rec.entity_type.as_str(),
@@ -310,7 +320,9 @@ impl WriteTxn for SqliteTxn<'_> {
             rec.updated_at_ms,
             rec.deleted,
             rec.data,
-            rec.changed_at_ms
+            rec.changed_at_ms,
+            rec.stamps,
+            rec.created_seq
         ])?;
         Ok(())
     }
@@ -559,7 +571,8 @@ impl SqliteReader {
     ) -> Result<()> {
         let Some(c) = &self.conn else { return Ok(()) };
         let mut stmt = c.prepare_cached(&format!(
-            "SELECT entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms FROM entities {filter} ORDER BY seq"
+            "SELECT entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq
+             FROM entities {filter} ORDER BY seq"
         ))?;
         let mut rows = stmt.query(p)?;
         while let Some(r) = rows.next()? {
@@ -571,6 +584,8 @@ impl SqliteReader {
                 deleted: r.get(4)?,
                 data: r.get(5)?,
                 changed_at_ms: r.get(6)?,
+                stamps: r.get(7)?,
+                created_seq: r.get(8)?,
             })?;
         }
         Ok(())

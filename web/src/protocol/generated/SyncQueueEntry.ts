@@ -20,4 +20,9 @@ payload: Record<string, unknown> | null,
 /**
  * Milliseconds since the epoch when the change was queued.
  */
-timestamp?: number, };
+timestamp?: number, 
+/**
+ * Field-level update: the payload fields this update changes (wire names). Absent: the
+ * update replaces the whole entity (every 0.4 client).
+ */
+fields?: Array<string>, };
