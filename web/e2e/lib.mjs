@@ -108,7 +108,7 @@ export async function newPage(browser, name) {
     if (/Content.Security.Policy/i.test(m.text())) cspViolations.push(`[${name}] ${m.text()}`)
   })
   page.on('pageerror', (e) => logs.push(`[${name}] pageerror: ${e.message}`))
-  return { context, page, logs }
+  return { name, context, page, logs }
 }
 
 /** Removes screenshots of earlier runs. */

@@ -69,6 +69,18 @@ async function pendingCount(page) {
   return Number(await tid(page, 'sync-pending').textContent())
 }
 
+/** What the page has queued: `entityType operationType [fields]` per entry. */
+async function queued(page) {
+  const q = await page.evaluate(() => globalThis.__finwise.queue())
+  return q.map((e) => `${e.entityType} ${e.operationType} ${JSON.stringify(e.fields ?? null)}`)
+}
+
+async function setOnline(p, online) {
+  await p.context.setOffline(!online)
+  const want = online ? 'online' : 'offline'
+  await eventually(async () => (await tid(p.page, 'sync-connection').textContent()) === want, { message: `${p.name} ${want}`, timeout: 30_000 })
+}
+
 async function addNamed(page, tab, name) {
   await nav(page, tab)
   await tid(page, 'item-name').fill(name)
@@ -287,5 +299,46 @@ test('two browsers sync one tenant live, offline, and after a reload', async (t)
     await tid(A.page, 'sync-failed').waitFor({ state: 'detached' })
     await rowWith(A.page, 'account-row', 'Zu lange Notiz').waitFor({ state: 'detached' })
     await assertConverged('after discarding the refused change')
+  })
+
+  await step(t, 'both offline: A changes a transaction\'s note, B its category; both edits survive (field-level merge)', async () => {
+    await nav(B.page, 'Categories')
+    await tid(B.page, 'category-name').fill('Haushalt')
+    await tid(B.page, 'add-category').click()
+    await rowWith(B.page, 'category-row', 'Haushalt').waitFor()
+    await nav(A.page, 'Transactions')
+    await nav(B.page, 'Transactions')
+    await assertConverged('before the offline edits')
+    await setOnline(A, false)
+    await setOnline(B, false)
+
+    // A edits only the note, later B edits only the category: with whole-entity LWW, B's newer
+    // version would erase A's note
+    await rowWith(A.page, 'tx-row', 'Wocheneinkauf').getByTestId('edit-tx').click()
+    await tid(A.page, 'tx-note').fill('Für das Wochenende')
+    await tid(A.page, 'add-tx').click()
+    await rowWith(A.page, 'tx-row', 'Für das Wochenende').waitFor()
+    await rowWith(B.page, 'tx-row', 'Wocheneinkauf').getByTestId('edit-tx').click()
+    await tid(B.page, 'tx-category').selectOption({ label: 'Haushalt' })
+    await tid(B.page, 'add-tx').click()
+    await rowWith(B.page, 'tx-row', 'Wocheneinkauf').getByTestId('tx-category-cell').filter({ hasText: 'Haushalt' }).waitFor()
+    // each queued one update that names only the field its user changed
+    assert.deepEqual(await queued(A.page), ['Transaction update ["note"]'])
+    assert.deepEqual(await queued(B.page), ['Transaction update ["categoryId"]'])
+
+    await setOnline(A, true)
+    await eventually(async () => (await pendingCount(A.page)) === 0, { message: 'A queue drained' })
+    await setOnline(B, true)
+    for (const p of [A, B]) {
+      const row = rowWith(p.page, 'tx-row', 'Wocheneinkauf')
+      await eventually(
+        async () =>
+          (await row.getByTestId('tx-note-cell').textContent()) === 'Für das Wochenende' &&
+          (await row.getByTestId('tx-category-cell').textContent()) === 'Haushalt',
+        { message: `both edits in ${p.name}` },
+      )
+    }
+    await screenshot(B.page, '08-field-merge')
+    await assertConverged('after the field-level merge')
   })
 })

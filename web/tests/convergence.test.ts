@@ -1,17 +1,21 @@
 /**
  * Randomised convergence test: several clients (real SyncEngines on fake-indexeddb) against an
- * in-memory server that implements the shared rule of protocol v2 (newer wins, older loses, a tie
- * with different content is won by the later arrival and restamped to stored + 1 ms, tombstones,
- * idempotent entry ids, seq, delta loads, the loser's writer gets the winner as data_update).
- * Messages are delivered in random interleavings (FIFO per connection), connections drop (losing
- * what was in flight) and come back. At the end every client must hold exactly the server's state.
+ * in-memory server that implements the shared rule of protocol v2 — rule M of `src/sync/merge.ts`:
+ * whole-entity LWW (newer wins, older loses, a tie with different content is won by the later
+ * arrival and restamped to stored + 1 ms, tombstones) and field-level updates decided field by
+ * field — with idempotent entry ids, seq, delta loads, and the stored version sent to the writer
+ * when it is not what the writer sent (a loss, a restamp, a merge). Clients make whole and
+ * field-level edits. Messages are delivered in random interleavings (FIFO per connection),
+ * connections drop (losing what was in flight) and come back. At the end every client must hold
+ * exactly the server's state.
  */
 import { describe, expect, it } from 'vitest'
 import type { BatchItemResult, OutgoingClientMessage, SyncQueueEntry } from '../src/protocol'
 import { FinwiseDB } from '../src/sync/db'
 import { SyncEngine, type Transport } from '../src/sync/engine'
 import { tenantDigest } from '../src/sync/digest'
-import { formatMs, parseMs } from '../src/sync/time'
+import { mergeWrite, writeStamp, type MergeState } from '../src/sync/merge'
+import { formatMs } from '../src/sync/time'
 
 const TENANT = '33333333-3333-4333-8333-333333333333'
 
@@ -26,11 +30,9 @@ function rng(seed: number) {
   }
 }
 
-interface Version {
+/** A stored tag (rule M's state) with the seq of its last change. */
+interface Version extends MergeState {
   id: string
-  ts: number
-  deleted: boolean
-  entity: Record<string, unknown> | null
   seq: number
 }
 
@@ -54,48 +56,37 @@ class FakeServer {
   overload = 0
   random: () => number = Math.random
 
-  private content(e: Record<string, unknown> | null): string {
-    if (!e) return 'deleted'
-    const rest = { ...e }
-    delete rest.updated_at
-    return JSON.stringify(rest, Object.keys(rest).sort())
-  }
-
-  private update(v: Version, op: string) {
-    const entity = v.deleted ? { id: v.id } : { ...v.entity, updated_at: formatMs(v.ts) }
+  private update(v: Version) {
     return {
-      event_type: 'data_update', tenant_id: TENANT, entity_type: 'Tag', operation_type: op, seq: v.seq,
-      updated_at: formatMs(v.ts), data: { single_entity: entity },
+      event_type: 'data_update', tenant_id: TENANT, entity_type: 'Tag', operation_type: v.deleted ? 'delete' : 'update',
+      seq: v.seq, updated_at: formatMs(v.version), data: { single_entity: v.deleted ? { id: v.id } : v.entity },
     }
   }
 
-  private apply(from: Conn, e: SyncQueueEntry): BatchItemResult {
-    const content = JSON.stringify([e.operationType, e.entityId, e.payload])
+  /** Applies one entry; what its writer must receive besides the result goes to `toWriter`. */
+  private apply(from: Conn, e: SyncQueueEntry, toWriter: Record<string, unknown>[]): BatchItemResult {
+    const content = JSON.stringify([e.operationType, e.entityId, e.payload, e.fields])
     const prev = this.seen.get(e.id)
     if (prev) return { ...prev.result, duplicate: true }
     if (this.random() < this.overload) {
       return { id: e.id, status: 'failed', duplicate: false, reason: 'overloaded', detail: 'try later' }
     }
-    const deleted = e.operationType === 'delete'
-    const p = (e.payload ?? {}) as Record<string, unknown>
-    const ts = parseMs(p.updated_at as string) ?? e.timestamp!
-    const stored = this.tags.get(e.entityId)
-    let result: BatchItemResult
-    const incomingContent = deleted ? 'deleted' : this.content(p)
-    const win = (stamp: number, restamped: boolean) => {
-      const v: Version = { id: e.entityId, ts: stamp, deleted, entity: deleted ? null : { ...p }, seq: ++this.seq }
+    const stored = this.tags.get(e.entityId) ?? null
+    const write = { op: e.operationType, payload: e.payload, fields: e.fields, timestamp: e.timestamp }
+    const r = mergeWrite('Tag', stored, write)
+    let v = stored
+    if (r.changed) {
+      v = { ...r.state!, id: e.entityId, seq: ++this.seq }
       this.tags.set(e.entityId, v)
-      const msg = this.update(v, deleted ? 'delete' : stored && !stored.deleted ? 'update' : 'create')
-      for (const c of this.conns) if (c !== from || restamped) c.inbox.push(msg)
-      return { id: e.id, status: 'processed', seq: v.seq, applied: true, duplicate: false, updated_at: formatMs(stamp) }
+      const msg = this.update(v)
+      for (const c of this.conns) if (c !== from) c.inbox.push(msg)
+      // a restamped tie or a merge is not what the writer sent: it gets the stored version too
+      if (e.fields || v.version !== writeStamp(write)) toWriter.push(msg)
+    } else if (!r.applied && stored) {
+      toWriter.push(this.update(stored))
     }
-    if (!stored || ts > stored.ts) result = win(ts, false)
-    else if (ts < stored.ts) {
-      from.inbox.push(this.update(stored, stored.deleted ? 'delete' : 'update'))
-      result = { id: e.id, status: 'processed', seq: stored.seq, applied: false, duplicate: false, updated_at: formatMs(stored.ts) }
-    } else if ((stored.deleted ? 'deleted' : this.content(stored.entity)) === incomingContent) {
-      result = { id: e.id, status: 'processed', seq: stored.seq, applied: true, duplicate: false, updated_at: formatMs(stored.ts) }
-    } else result = win(stored.ts + 1, true)
+    const updatedAt = formatMs(v?.version ?? writeStamp(write))
+    const result = { id: e.id, status: 'processed', seq: v?.seq ?? 0, applied: r.applied, duplicate: false, updated_at: updatedAt }
     this.seen.set(e.id, { content, result })
     return result
   }
@@ -106,12 +97,15 @@ class FakeServer {
 
   handle(from: Conn, m: OutgoingClientMessage) {
     if (m.type === 'process_sync_batch') {
-      const results = m.entries.map((e) => this.apply(from, e))
-      from.inbox.push({ type: 'sync_batch_result', results })
+      const toWriter: Record<string, unknown>[] = []
+      const results = m.entries.map((e) => this.apply(from, e, toWriter))
+      // the real server sends the writer's versions after the result; here they may also come first
+      if (this.random() < 0.5) from.inbox.push({ type: 'sync_batch_result', results }, ...toWriter)
+      else from.inbox.push(...toWriter, { type: 'sync_batch_result', results })
     } else if (m.type === 'request_initial_data') {
       const since = m.since
       const rows = this.live().filter((v) => since === undefined || v.seq > since)
-      const payload: Record<string, unknown[]> = { tags: rows.map((v) => ({ ...v.entity, updated_at: formatMs(v.ts) })) }
+      const payload: Record<string, unknown[]> = { tags: rows.map((v) => v.entity!) }
       const load: Record<string, unknown> = { event_type: 'initial_data_load', tenant_id: TENANT, payload, seq: this.seq }
       if (since !== undefined) {
         load.delta = true
@@ -162,11 +156,13 @@ async function run(seed: number, steps: number) {
     const x = r()
     if (x < 0.3) {
       const id = ids[Math.floor(r() * ids.length)]
-      if (r() < 0.2) await c.engine.remove('Tag', id)
-      else {
-        const prev = await c.engine.get('Tag', id)
-        await c.engine.put('Tag', { ...(prev ?? { id }), name: `n${Math.floor(r() * 5)}`, color: r() < 0.5 ? 'red' : null })
-      }
+      const prev = await c.engine.get('Tag', id)
+      const name = `n${Math.floor(r() * 5)}`
+      const color = r() < 0.5 ? 'red' : null
+      const y = r()
+      if (y < 0.2) await c.engine.remove('Tag', id)
+      else if (prev && y < 0.6) await c.engine.update('Tag', id, y < 0.4 ? { name } : { color })
+      else await c.engine.put('Tag', { ...(prev ?? { id }), name, color })
     } else if (x < 0.6) {
       const m = c.conn.outbox.shift()
       if (m && c.conn.online) server.handle(c.conn, m)
@@ -204,17 +200,17 @@ async function run(seed: number, steps: number) {
     const queued = (await Promise.all(clients.map((c) => c.db.syncQueue.count()))).reduce((a, b) => a + b, 0)
     if (!moved && queued === 0) break
   }
-  const expected = await tenantDigest(server.live().map((v) => ['Tag', v.id, formatMs(v.ts)] as const))
-  const names = Object.fromEntries(server.live().map((v) => [v.id, v.entity?.name]))
+  const expected = await tenantDigest(server.live().map((v) => ['Tag', v.id, formatMs(v.version)] as const))
+  const tags = Object.fromEntries(server.live().map((v) => [v.id, [v.entity!.name, v.entity!.color]]))
   if (process.env.CONV_DEBUG) {
-    console.log('server', JSON.stringify([...server.tags.values()].map((v) => [v.id, formatMs(v.ts), v.deleted, v.entity?.name, v.seq])))
-    for (const c of clients) console.log('client', JSON.stringify((await c.db.entities('Tag').toArray()).map((t) => [t.id, t.updated_at, t.name])), c.engine.getCursor())
+    console.log('server', JSON.stringify([...server.tags.values()].map((v) => [v.id, formatMs(v.version), v.deleted, v.entity?.name, v.entity?.color, v.seq])))
+    for (const c of clients) console.log('client', JSON.stringify((await c.db.entities('Tag').toArray()).map((t) => [t.id, t.updated_at, t.name, t.color])), c.engine.getCursor())
   }
   for (const c of clients) {
     expect(await c.db.syncQueue.count()).toBe(0)
     expect(await c.engine.localDigest()).toBe(expected)
-    const local = Object.fromEntries((await c.db.entities('Tag').toArray()).map((t) => [t.id, t.name]))
-    expect(local).toEqual(names)
+    const local = Object.fromEntries((await c.db.entities('Tag').toArray()).map((t) => [t.id, [t.name, t.color ?? null]]))
+    expect(local).toEqual(tags)
     c.engine.close()
   }
 }

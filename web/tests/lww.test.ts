@@ -85,6 +85,29 @@ describe('applying data_update', () => {
     expect(await db.entities('Tag').get('t1')).toBeUndefined()
   })
 
+  it('a version older than one learnt from an ack is not applied (the winner of a superseded change)', async () => {
+    const { engine, db, transport } = await makeEngine()
+    await engine.handleMessage(dataUpdate('Tag', 'create', { id: 't1', name: 'x', updated_at: T0 }, 1))
+    transport.online = false
+    await engine.update('Tag', 't1', { name: 'mine' })
+    await engine.remove('Tag', 't1')
+    transport.online = true
+    await engine.flush()
+    const [b] = transport.batches()
+    expect(b.entries.map((e) => e.operationType)).toEqual(['update', 'delete'])
+    // the rename lost against a version stored at seq 5, the delete then won at seq 6; the server
+    // sends the rename's winner after the batch result
+    await engine.handleMessage({
+      type: 'sync_batch_result',
+      results: [
+        { id: b.entries[0].id, status: 'processed', seq: 5, applied: false, duplicate: false, updated_at: T2 },
+        { id: b.entries[1].id, status: 'processed', seq: 6, applied: true, duplicate: false, updated_at: '2026-11-25T12:00:00.001Z' },
+      ],
+    })
+    await engine.handleMessage(dataUpdate('Tag', 'update', { id: 't1', name: 'theirs', updated_at: T2 }, 5))
+    expect(await db.entities('Tag').get('t1')).toBeUndefined()
+  })
+
   it('a pending create is not deleted by a delta tombstone or a full load that lacks it', async () => {
     const { engine, db, transport } = await makeEngine()
     transport.online = false

@@ -59,6 +59,20 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         tenants: usize,
     },
+    /// Updates of stored transactions: whole updates against field-level updates (one field
+    /// each), alternating in one run on the same entities.
+    Updates {
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Transactions created first; each round updates every one of them once.
+        #[arg(long, default_value_t = 40_000)]
+        entities: usize,
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Rounds of each kind (the report gives the median).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// One writer, many listeners on one tenant: latency from send to the last listener's receipt.
     Fanout {
         #[arg(long, default_value_t = 1000)]
@@ -102,6 +116,9 @@ async fn main() -> Result<()> {
     match cli.workload.clone() {
         Workload::Ingest { connections, entries, window, batch_size, tenants: t } => {
             ingest(&cli, connections, entries, window, batch_size, t).await
+        }
+        Workload::Updates { connections, entities, window, rounds } => {
+            updates(&cli, connections, entities, window, rounds).await
         }
         Workload::Fanout { listeners, rate, seconds } => fanout(&cli, listeners, rate, seconds).await,
         Workload::Connections { count } => connections(&cli, count).await,
@@ -619,6 +636,82 @@ async fn ingest(
     let (p50, p99, max) = percentiles(lat);
     println!("  server, batches of {batch_size:<4} : {brate:>10.0} entries/s  (per batch: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms)");
     println!("    batches / single = {:.2}", brate / rate);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Updates: whole against field-level
+
+/// One `process_sync_entry` frame for transaction `id`: a create, a whole update, or a
+/// field-level update of its note (`fields: ["note"]`), stamped `at_ms`.
+fn transaction_frame(tenant: &str, id: &str, kind: &str, at_ms: i64, n: usize) -> String {
+    let at = finwise_protocol::time::format_ms(at_ms);
+    let whole = json!({"id": id, "accountId": "a1", "categoryId": "c1", "date": "2026-11-30", "valueDate": "2026-11-30",
+        "amount": -12.5, "description": format!("Bakery {n}"), "note": format!("note {n}"), "tagIds": ["t1"],
+        "type": "EXPENSE", "runningBalance": 0, "payee": "Bakery", "updated_at": at});
+    let (op, payload, fields) = match kind {
+        "field" => ("update", json!({"id": id, "note": format!("note {n}"), "updated_at": at}), Some(json!(["note"]))),
+        "whole" => ("update", whole, None),
+        _ => ("create", whole, None),
+    };
+    let mut e = json!({"id": uuid::Uuid::new_v4().to_string(), "tenantId": tenant, "entityType": "Transaction",
+        "entityId": id, "operationType": op, "timestamp": at_ms, "payload": payload});
+    if let Some(f) = fields {
+        e["fields"] = f;
+    }
+    format!("{{\"type\":\"process_sync_entry\",\"payload\":{e}}}")
+}
+
+async fn updates(cli: &Cli, conns: usize, entities: usize, window: usize, rounds: usize) -> Result<()> {
+    let per_conn = entities / conns;
+    println!(
+        "updates: {conns} connections x {per_conn} transactions on one tenant, window {window}, {rounds} rounds each"
+    );
+    let server = Server::start(cli, &[])?;
+    let (token, tenants) = setup(&server.addr, 1).await?;
+    let tenant = &tenants[0];
+    let ids: Vec<Vec<String>> =
+        (0..conns).map(|_| (0..per_conn).map(|_| uuid::Uuid::new_v4().to_string()).collect()).collect();
+    // stamps in the past, one millisecond apart per round, so that every update is newer
+    let base = finwise_protocol::time::now_ms() - 3_600_000;
+    let frames = |kind: &str, round: usize| -> Vec<Vec<String>> {
+        ids.iter()
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .map(|(i, id)| transaction_frame(tenant, id, kind, base + round as i64, i))
+                    .collect()
+            })
+            .collect()
+    };
+    pipeline(&server.addr, &tenants, &token, conns, window, frames("create", 0), 1, "creates").await?;
+    let (mut whole, mut field) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        // alternating, and which goes first too, so that a drift of the machine (or of the
+        // database's size) hits both kinds alike
+        let mut pair = [("whole", &mut whole), ("field", &mut field)];
+        if r % 2 == 1 {
+            pair.reverse();
+        }
+        for (i, (kind, out)) in pair.into_iter().enumerate() {
+            let round = 1 + 2 * r + i;
+            let (rate, lat) =
+                pipeline(&server.addr, &tenants, &token, conns, window, frames(kind, round), 1, "updates").await?;
+            let (p50, p99, _) = percentiles(lat);
+            println!("  round {r}: {kind:>5} updates {rate:>10.0} acks/s  p50 {p50:.2} ms  p99 {p99:.2} ms");
+            out.push(rate);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (w, f) = (median(&mut whole), median(&mut field));
+    println!(
+        "  median: whole {w:.0} acks/s, field-level {f:.0} acks/s = {:.2} of whole  RSS {} KiB",
+        f / w,
+        server.rss_kib()
+    );
     Ok(())
 }
 

@@ -426,6 +426,36 @@ impl EntityDef {
         Ok(out)
     }
 
+    /// Checks an entity assembled from normalised parts (a field-level merge) as a whole: exactly
+    /// this type's fields, each required one present and not null; then stamps it with
+    /// `updated_at_ms` (`updated_at` and its mirrors). The values themselves were validated when
+    /// they were normalised.
+    pub fn check_and_stamp(&self, entity: &mut Map<String, Value>, updated_at_ms: i64) -> Result<(), ValidationError> {
+        for field in self.fields {
+            match entity.get(field.name) {
+                None => return Err(ValidationError::new(field.name, "missing")),
+                Some(Value::Null) if matches!(field.presence, Presence::Required) => {
+                    return Err(ValidationError::new(field.name, "field required"))
+                }
+                _ => {}
+            }
+        }
+        let known = |k: &String| {
+            self.fields.iter().any(|f| f.name == k.as_str())
+                || k == UPDATED_AT
+                || self.mirrors_updated_at.contains(&k.as_str())
+        };
+        if let Some(k) = entity.keys().find(|k| !known(k)) {
+            return Err(ValidationError::new(k.clone(), "not a field of this type"));
+        }
+        let stamp = Value::from(time::format_ms(updated_at_ms));
+        for mirror in self.mirrors_updated_at {
+            entity.insert((*mirror).to_owned(), stamp.clone());
+        }
+        entity.insert(UPDATED_AT.to_owned(), stamp);
+        Ok(())
+    }
+
     /// The entity's content without its timestamps: what two versions must share to be "the same".
     pub fn content_key(&self, entity: &Map<String, Value>) -> String {
         let mut m = entity.clone();

@@ -247,7 +247,8 @@ fn merge(
     let current: Map<String, Value> = serde_json::from_str(&s.data)
         .map_err(|e| StorageError::Other(format!("stored {} {} is not a JSON object: {e}", p.entity_type, s.id)))?;
     let names = def.stamped_fields().map(|f| f.name).filter(|n| incoming.contains_key(*n));
-    let Some(m) = merge::merge_fields(def, &current, s.updated_at_ms, stamps, incoming, names, p.updated_at_ms) else {
+    let Some(mut m) = merge::merge_fields(def, current, s.updated_at_ms, stamps, incoming, names, p.updated_at_ms)
+    else {
         return Ok(Outcome {
             reply: Reply::Ack(ack(p, s.seq, false, time::format_ms(s.updated_at_ms))),
             broadcast: None,
@@ -255,13 +256,11 @@ fn merge(
         });
     };
     // the merged entity must be valid as a whole, like any version stored
-    let entity = match def.normalize(&Value::Object(m.entity), m.updated_at_ms) {
-        Ok(e) => e,
-        Err(e) => {
-            let detail = format!("the merged entity is invalid: {}: {}", e.field, e.message);
-            return Ok(Outcome::nack(SyncNack::for_entry(entry, NackReason::ValidationError, detail)));
-        }
-    };
+    if let Err(e) = def.check_and_stamp(&mut m.entity, m.updated_at_ms) {
+        let detail = format!("the merged entity is invalid: {}: {}", e.field, e.message);
+        return Ok(Outcome::nack(SyncNack::for_entry(entry, NackReason::ValidationError, detail)));
+    }
+    let entity = m.entity;
     let record = EntityRecord {
         entity_type: p.entity_type,
         id: entry.entity_id.clone(),

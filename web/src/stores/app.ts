@@ -121,12 +121,14 @@ export const useAppStore = defineStore('app', () => {
   }
 })
 
-/** For end-to-end tests and debugging: the local digest and the server's, from the console. */
+/** For end-to-end tests and debugging: the local digest and the server's, and the queue, from the console. */
 function exposeDebugHook(ts: TenantSync) {
   ;(globalThis as Record<string, unknown>).__finwise = {
     tenantId: ts.tenantId,
     localDigest: () => ts.engine.localDigest(),
     state: () => ts.engine.state(),
+    /** The queued changes, oldest first. */
+    queue: () => ts.db.syncQueue.orderBy('order').toArray(),
     serverStatus: async () => {
       const p = ts.engine.nextDataStatus()
       if (!ts.engine.requestDigest()) throw new Error('offline')

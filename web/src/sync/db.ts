@@ -16,6 +16,8 @@ export interface QueueRecord {
   entityId: string
   operationType: Operation
   payload: Record<string, unknown> | null
+  /** A field-level update: the fields it changes (its payload holds `id`, `updated_at` and them). */
+  fields?: string[]
   /** Milliseconds since the epoch when the change was queued. */
   timestamp: number
   status: QueueStatus

@@ -196,11 +196,19 @@ export class SyncEngine {
   // ---------------------------------------------------------------- local changes (outbox)
 
   /**
-   * Creates or updates an entity locally: writes it with a fresh `updated_at` and appends a queue
-   * entry in the same Dexie transaction. Returns the stored entity.
+   * Creates an entity, or replaces it as a whole (an update without `fields`): writes it with a
+   * fresh `updated_at` and queues the change in the same Dexie transaction. Returns the stored entity.
    */
   put(type: EntityType, entity: Entity): Promise<Entity> {
     return this.outbox.put(type, entity)
+  }
+
+  /**
+   * Changes some fields of a stored entity and queues a field-level update of the fields whose
+   * value differs (nothing when none does). Returns the stored entity.
+   */
+  update(type: EntityType, id: string, changes: Record<string, unknown>): Promise<Entity> {
+    return this.outbox.update(type, id, changes)
   }
 
   /** Deletes an entity locally and queues the delete (payload `{id, updated_at}`) atomically. */

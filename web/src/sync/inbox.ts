@@ -1,11 +1,31 @@
 import type { BatchItemResult, DataUpdate, EntityType, InitialDataLoad, OutgoingClientMessage } from '../protocol'
 import { changeOf, type EngineContext, type EntityChange } from './context'
-import { COLLECTION, ENTITY_TYPES, UPDATED_AT_MIRRORS, entityKey, isEntityType, type Entity } from './entities'
+import { COLLECTION, ENTITY_TYPES, entityKey, isEntityType, stamped, type Entity } from './entities'
 import { clientAccepts } from './lww'
-import { parseMs } from './time'
+import { sameValue } from './merge'
+import { formatMs, parseMs } from './time'
 
 /** One version received from the server: an entity, or the deletion of one. */
 type Deferred = { op: 'put'; entity: Entity } | { op: 'delete'; id: string; updated_at: string | null }
+
+/**
+ * What is queued of each entity with queued changes: the fields of its field-level updates, or
+ * null when a create, a whole update or a delete of it is queued.
+ */
+type Pending = Map<string, string[] | null>
+
+/** A queued change the server has decided (acknowledged). */
+export interface Decided {
+  type: EntityType
+  id: string
+  key: string
+  result: BatchItemResult
+  op: string
+  /** A field-level update: the server merged it, so the stored version is not simply ours. */
+  fieldLevel: boolean
+  /** The `updated_at` the server stored, or else the one we sent. */
+  stamp: string | null
+}
 
 const META_CURSOR = 'cursor'
 
@@ -91,47 +111,40 @@ export class Inbox {
    * The last queued change of an entity was decided: take the server's stamp, then any version that
    * arrived while the entity was protected.
    */
-  async settle(
-    type: EntityType,
-    id: string,
-    key: string,
-    result: BatchItemResult,
-    op: string,
-    stamp: string | null,
-    changes: Map<EntityType, EntityChange>,
-  ): Promise<void> {
+  async settle(s: Decided, changes: Map<EntityType, EntityChange>): Promise<void> {
+    const { type, id, key, result } = s
     const db = this.ctx.db
     const table = db.entities(type)
     await db.transaction('rw', table, db.syncQueue, async () => {
       if ((await db.syncQueue.where('entityKey').equals(key).count()) > 0) return
+      // Our version is the stored one unless it lost, or was merged field by field with the
+      // stored one: then the server's version follows as a data_update (or was kept aside).
+      const ours = result.applied !== false && !s.fieldLevel
       const local = await table.get(id)
-      if (op !== 'delete' && result.applied !== false && result.updated_at && local) {
+      if (ours && s.op !== 'delete' && result.updated_at && local && local.updated_at !== result.updated_at) {
         // The server may have restamped a tie to stored + 1 ms: adopt its stamp.
-        if (local.updated_at !== result.updated_at) {
-          const updated: Entity = { ...local, updated_at: result.updated_at }
-          for (const m of UPDATED_AT_MIRRORS[type] ?? []) updated[m] = result.updated_at
-          await table.put(updated)
-          changeOf(changes, type).put.push(updated)
-        }
+        const updated = stamped(type, local, result.updated_at)
+        await table.put(updated)
+        changeOf(changes, type).put.push(updated)
       }
-      const lost = result.applied === false
       const d = this.deferred.get(key)
       this.deferred.delete(key)
       const deferredTs = d ? parseMs(d.d.op === 'put' ? (d.d.entity.updated_at ?? null) : d.d.updated_at) : null
-      if (!lost) {
+      if (ours) {
         // Our version is stored: only a version received meanwhile that is not older replaces it.
-        const ours = parseMs(stamp)
-        if (d && deferredTs !== null && (ours === null || deferredTs >= ours)) await this.applyOne(type, d.d, true, changes)
+        const mine = parseMs(s.stamp)
+        if (d && deferredTs !== null && (mine === null || deferredTs >= mine)) await this.applyOne(type, d.d, true, changes)
         return
       }
-      // The server kept another version (stamped result.updated_at). If it already arrived while our
-      // change was queued, apply it; a tombstone from a delta load has no stamp but is the winner.
+      // The server holds another version (the winner, or the merge) stamped result.updated_at. If it
+      // already arrived while our change was queued, apply it; a tombstone from a delta load has no
+      // stamp but is the winner.
       const winner = parseMs(result.updated_at ?? null)
       if (d && (deferredTs === null || winner === null || deferredTs >= winner)) {
         await this.applyOne(type, d.d, true, changes)
-      } else if (typeof result.seq === 'number') {
-        // Otherwise make sure it comes: the server normally sends it as a data_update, but that
-        // can be lost with a connection (a re-sent entry is only acknowledged again).
+      } else if (typeof result.seq === 'number' && (result.applied === false || result.duplicate)) {
+        // Otherwise make sure it comes: the server sends it as a data_update after the ack, but that
+        // can be lost with a connection, and a re-sent entry is only acknowledged again.
         this.missingWinnerSeq = Math.min(this.missingWinnerSeq ?? Infinity, result.seq)
       }
     })
@@ -148,15 +161,46 @@ export class Inbox {
 
   // ---------------------------------------------------------------- incoming data
 
-  private async pendingKeys(): Promise<Set<string>> {
-    const keys = await this.ctx.db.syncQueue.orderBy('entityKey').uniqueKeys()
-    return new Set(keys as string[])
+  /** What is queued of one entity (`key`), or of every entity. */
+  private async pending(key?: string): Promise<Pending> {
+    const queue = this.ctx.db.syncQueue
+    const entries = await (key === undefined ? queue.toArray() : queue.where('entityKey').equals(key).toArray())
+    const pending: Pending = new Map()
+    for (const e of entries) {
+      const fields = pending.has(e.entityKey) ? pending.get(e.entityKey)! : []
+      pending.set(e.entityKey, fields && e.operationType === 'update' && e.fields ? [...new Set([...fields, ...e.fields])] : null)
+    }
+    return pending
   }
 
-  private defer(type: EntityType, key: string, d: Deferred): void {
+  /**
+   * A version received while a local change of its entity is queued: kept aside until the change is
+   * decided. When only field-level updates are queued, the newest server version is shown at once
+   * with the queued fields' local values laid over it, so that other devices' edits of other fields
+   * appear (the server merges the same way).
+   */
+  private async protect(
+    type: EntityType,
+    key: string,
+    d: Deferred,
+    fields: string[] | null,
+    changes: Map<EntityType, EntityChange>,
+  ): Promise<void> {
     const prev = this.deferred.get(key)
     const ts = (x: Deferred) => parseMs(x.op === 'put' ? (x.entity.updated_at ?? null) : x.updated_at) ?? 0
     if (!prev || ts(d) >= ts(prev.d)) this.deferred.set(key, { type, d })
+    const newest = this.deferred.get(key)!.d
+    if (!fields || newest.op !== 'put') return
+    const table = this.ctx.db.entities(type)
+    const local = await table.get(newest.entity.id)
+    if (!local) return
+    const over: Entity = { ...newest.entity, ...Object.fromEntries(fields.map((f) => [f, local[f] ?? null])) }
+    // Stamped no older than the local edit, so that a later local edit is stamped after both.
+    const stamp = Math.max(parseMs(local.updated_at) ?? 0, parseMs(newest.entity.updated_at) ?? 0)
+    const shown = stamped(type, over, formatMs(stamp))
+    if (sameValue(shown, local)) return
+    await table.put(shown)
+    changeOf(changes, type).put.push(shown)
   }
 
   /** LWW-applies one version from the server (no protection check: the caller did it). */
@@ -188,15 +232,19 @@ export class Inbox {
     const id = single.id
     if (typeof id !== 'string') return
     const key = entityKey(type, id)
-    if (typeof msg.seq === 'number') this.knownSeq.set(key, Math.max(this.knownSeq.get(key) ?? 0, msg.seq))
+    const known = this.knownSeq.get(key) ?? 0
+    // A version older than one this session already learnt: e.g. the stored version the server
+    // sent back for a change of ours that a later change of ours in the same batch superseded.
+    const stale = typeof msg.seq === 'number' && msg.seq < known
+    if (typeof msg.seq === 'number') this.knownSeq.set(key, Math.max(known, msg.seq))
     const d: Deferred =
       msg.operation_type === 'delete'
         ? { op: 'delete', id, updated_at: msg.updated_at ?? null }
         : { op: 'put', entity: { ...single, updated_at: single.updated_at ?? msg.updated_at } }
     const changes = new Map<EntityType, EntityChange>()
-    await db.transaction('rw', db.entities(type), db.syncQueue, async () => {
-      const pending = (await db.syncQueue.where('entityKey').equals(key).count()) > 0
-      if (pending) this.defer(type, key, d)
+    if (!stale) await db.transaction('rw', db.entities(type), db.syncQueue, async () => {
+      const pending = await this.pending(key)
+      if (pending.has(key)) await this.protect(type, key, d, pending.get(key)!, changes)
       else await this.applyOne(type, d, false, changes)
     })
     if (!this.awaitingLoad && typeof msg.seq === 'number') await this.advanceCursor(msg.seq)
@@ -222,7 +270,7 @@ export class Inbox {
     const changes = new Map<EntityType, EntityChange>()
     const newerThanLoad = (key: string) => loadSeq !== null && (this.knownSeq.get(key) ?? 0) > loadSeq
     await db.transaction('rw', [db.syncQueue, ...db.entityTables()], async () => {
-      const pending = await this.pendingKeys()
+      const pending = await this.pending()
       for (const type of ENTITY_TYPES) {
         const table = db.entities(type)
         const incoming = ((msg.payload as Record<string, Entity[] | undefined>)[COLLECTION[type]] ?? []).filter(
@@ -231,16 +279,16 @@ export class Inbox {
         const incomingIds = new Set(incoming.map((e) => e.id))
         const locals = await table.bulkGet(incoming.map((e) => e.id))
         const puts: Entity[] = []
-        incoming.forEach((e, i) => {
+        for (const [i, e] of incoming.entries()) {
           const key = entityKey(type, e.id)
           if (pending.has(key)) {
-            this.defer(type, key, { op: 'put', entity: e })
-            return
+            await this.protect(type, key, { op: 'put', entity: e }, pending.get(key)!, changes)
+            continue
           }
           const local = locals[i]
           if (reset && !newerThanLoad(key)) puts.push(e)
           else if (clientAccepts(local?.updated_at, !!local, false, e.updated_at)) puts.push(e)
-        })
+        }
         if (puts.length) {
           await table.bulkPut(puts)
           changeOf(changes, type).put.push(...puts)
@@ -256,7 +304,7 @@ export class Inbox {
         } else {
           for (const id of msg.deleted?.[type] ?? []) {
             const key = entityKey(type, id)
-            if (pending.has(key)) this.defer(type, key, { op: 'delete', id, updated_at: null })
+            if (pending.has(key)) await this.protect(type, key, { op: 'delete', id, updated_at: null }, null, changes)
             else if (!newerThanLoad(key)) dels.push(id)
           }
         }

@@ -3,9 +3,16 @@ import { RETRYABLE_REASONS } from '../protocol'
 import { changeOf, type EngineContext, type EngineOptions, type EntityChange } from './context'
 import type { QueueRecord } from './db'
 import type { DigestCheck } from './digestCheck'
-import { UPDATED_AT_MIRRORS, entityKey, type Entity } from './entities'
-import type { Inbox } from './inbox'
+import { entityKey, stamped, type Entity } from './entities'
+import type { Decided, Inbox } from './inbox'
+import { changedFields } from './merge'
 import { nextStamp } from './time'
+
+/** The payload of a queued create or update: the whole entity, or `id`, `updated_at` and the listed fields. */
+function changePayload(stored: Entity, fields?: string[]): Record<string, unknown> {
+  if (!fields) return stored
+  return { id: stored.id, updated_at: stored.updated_at, ...Object.fromEntries(fields.map((f) => [f, stored[f] ?? null])) }
+}
 
 /** Exponential backoff with jitter: base · 2^(attempt-1), at most max, scaled by 0.5–1.0. */
 export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number): number {
@@ -58,25 +65,79 @@ export class Outbox {
   // ---------------------------------------------------------------- local changes
 
   /**
-   * Creates or updates an entity locally: writes it with a fresh `updated_at` and appends a queue
-   * entry in the same Dexie transaction. Returns the stored entity.
+   * Creates an entity, or replaces it as a whole (an update without `fields`): writes it with a
+   * fresh `updated_at` and queues the change in the same Dexie transaction. Returns the stored entity.
    */
   async put(type: EntityType, entity: Entity): Promise<Entity> {
+    return (await this.write(type, entity.id, () => ({ entity })))!
+  }
+
+  /**
+   * Changes some fields of a stored entity: only the fields of `changes` whose value differs from
+   * the stored one are written, and they are queued as a field-level update (`fields`), so that
+   * edits of other fields on other devices survive. Returns the stored entity (unchanged and
+   * nothing queued when no value differs).
+   */
+  async update(type: EntityType, id: string, changes: Record<string, unknown>): Promise<Entity> {
+    return (await this.write(type, id, (prev) => {
+      if (!prev) throw new Error(`${type} ${id} is not stored`)
+      const fields = changedFields(type, prev, changes)
+      if (fields.length === 0) return null
+      return { entity: { ...prev, ...Object.fromEntries(fields.map((f) => [f, changes[f] ?? null])) }, fields }
+    }))!
+  }
+
+  /**
+   * Writes the version `change` makes of the stored entity (null: nothing changes) with a fresh
+   * `updated_at` and queues it, atomically. Returns the stored entity.
+   */
+  private async write(
+    type: EntityType,
+    id: string,
+    change: (prev: Entity | undefined) => { entity: Entity; fields?: string[] } | null,
+  ): Promise<Entity | undefined> {
     const db = this.ctx.db
     const table = db.entities(type)
-    let stored!: Entity
+    let stored: Entity | undefined
+    let written = false
     await db.transaction('rw', table, db.syncQueue, async () => {
-      const prev = await table.get(entity.id)
+      const prev = await table.get(id)
+      stored = prev
+      const next = change(prev)
+      if (!next) return
       const stamp = nextStamp(prev?.updated_at, this.ctx.now())
-      stored = { ...entity, updated_at: stamp }
-      for (const m of UPDATED_AT_MIRRORS[type] ?? []) stored[m] = stamp
+      stored = stamped(type, next.entity, stamp)
       if (type === 'Transaction' && !stored.createdAt) stored.createdAt = stamp
       await table.put(stored)
-      await db.syncQueue.add(this.queueRecord(type, entity.id, prev ? 'update' : 'create', stored))
+      await this.enqueue(type, prev ? 'update' : 'create', stored, next.fields)
+      written = true
     })
-    this.ctx.emitEntities(new Map([[type, { type, put: [stored], deleted: [] }]]))
-    this.afterLocalChange()
+    if (written) {
+      this.ctx.emitEntities(new Map([[type, { type, put: [stored!], deleted: [] }]]))
+      this.afterLocalChange()
+    }
     return stored
+  }
+
+  /**
+   * Queues a create or update of `stored` (inside the caller's transaction). When the entity's
+   * last queued change was never sent, the new one is merged into it instead: create + update →
+   * a create of the whole entity; field-level + field-level → one field-level update of the fields
+   * of both; any other pair of updates → a whole update. Deletes are never merged (`remove`).
+   */
+  private async enqueue(type: EntityType, op: 'create' | 'update', stored: Entity, fields?: string[]): Promise<void> {
+    const db = this.ctx.db
+    const last = await db.syncQueue.where('entityKey').equals(entityKey(type, stored.id)).last()
+    // attempts === 0: never sent, so its id was not used yet and its content may still change
+    if (!last || last.status !== 'pending' || last.attempts > 0 || last.operationType === 'delete') {
+      await db.syncQueue.add(this.queueRecord(type, stored.id, op, changePayload(stored, fields), fields))
+      return
+    }
+    const both = last.operationType === 'update' && last.fields && fields ? [...new Set([...last.fields, ...fields])] : undefined
+    const merged: QueueRecord = { ...last, payload: changePayload(stored, both), timestamp: this.ctx.now() }
+    if (both) merged.fields = both
+    else delete merged.fields
+    await db.syncQueue.put(merged)
   }
 
   /** Deletes an entity locally and queues the delete (payload `{id, updated_at}`) atomically. */
@@ -98,6 +159,7 @@ export class Outbox {
     id: string,
     op: QueueRecord['operationType'],
     payload: Record<string, unknown>,
+    fields?: string[],
   ): QueueRecord {
     return {
       id: this.newId(),
@@ -106,6 +168,7 @@ export class Outbox {
       entityId: id,
       operationType: op,
       payload,
+      ...(fields ? { fields } : {}),
       timestamp: this.ctx.now(),
       status: 'pending',
       attempts: 0,
@@ -212,6 +275,7 @@ export class Outbox {
       entityId: e.entityId,
       operationType: e.operationType,
       payload: e.payload,
+      ...(e.fields ? { fields: e.fields } : {}),
       timestamp: e.timestamp,
     }))
     this.inFlight = new Set(batch.map((e) => e.id))
@@ -247,7 +311,7 @@ export class Outbox {
   async handleResults(results: BatchItemResult[]): Promise<void> {
     const db = this.ctx.db
     const now = this.ctx.now()
-    const settled: { key: string; type: EntityType; id: string; result: BatchItemResult; op: string; stamp: string | null }[] = []
+    const settled: Decided[] = []
     await db.transaction('rw', [db.syncQueue, ...db.entityTables()], async () => {
       for (const r of results) {
         const e = await db.syncQueue.where('id').equals(r.id).first()
@@ -257,7 +321,9 @@ export class Outbox {
           await db.syncQueue.delete(e.order!)
           if (typeof r.seq === 'number') this.inbox.noteAck(e.entityKey, r.seq)
           const stamp = (r.updated_at ?? (e.payload?.updated_at as string | undefined)) || null
-          settled.push({ key: e.entityKey, type: e.entityType, id: e.entityId, result: r, op: e.operationType, stamp })
+          settled.push({
+            key: e.entityKey, type: e.entityType, id: e.entityId, result: r, op: e.operationType, fieldLevel: !!e.fields, stamp,
+          })
         } else {
           const retryable =
             (r as { retryable?: boolean }).retryable === true || (r.reason != null && RETRYABLE_REASONS.includes(r.reason))
@@ -284,7 +350,7 @@ export class Outbox {
     const changes = new Map<EntityType, EntityChange>()
     // Several changes of one entity may be decided in one batch: the last one counts.
     const lastPerKey = new Map(settled.map((s) => [s.key, s]))
-    for (const s of lastPerKey.values()) await this.inbox.settle(s.type, s.id, s.key, s.result, s.op, s.stamp, changes)
+    for (const s of lastPerKey.values()) await this.inbox.settle(s, changes)
     this.ctx.emitEntities(changes)
     this.inbox.requestMissingWinners()
     await this.ctx.markSynced(now)

@@ -47,10 +47,10 @@ export function defineEntityStore<T extends Entity>(type: EntityType) {
       return (await engine.put(type, full)) as T
     }
 
+    /** Changes the given fields; only those whose value differs are written and sent (a field-level update). */
     async function update(id: string, changes: Partial<T>): Promise<T> {
-      const current = get(id)
-      if (!current) throw new Error(`${type} ${id} not found`)
-      return save({ ...current, ...changes, id })
+      if (!engine) throw new Error(`${type} store is not bound to a tenant`)
+      return (await engine.update(type, id, changes)) as T
     }
 
     async function remove(id: string): Promise<void> {
