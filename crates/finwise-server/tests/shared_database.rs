@@ -4,7 +4,20 @@
 //! one server logs in on the other, and a refresh token replayed on another server revokes its
 //! family there too.
 
-use finwise_testkit::{backend, TestServer};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use finwise_testkit::{
+    backend,
+    process::{account, ServerProcess},
+    TestServer,
+};
 use serde_json::{json, Value};
 
 async fn login(s: &TestServer, login: &str, password: &str) -> (u16, Value) {
@@ -332,135 +345,300 @@ async fn balancer(backends: Vec<String>) -> String {
     addr
 }
 
+/// Clients writing one tenant through `url` (a balancer, or one node): each sends one entry at a
+/// time and waits for its answer; an entry left unanswered (the connection died or went silent)
+/// or refused as retryable is sent again, with the same entry id, on a new connection if need be.
+struct Load {
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    seen: Arc<Seen>,
+}
+
+/// What the clients of a [`Load`] saw.
+#[derive(Default)]
+struct Seen {
+    /// entity id -> (name, acked seq)
+    acked: Mutex<HashMap<String, (String, i64)>>,
+    duplicates: AtomicUsize,
+    /// NACK reason -> count (every one of them was retryable)
+    nacks: Mutex<HashMap<String, usize>>,
+    /// connections opened after the first one of each client
+    reconnects: AtomicUsize,
+    /// `status: shutdown` messages received (a node draining)
+    shutdowns: AtomicUsize,
+}
+
+impl Load {
+    fn start(url: String, tenant: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Seen::default());
+        let workers = (0..clients)
+            .map(|w| {
+                tokio::spawn(Self::client(w, url.clone(), tenant.to_owned(), Arc::clone(&stop), Arc::clone(&seen)))
+            })
+            .collect();
+        Load { stop, workers, seen }
+    }
+
+    async fn client(w: usize, url: String, tenant: String, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
+        let mut i = 0;
+        let mut pending: Option<Value> = None;
+        let mut ws: Option<finwise_testkit::Ws> = None;
+        let mut connected_once = false;
+        while !stop.load(Ordering::SeqCst) {
+            let e = pending.take().unwrap_or_else(|| {
+                i += 1;
+                let id = finwise_testkit::new_id();
+                finwise_testkit::entry(&tenant, "Tag", "create", json!({"id": id, "name": format!("w{w}-{i}")}))
+            });
+            if ws.is_none() {
+                match tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(url.as_str())).await
+                {
+                    Ok(Ok((inner, _))) => {
+                        if connected_once {
+                            seen.reconnects.fetch_add(1, Ordering::SeqCst);
+                        }
+                        connected_once = true;
+                        ws = Some(finwise_testkit::Ws { inner });
+                    }
+                    _ => {
+                        pending = Some(e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
+            let sock = ws.as_mut().unwrap();
+            sock.send(&json!({"type": "process_sync_entry", "payload": e})).await;
+            let id = e["id"].clone();
+            let answer = loop {
+                match sock.try_recv(Duration::from_secs(3)).await {
+                    Some(v) if (v["type"] == "sync_ack" || v["type"] == "sync_nack") && v["id"] == id => break Some(v),
+                    Some(v) if v["type"] == "status" && v["status"] == "shutdown" => {
+                        seen.shutdowns.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Some(v) if v.get("closed").is_some() => break None,
+                    Some(_) => continue,
+                    None => break None,
+                }
+            };
+            match answer {
+                Some(v) if v["type"] == "sync_ack" => {
+                    if v["duplicate"] == true {
+                        seen.duplicates.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let name = e["payload"]["name"].as_str().unwrap().to_owned();
+                    let eid = e["entityId"].as_str().unwrap().to_owned();
+                    let seq = v["seq"].as_i64().unwrap();
+                    if let Some((_, before)) = seen.acked.lock().unwrap().insert(eid, (name, seq)) {
+                        assert_eq!(before, seq, "a resend acked with another seq");
+                    }
+                }
+                Some(v) => {
+                    assert_eq!(v["retryable"], true, "only retryable refusals: {v}");
+                    *seen.nacks.lock().unwrap().entry(v["reason"].as_str().unwrap().to_owned()).or_default() += 1;
+                    pending = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None => {
+                    // the node is gone, draining, or silent: resend on a new connection
+                    ws = None;
+                    pending = Some(e);
+                }
+            }
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.seen.acked.lock().unwrap().len()
+    }
+
+    /// Stops the clients (each finishes the entry it has in flight) and returns what they saw.
+    async fn finish(self) -> Arc<Seen> {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.workers {
+            tokio::time::timeout(Duration::from_secs(20), w).await.expect("a client finishes").unwrap();
+        }
+        self.seen
+    }
+}
+
+/// The `data_update` seqs `ws` receives until it is quiet for 2.5 s.
+async fn seqs_until_quiet(ws: &mut finwise_testkit::Ws) -> Vec<i64> {
+    let mut seen = Vec::new();
+    while let Some(v) = ws.try_recv(Duration::from_millis(2500)).await {
+        if v["event_type"] == "data_update" {
+            seen.push(v["seq"].as_i64().unwrap());
+        }
+        assert!(v.get("closed").is_none(), "the watching socket stayed open: {v}");
+    }
+    seen
+}
+
+/// Every acked change is stored under the head `addr` loads, and `watched` (the seqs a socket
+/// received) is every seq once, in order. Returns the head.
+async fn everything_acked_is_there(addr: &str, tenant: &str, token: &str, seen: &Seen, watched: &[i64]) -> i64 {
+    let url = format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}");
+    let load = finwise_testkit::Ws::connect(&url).await.load(tenant).await;
+    let head = load["seq"].as_i64().unwrap();
+    let tags = load["payload"]["tags"].as_array().unwrap();
+    for (id, (name, _)) in seen.acked.lock().unwrap().iter() {
+        assert!(tags.iter().any(|t| t["id"] == *id && t["name"] == *name), "acked {id} is stored");
+    }
+    assert_eq!(watched, (1..=head).collect::<Vec<_>>(), "the watching socket saw every change once, in order");
+    head
+}
+
+/// Nodes on one database (`url`), each with its own data dir (for its log and pid only).
+fn nodes(url: &str, n: usize) -> (Vec<tempfile::TempDir>, Vec<ServerProcess>) {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let procs = dirs
+        .iter()
+        .map(|d| {
+            let u = url.to_owned();
+            ServerProcess::start_cmd(d.path(), move |c| {
+                c.env("FINWISE_DATABASE_URL", u);
+            })
+        })
+        .collect();
+    (dirs, procs)
+}
+
 /// A node is SIGKILLed under load behind a balancer: its clients reconnect (to the other node)
 /// and resend what was not acked, with the same entry ids; every acked change is there with its
 /// acked seq, a resend of a change that had committed is a duplicate with the original seq, and a
 /// socket on the surviving node saw every change of the tenant once, in seq order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_under_load_loses_nothing_behind_a_balancer() {
-    use finwise_testkit::process::{account, ServerProcess};
-    use std::{
-        collections::HashMap,
-        sync::{Arc, Mutex},
-        time::Duration,
-    };
     if backend::postgres_only("one server per data dir") {
         return;
     }
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let url = backend::database_url(dirs.0.path()).unwrap();
-    let start = |dir: &std::path::Path| {
-        let u = url.clone();
-        ServerProcess::start_cmd(dir, move |c| {
-            c.env("FINWISE_DATABASE_URL", u);
-        })
-    };
-    let mut doomed = start(dirs.0.path());
-    let survivor = start(dirs.1.path());
-    let lb = balancer(vec![doomed.addr.clone(), survivor.addr.clone()]).await;
-    let (token, tenants) = account(&survivor.addr, "balanced", 1).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let url = backend::database_url(scratch.path()).unwrap();
+    let (_dirs, mut procs) = nodes(&url, 2);
+    let lb = balancer(procs.iter().map(|p| p.addr.clone()).collect()).await;
+    let survivor = procs[1].addr.clone();
+    let (token, tenants) = account(&survivor, "balanced", 1).await;
     let tenant = tenants[0].clone();
     let ws_url = |addr: &str| format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}");
-    let mut watcher = finwise_testkit::Ws::connect(&ws_url(&survivor.addr)).await;
+    let mut watcher = finwise_testkit::Ws::connect(&ws_url(&survivor)).await;
 
-    // entry id -> acked seq; and resends that came back as duplicates
-    let acked: Arc<Mutex<HashMap<String, (String, i64)>>> = Arc::default();
-    let duplicates = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..4 {
-        let (acked, duplicates, stop, url, tenant) =
-            (Arc::clone(&acked), Arc::clone(&duplicates), Arc::clone(&stop), ws_url(&lb), tenant.clone());
-        workers.push(tokio::spawn(async move {
-            let mut i = 0;
-            let mut pending: Option<Value> = None;
-            let mut ws: Option<finwise_testkit::Ws> = None;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let e = pending.take().unwrap_or_else(|| {
-                    i += 1;
-                    let id = finwise_testkit::new_id();
-                    finwise_testkit::entry(&tenant, "Tag", "create", json!({"id": id, "name": format!("w{w}-{i}")}))
-                });
-                if ws.is_none() {
-                    match tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(url.as_str()))
-                        .await
-                    {
-                        Ok(Ok((inner, _))) => ws = Some(finwise_testkit::Ws { inner }),
-                        _ => {
-                            pending = Some(e);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    }
-                }
-                let sock = ws.as_mut().unwrap();
-                sock.send(&json!({"type": "process_sync_entry", "payload": e})).await;
-                let id = e["id"].clone();
-                let answer = loop {
-                    match sock.try_recv(Duration::from_secs(3)).await {
-                        Some(v) if (v["type"] == "sync_ack" || v["type"] == "sync_nack") && v["id"] == id => {
-                            break Some(v)
-                        }
-                        Some(v) if v.get("closed").is_some() => break None,
-                        Some(_) => continue,
-                        None => break None,
-                    }
-                };
-                match answer {
-                    Some(v) if v["type"] == "sync_ack" => {
-                        if v["duplicate"] == true {
-                            duplicates.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        let name = e["payload"]["name"].as_str().unwrap().to_owned();
-                        let eid = e["entityId"].as_str().unwrap().to_owned();
-                        let seq = v["seq"].as_i64().unwrap();
-                        if let Some((_, before)) = acked.lock().unwrap().insert(eid, (name, seq)) {
-                            assert_eq!(before, seq, "a resend acked with another seq");
-                        }
-                    }
-                    Some(v) => {
-                        assert_eq!(v["retryable"], true, "{v}");
-                        pending = Some(e);
-                    }
-                    None => {
-                        // the node is gone (or silent): resend on a new connection
-                        ws = None;
-                        pending = Some(e);
-                    }
-                }
-            }
-        }));
-    }
-    let began = std::time::Instant::now();
+    let load = Load::start(ws_url(&lb), &tenant, 4);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let before_kill = acked.lock().unwrap().len();
-    doomed.kill();
+    let before_kill = load.acked();
+    procs[0].kill();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for w in workers {
-        tokio::time::timeout(Duration::from_secs(20), w).await.expect("a worker finishes").unwrap();
-    }
-    println!("workers done after {:?}", began.elapsed());
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > before_kill, "writes went on through the other node");
+    let seen = load.finish().await;
+    let acked = seen.acked.lock().unwrap().len();
+    assert!(acked > before_kill, "writes went on through the other node");
     println!(
-        "{} changes acked ({before_kill} before the kill), {} resends were duplicates",
-        acked.len(),
-        duplicates.load(std::sync::atomic::Ordering::SeqCst)
+        "{acked} changes acked ({before_kill} before the kill), {} resends were duplicates, {} reconnects",
+        seen.duplicates.load(Ordering::SeqCst),
+        seen.reconnects.load(Ordering::SeqCst)
     );
+    let watched = seqs_until_quiet(&mut watcher).await;
+    everything_acked_is_there(&survivor, &tenant, &token, &seen, &watched).await;
+}
 
-    // the watcher saw every seq once, in order; everything acked is stored with its acked seq
-    let mut seen = Vec::new();
-    while let Some(v) = watcher.try_recv(Duration::from_millis(2500)).await {
-        if v["event_type"] == "data_update" {
-            seen.push(v["seq"].as_i64().unwrap());
+/// One of three nodes is drained (SIGTERM) under load behind a balancer: it tells its clients
+/// (`status: shutdown`), answers what it has in flight, and exits 0; its clients reconnect to
+/// the other two and go on; nothing acked is lost, and sockets on the other nodes saw every
+/// change once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_node_hands_its_clients_to_the_others() {
+    if backend::postgres_only("one server per data dir") {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let url = backend::database_url(scratch.path()).unwrap();
+    let (_dirs, mut procs) = nodes(&url, 3);
+    let lb = balancer(procs.iter().map(|p| p.addr.clone()).collect()).await;
+    let (token, tenants) = account(&procs[1].addr, "drained", 1).await;
+    let tenant = tenants[0].clone();
+    let ws_url = |addr: &str| format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}");
+    let mut watchers = vec![
+        finwise_testkit::Ws::connect(&ws_url(&procs[1].addr)).await,
+        finwise_testkit::Ws::connect(&ws_url(&procs[2].addr)).await,
+    ];
+
+    // six clients: two on each node
+    let load = Load::start(ws_url(&lb), &tenant, 6);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = load.acked();
+    let mut drained = procs.remove(0);
+    let exited_cleanly = tokio::task::spawn_blocking(move || drained.terminate()).await.unwrap();
+    assert!(exited_cleanly, "the drained node exits with 0");
+    let at_exit = load.acked();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = load.finish().await;
+    let acked = seen.acked.lock().unwrap().len();
+    assert!(
+        acked > at_exit,
+        "the other nodes carried on ({before} acked before the drain, {at_exit} at its exit, {acked} in all)"
+    );
+    assert!(seen.shutdowns.load(Ordering::SeqCst) >= 1, "the drained node's clients were told");
+    assert!(seen.reconnects.load(Ordering::SeqCst) >= 1, "and reconnected elsewhere");
+    println!(
+        "{acked} acked, {} shutdown notices, {} reconnects, {} duplicates, refusals {:?}",
+        seen.shutdowns.load(Ordering::SeqCst),
+        seen.reconnects.load(Ordering::SeqCst),
+        seen.duplicates.load(Ordering::SeqCst),
+        seen.nacks.lock().unwrap()
+    );
+    for (i, w) in watchers.iter_mut().enumerate() {
+        let watched = seqs_until_quiet(w).await;
+        everything_acked_is_there(&procs[i].addr, &tenant, &token, &seen, &watched).await;
+    }
+}
+
+/// PostgreSQL itself restarts under load (fast shutdown: every connection cut, 1 s down): writes
+/// meanwhile get the retryable `storage_error` (or wait), the nodes stay up and reconnect by
+/// themselves (pool and listener), the sockets stay open, and afterwards writes go on through
+/// both nodes; everything acked is there, and a socket on each node saw every change once, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_restarted_under_load_needs_no_node_restart() {
+    if backend::postgres_only("a restart of the database server") {
+        return;
+    }
+    let cluster = backend::OwnCluster::start();
+    let (_dirs, procs) = nodes(&cluster.url, 2);
+    let (token, tenants) = account(&procs[0].addr, "restarted", 1).await;
+    let tenant = tenants[0].clone();
+    let ws_url = |addr: &str| format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}");
+    let mut watchers = vec![
+        finwise_testkit::Ws::connect(&ws_url(&procs[0].addr)).await,
+        finwise_testkit::Ws::connect(&ws_url(&procs[1].addr)).await,
+    ];
+    // clients on each node directly: a client's socket has no reason to close
+    let loads = [Load::start(ws_url(&procs[0].addr), &tenant, 2), Load::start(ws_url(&procs[1].addr), &tenant, 2)];
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(Duration::from_secs(1));
+        cluster
+    })
+    .await
+    .unwrap();
+    let after_restart: Vec<usize> = loads.iter().map(Load::acked).collect();
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let mut refusals: HashMap<String, usize> = HashMap::new();
+    let all = Seen::default();
+    for (i, load) in loads.into_iter().enumerate() {
+        let seen = load.finish().await;
+        let acked = seen.acked.lock().unwrap().clone();
+        assert!(acked.len() > after_restart[i], "node {i} took writes again without a restart");
+        assert_eq!(seen.reconnects.load(Ordering::SeqCst), 0, "node {i}'s clients kept their sockets");
+        for (r, n) in seen.nacks.lock().unwrap().iter() {
+            *refusals.entry(r.clone()).or_default() += n;
         }
+        all.acked.lock().unwrap().extend(acked);
     }
-    let load = finwise_testkit::Ws::connect(&ws_url(&survivor.addr)).await.load(&tenant).await;
-    let head = load["seq"].as_i64().unwrap();
-    let tags = load["payload"]["tags"].as_array().unwrap();
-    for (id, (name, _)) in &acked {
-        assert!(tags.iter().any(|t| t["id"] == *id && t["name"] == *name), "acked {id} is stored");
+    println!("{} acked; refusals while the database was away: {refusals:?}", all.acked.lock().unwrap().len());
+    assert!(refusals.keys().all(|r| r == "storage_error" || r == "overloaded"), "{refusals:?}");
+    for (i, w) in watchers.iter_mut().enumerate() {
+        let watched = seqs_until_quiet(w).await;
+        everything_acked_is_there(&procs[i].addr, &tenant, &token, &all, &watched).await;
     }
-    assert_eq!(seen, (1..=head).collect::<Vec<_>>(), "the surviving node's socket saw every change once, in order");
+    drop(procs);
+    drop(cluster);
 }

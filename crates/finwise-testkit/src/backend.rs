@@ -91,3 +91,45 @@ pub fn shared_legacy_sample() -> Option<std::path::PathBuf> {
         .map(|p| manifest.join(p))
         .find(|p| p.join("EXPECTED.json").is_file())
 }
+
+/// A PostgreSQL cluster of one test's own (`scripts/pg-cluster`), for tests that restart the
+/// database server under load: the suite's shared server cannot be restarted. Stopped and
+/// removed on drop.
+pub struct OwnCluster {
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+fn pg_cluster() -> std::process::Command {
+    std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster"))
+}
+
+impl OwnCluster {
+    /// Starts a fresh cluster. Under `FINWISE_TEST_BACKEND=postgres` the PostgreSQL binaries
+    /// must be there (`scripts/test-all` installs them), so a failure to start fails the test.
+    pub fn start() -> OwnCluster {
+        let dir = std::env::temp_dir().join(format!("finwise-own-pg-{}", uuid::Uuid::new_v4().simple()));
+        let out = pg_cluster().arg("start").arg(&dir).output().expect("run scripts/pg-cluster");
+        assert!(out.status.success(), "scripts/pg-cluster start: {}", String::from_utf8_lossy(&out.stderr));
+        let url = String::from_utf8(out.stdout).expect("a URL").trim().to_owned();
+        OwnCluster { dir, url }
+    }
+
+    /// Fast shutdown (every connection cut), `down` with no server, then up again on the same
+    /// port. Blocks.
+    pub fn restart(&self, down: std::time::Duration) {
+        let out = pg_cluster()
+            .arg("restart")
+            .arg(&self.dir)
+            .arg(format!("{:.1}", down.as_secs_f64()))
+            .output()
+            .expect("run scripts/pg-cluster");
+        assert!(out.status.success(), "scripts/pg-cluster restart: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = pg_cluster().arg("stop").arg(&self.dir).output();
+    }
+}
