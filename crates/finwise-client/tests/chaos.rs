@@ -7,7 +7,9 @@
 //! * device clocks are skewed (within ±4 min; the server refuses more than 5 min ahead);
 //! * devices "crash" (their sync task is aborted mid-flight, the store reopened);
 //! * the server — the real `finwise` binary — is killed with SIGKILL and restarted on the same
-//!   data dir at random moments.
+//!   data dir at random moments. On PostgreSQL (`FINWISE_TEST_BACKEND=postgres`) there are
+//!   three servers on one database (`FINWISE_CHAOS_NODES`), the proxy spreads connections over
+//!   them round-robin (a plain balancer), and the killer kills and restarts one at a time.
 //!
 //! The proxy also taps the WebSocket frames in both directions (it parses them, it forwards the
 //! bytes unchanged) and keeps a log of every entry sent and every ack the server gave. At the end
@@ -28,7 +30,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -54,10 +56,14 @@ use tokio_tungstenite::tungstenite::Message;
 // ---------------------------------------------------------------------------------------------
 // The real server binary
 
-/// The real binary on `dir`, with the rate limit out of the way; killed when dropped.
-fn start_server(dir: &Path) -> (ServerProcess, SocketAddr) {
+/// The real binary on `dir` (on `database`, when nodes share one), with the rate limit out of
+/// the way; killed when dropped.
+fn start_server(dir: &Path, database: Option<&str>) -> (ServerProcess, SocketAddr) {
     let server = ServerProcess::start_cmd(dir, |c| {
         c.args(["--messages-per-second", "1000000"]).env("FINWISE_LOG", "error");
+        if let Some(url) = database {
+            c.env("FINWISE_DATABASE_URL", url);
+        }
     });
     let addr = server.addr.parse().expect("a socket address");
     (server, addr)
@@ -75,6 +81,19 @@ struct AckRec {
     updated_at_ms: i64,
     applied: bool,
     duplicate: bool,
+    /// A field-level update: the fields it named.
+    fields: Option<Vec<String>>,
+}
+
+/// The `updated_at` an entry's payload carries (its stamp).
+fn stamp_of(payload: &Value) -> Option<i64> {
+    payload["updated_at"].as_str().and_then(finwise_protocol::time::parse_ms)
+}
+
+/// Whether an entry (as sent) writes field `f`: a create or whole update writes every field, a
+/// field-level update those it names.
+fn writes_field(entry: &Value, f: &str) -> bool {
+    entry["operationType"] != "delete" && entry["fields"].as_array().is_none_or(|names| names.iter().any(|n| n == f))
 }
 
 #[derive(Default)]
@@ -127,6 +146,7 @@ impl Log {
             updated_at_ms: ms,
             applied: r["applied"].as_bool().unwrap_or(true),
             duplicate: r["duplicate"].as_bool().unwrap_or(false),
+            fields: e["fields"].as_array().map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect()),
         });
     }
 
@@ -257,7 +277,9 @@ struct Stats {
 }
 
 struct ProxyState {
-    target: Mutex<SocketAddr>,
+    /// The nodes; each connection goes to the next one that accepts it.
+    targets: Mutex<Vec<SocketAddr>>,
+    next: AtomicUsize,
     chaos: AtomicBool,
     seed: u64,
     log: Mutex<Log>,
@@ -316,12 +338,13 @@ async fn pump(
 }
 
 impl Proxy {
-    async fn start(target: SocketAddr, seed: u64) -> Proxy {
+    async fn start(targets: Vec<SocketAddr>, seed: u64) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut_gen, _) = tokio::sync::watch::channel(0u64);
         let state = Arc::new(ProxyState {
-            target: Mutex::new(target),
+            targets: Mutex::new(targets),
+            next: AtomicUsize::new(0),
             chaos: AtomicBool::new(false),
             seed,
             log: Mutex::new(Log::default()),
@@ -336,8 +359,16 @@ impl Proxy {
                 let st = Arc::clone(&st);
                 tokio::spawn(async move {
                     let mut rng = StdRng::seed_from_u64(st.seed ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-                    let target = *st.target.lock().unwrap();
-                    let Ok(up) = TcpStream::connect(target).await else {
+                    let targets = st.targets.lock().unwrap().clone();
+                    let mut up = None;
+                    for _ in 0..targets.len() {
+                        let t = targets[st.next.fetch_add(1, Ordering::Relaxed) % targets.len()];
+                        if let Ok(s) = TcpStream::connect(t).await {
+                            up = Some(s);
+                            break;
+                        }
+                    }
+                    let Some(up) = up else {
                         st.stats.refused.fetch_add(1, Ordering::Relaxed);
                         return;
                     };
@@ -612,15 +643,22 @@ async fn run(seed: u64, ops: u64) -> Summary {
     let started = Instant::now();
     println!("chaos: seed {seed} (replay with FINWISE_CHAOS_SEED={seed}), {ops} operations");
     let mut rng = StdRng::seed_from_u64(seed);
-    let data = tempfile::tempdir().unwrap();
-    let (child, addr) = tokio::task::spawn_blocking({
-        let d = data.path().to_path_buf();
-        move || start_server(&d)
-    })
-    .await
-    .unwrap();
-    let child = Arc::new(Mutex::new(child));
-    let proxy = Proxy::start(addr, seed).await;
+    // one node on SQLite (one server per data dir), three on PostgreSQL sharing one database
+    let default_nodes = if finwise_testkit::backend::postgres() { 3 } else { 1 };
+    let node_count: usize =
+        std::env::var("FINWISE_CHAOS_NODES").ok().and_then(|s| s.parse().ok()).unwrap_or(default_nodes);
+    let dirs: Vec<tempfile::TempDir> = (0..node_count).map(|_| tempfile::tempdir().unwrap()).collect();
+    let database = finwise_testkit::backend::database_url(dirs[0].path());
+    let mut children = Vec::new();
+    let mut addrs = Vec::new();
+    for dir in &dirs {
+        let (d, db) = (dir.path().to_path_buf(), database.clone());
+        let (c, a) = tokio::task::spawn_blocking(move || start_server(&d, db.as_deref())).await.unwrap();
+        children.push(Arc::new(Mutex::new(c)));
+        addrs.push(a);
+    }
+    let proxy = Proxy::start(addrs, seed).await;
+    println!("chaos: {node_count} server node(s) behind the proxy");
     let url = proxy.url();
     Auth::register(&url, "chaos", "chaos@example.org", "correct horse battery").await.unwrap();
     let login = || Auth::login(&url, "chaos@example.org", "correct horse battery", None);
@@ -647,23 +685,25 @@ async fn run(seed: u64, ops: u64) -> Summary {
         .map(|(ti, _)| (0..5).map(|k| format!("00000000-0000-4000-9{ti:03}-{k:012}")).collect())
         .collect();
 
-    // The killer: SIGKILL and restart on the same data dir at random moments.
+    // The killer: SIGKILL one node and restart it on its data dir at random moments.
     proxy.state.chaos.store(true, Ordering::SeqCst);
     let stop_killer = Arc::new(AtomicBool::new(false));
     let killer = {
-        let (child, state, stop, dir) =
-            (Arc::clone(&child), Arc::clone(&proxy.state), Arc::clone(&stop_killer), data.path().to_path_buf());
+        let (children, state, stop, database) =
+            (children.clone(), Arc::clone(&proxy.state), Arc::clone(&stop_killer), database.clone());
+        let dirs: Vec<_> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
         let mut krng = StdRng::seed_from_u64(seed.wrapping_add(1));
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(krng.random_range(700..2500))).await;
-                child.lock().unwrap().kill();
+                let n = krng.random_range(0..children.len());
+                children[n].lock().unwrap().kill();
                 state.stats.kills.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(krng.random_range(0..400))).await;
-                let d = dir.clone();
-                let (c, a) = tokio::task::spawn_blocking(move || start_server(&d)).await.unwrap();
-                *child.lock().unwrap() = c;
-                *state.target.lock().unwrap() = a;
+                let (d, db) = (dirs[n].clone(), database.clone());
+                let (c, a) = tokio::task::spawn_blocking(move || start_server(&d, db.as_deref())).await.unwrap();
+                *children[n].lock().unwrap() = c;
+                state.targets.lock().unwrap()[n] = a;
             }
         })
     };
@@ -707,7 +747,7 @@ async fn run(seed: u64, ops: u64) -> Summary {
     for dev in &mut devices {
         dev.stop_watch().await;
     }
-    let addr = *proxy.state.target.lock().unwrap();
+    let addr = proxy.state.targets.lock().unwrap()[0];
     let token = devices[0].auth.access_token();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (server_digest, load) = loop {
@@ -780,11 +820,37 @@ async fn run(seed: u64, ops: u64) -> Summary {
             (_, Some(e)) => {
                 let ms = e["updated_at"].as_str().and_then(finwise_protocol::time::parse_ms).unwrap();
                 assert_eq!(ms, w.updated_at_ms, "seed {seed}: {key:?}: server version is not the newest acked one");
-                assert!(
-                    same(&Value::Object(content(e)), &Value::Object(content(&w.payload))),
-                    "seed {seed}: {key:?}: server {e} != acked {}",
-                    w.payload
-                );
+                let stamp = stamp_of(&w.payload);
+                if w.fields.is_none() && stamp == Some(w.updated_at_ms) {
+                    // decided as a whole (neither merged nor restamped): exactly the acked version
+                    assert!(
+                        same(&Value::Object(content(e)), &Value::Object(content(&w.payload))),
+                        "seed {seed}: {key:?}: server {e} != acked {}",
+                        w.payload
+                    );
+                    continue;
+                }
+                // merged field by field: every value was written by an entry of this entity, and
+                // where the winner wrote a field the server holds another value of, that value
+                // comes from an entry stamped at least as late (the newer edit was kept)
+                let entries: Vec<&Value> = log
+                    .sent
+                    .values()
+                    .filter(|s| s["entityId"] == key.1.as_str() && s["entityType"] == key.0.as_str())
+                    .collect();
+                let names_field = |f: &str| w.fields.as_ref().is_none_or(|names| names.iter().any(|n| n == f));
+                for (f, v) in content(e) {
+                    let sources: Vec<&&Value> =
+                        entries.iter().filter(|s| writes_field(s, &f) && same(&s["payload"][f.as_str()], &v)).collect();
+                    assert!(!sources.is_empty(), "seed {seed}: {key:?}: {f} = {v} was never written");
+                    if names_field(&f) && !same(&w.payload[f.as_str()], &v) {
+                        assert!(
+                            sources.iter().any(|s| stamp_of(&s["payload"]) >= stamp),
+                            "seed {seed}: {key:?}: the acked {f} = {} lost to the older {v}",
+                            w.payload[f.as_str()]
+                        );
+                    }
+                }
             }
         }
     }
@@ -820,8 +886,10 @@ async fn run(seed: u64, ops: u64) -> Summary {
         secs: started.elapsed().as_secs_f64(),
     };
     drop(log);
-    child.lock().unwrap().kill();
-    finwise_testkit::process::storage_intact(data.path(), &tenant);
+    for c in &children {
+        c.lock().unwrap().kill();
+    }
+    finwise_testkit::process::storage_intact(dirs[0].path(), &tenant);
     println!(
         "chaos: seed {seed}: {} ops, {} acks ({} applied, {} duplicates, {} lost to newer), {} entities ({} live), \
          {} server kills, {} cuts, {} delays, {} refused connects, {} injected batches ({} entries), {} device crashes, \
