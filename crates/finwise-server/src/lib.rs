@@ -130,20 +130,20 @@ impl App {
         );
         let window = config.login_window;
         let proxies = limits::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?;
+        // several servers on one database count one account's guesses, and one address's
+        // registrations, together
+        let attempts = |limit: u32, window: Duration, name: &'static str| match store.engine() {
+            "postgres" => limits::Attempts::shared(limit, window, store.central(), name),
+            _ => limits::Attempts::new(limit, window),
+        };
         Ok(Arc::new(App {
-            // several servers on one database count one account's guesses together
-            login_accounts: match store.engine() {
-                "postgres" => {
-                    limits::Attempts::shared(config.login_attempts_per_account, window, store.central(), "login")
-                }
-                _ => limits::Attempts::new(config.login_attempts_per_account, window),
-            },
+            login_accounts: attempts(config.login_attempts_per_account, window, "login"),
             login_addresses: limits::AddressSlowdown::new(
                 config.login_attempts_per_address,
                 window,
                 config.login_address_delay,
             ),
-            registrations: limits::Attempts::new(config.registrations_per_address, config.registration_window),
+            registrations: attempts(config.registrations_per_address, config.registration_window, "register"),
             hash_gate: limits::HashGate::new(config.password_hash_concurrency, config.password_hash_wait),
             proxies,
             user_conns: Arc::default(),

@@ -55,6 +55,7 @@ async fn two_servers_share_accounts_secret_guesses_and_token_families() {
     let a = TestServer::start(|c| {
         c.jwt_secret = None;
         c.login_attempts_per_account = 5;
+        c.registrations_per_address = 3;
     })
     .await;
     let mut config = a.config.clone();
@@ -84,6 +85,16 @@ async fn two_servers_share_accounts_secret_guesses_and_token_families() {
     let next = rotated["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(refresh(&b, &refresh_token).await, 401, "replay detected on the other server");
     assert_eq!(refresh(&a, &next).await, 401, "the whole family is revoked");
+
+    // three registrations from one address in all, wherever they land (one was "shared" on A)
+    let register = |s: &TestServer, name: &str| {
+        let (http, url) = (s.http(), s.url("/register"));
+        let body = json!({"name": name, "email": format!("{name}@example.org"), "password": "correct horse battery"});
+        async move { http.post(url).json(&body).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(register(&b, "second").await, 201);
+    assert_eq!(register(&a, "third").await, 201);
+    assert_eq!(register(&b, "fourth").await, 429, "the fourth registration is refused on the other server too");
 }
 
 /// The database kills every connection of the server (`pg_terminate_backend`, as a failover or

@@ -43,8 +43,10 @@ pub(super) async fn register(
         return Err(ApiError::forbidden("registration is disabled on this server"));
     }
     let ip = app.proxies.client_ip(addr.ip(), &headers);
-    app.registrations
-        .attempt(&ip.to_string())
+    // off the runtime: on PostgreSQL the counter is a row of the shared database
+    let a = Arc::clone(&app);
+    blocking(move || Ok(a.registrations.attempt(&ip.to_string())))
+        .await?
         .map_err(|r| ApiError::too_many(r, "too many registrations from your address; try again later"))?;
     let email = names::email(&b.email).map_err(|m| ApiError::unprocessable(&["body", "email"], m))?;
     let name = names::name(&b.name).map_err(|m| ApiError::unprocessable(&["body", "name"], m))?;
