@@ -81,6 +81,10 @@ enum Workload {
         rate: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Servers on one database (needs --database-url): the writer on the first, the
+        /// listeners spread over all of them; latency is reported per server.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
     },
     /// Many idle authenticated connections: server memory per connection.
     Connections {
@@ -120,7 +124,7 @@ async fn main() -> Result<()> {
         Workload::Updates { connections, entities, window, rounds } => {
             updates(&cli, connections, entities, window, rounds).await
         }
-        Workload::Fanout { listeners, rate, seconds } => fanout(&cli, listeners, rate, seconds).await,
+        Workload::Fanout { listeners, rate, seconds, nodes } => fanout(&cli, listeners, rate, seconds, nodes).await,
         Workload::Connections { count } => connections(&cli, count).await,
         Workload::Loads { entities, chunk_size, runs } => loads(&cli, entities, chunk_size, runs).await,
         Workload::Tenants { tenants: n, rounds } => tenants(&cli, n, rounds).await,
@@ -134,14 +138,22 @@ struct Server {
     process: ServerProcess,
     addr: String,
     _dir: tempfile::TempDir,
+    /// The database URL (PostgreSQL), with its schema.
+    database: Option<String>,
 }
 
 impl Server {
-    /// The release binary through the test kit, rate limit out of the way, its log on stderr.
+    /// The release binary through the test kit, rate limit out of the way, its log on stderr;
+    /// on PostgreSQL in a fresh schema.
     fn start(cli: &Cli, extra: &[&str]) -> Result<Server> {
+        let database = cli.database_url.as_deref().map(fresh_schema).transpose()?;
+        Self::start_on(cli, extra, database)
+    }
+
+    /// [`Server::start`] on `database` (several nodes on one database).
+    fn start_on(cli: &Cli, extra: &[&str], database: Option<String>) -> Result<Server> {
         let bin = &cli.server_bin;
         let dir = tempfile::tempdir()?;
-        let database = cli.database_url.as_deref().map(fresh_schema).transpose()?;
         let process = ServerProcess::try_start_bin(bin, dir.path(), |c| {
             if let Some(url) = &database {
                 c.env("FINWISE_DATABASE_URL", url);
@@ -159,7 +171,7 @@ impl Server {
         })
         .with_context(|| format!("build it with cargo build --release -p finwise-cli ({})", bin.display()))?;
         let addr = process.addr.clone();
-        Ok(Server { process, addr, _dir: dir })
+        Ok(Server { process, addr, _dir: dir, database })
     }
 
     fn proc_status(&self, key: &str) -> u64 {
@@ -718,18 +730,30 @@ async fn updates(cli: &Cli, conns: usize, entities: usize, window: usize, rounds
 // ---------------------------------------------------------------------------------------------
 // Fan-out
 
-async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<()> {
+async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64, nodes: usize) -> Result<()> {
+    if nodes > 1 && cli.database_url.is_none() {
+        bail!("--nodes {nodes} needs --database-url: several servers share one PostgreSQL database");
+    }
     let server = Server::start(cli, &[])?;
+    let mut servers = vec![];
+    for _ in 1..nodes {
+        servers.push(Server::start_on(cli, &[], server.database.clone())?);
+    }
+    servers.insert(0, server);
+    let server = &servers[0];
     let (token, tenants) = setup(&server.addr, 1).await?;
     let tenant = tenants[0].clone();
     let n = (rate * seconds) as usize;
     let origin = Instant::now();
-    let last_seen: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    // per node: when the last of its listeners got change i
+    let last_seen: Arc<Vec<Vec<AtomicU64>>> =
+        Arc::new((0..nodes).map(|_| (0..n).map(|_| AtomicU64::new(0)).collect()).collect());
     let received = Arc::new(AtomicUsize::new(0));
     let pb = progress(listeners as u64, "connecting");
     let mut tasks = Vec::new();
-    for _ in 0..listeners {
-        let mut ws = connect(&server.addr, &tenant, &token).await?;
+    for l in 0..listeners {
+        let node = l % nodes;
+        let mut ws = connect(&servers[node].addr, &tenant, &token).await?;
         let (last_seen, received) = (Arc::clone(&last_seen), Arc::clone(&received));
         tasks.push(tokio::spawn(async move {
             let mut got = 0;
@@ -739,7 +763,7 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
                 let Some(pos) = t.find("\"name\":\"f") else { continue };
                 let digits: String = t[pos + 9..].chars().take_while(char::is_ascii_digit).collect();
                 if let Ok(i) = digits.parse::<usize>() {
-                    last_seen[i].fetch_max(origin.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    last_seen[node][i].fetch_max(origin.elapsed().as_micros() as u64, Ordering::Relaxed);
                     received.fetch_add(1, Ordering::Relaxed);
                     got += 1;
                 }
@@ -749,6 +773,7 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
     }
     pb.finish_and_clear();
     let rss_idle = server.rss_kib();
+    let cpu = |servers: &[Server]| servers.iter().map(Server::cpu_secs).sum::<f64>();
     let (mut writer, mut writer_rx) = connect(&server.addr, &tenant, &token).await?.split();
     // Acks arrive in order: the i-th ack is the commit of change i.
     let acked_at = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
@@ -764,7 +789,7 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
         }
     });
     let mut sent_at = vec![0u64; n];
-    let (server_cpu0, bench_cpu0, wall0) = (server.cpu_secs(), proc_cpu_secs("/proc/self/stat"), Instant::now());
+    let (server_cpu0, bench_cpu0, wall0) = (cpu(&servers), proc_cpu_secs("/proc/self/stat"), Instant::now());
     let pb = progress(n as u64, "sending");
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     for (i, slot) in sent_at.iter_mut().enumerate() {
@@ -781,13 +806,12 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
     }
     let got = received.load(Ordering::Relaxed);
     let (server_cpu, bench_cpu, wall) =
-        (server.cpu_secs() - server_cpu0, proc_cpu_secs("/proc/self/stat") - bench_cpu0, wall0.elapsed().as_secs_f64());
+        (cpu(&servers) - server_cpu0, proc_cpu_secs("/proc/self/stat") - bench_cpu0, wall0.elapsed().as_secs_f64());
     let _ = tokio::time::timeout(Duration::from_secs(5), ack_reader).await;
-    let lat: Vec<u64> = (0..n).map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
+    let last = |i: usize| last_seen.iter().map(|node| node[i].load(Ordering::Relaxed)).max().unwrap_or(0);
+    let lat: Vec<u64> = (0..n).map(|i| last(i).saturating_sub(sent_at[i])).collect();
     let commit: Vec<u64> = (0..n).map(|i| acked_at[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
-    let spread: Vec<u64> = (0..n)
-        .map(|i| last_seen[i].load(Ordering::Relaxed).saturating_sub(acked_at[i].load(Ordering::Relaxed)))
-        .collect();
+    let spread: Vec<u64> = (0..n).map(|i| last(i).saturating_sub(acked_at[i].load(Ordering::Relaxed))).collect();
     let (c50, c99, cmax) = percentiles(commit);
     let (s50, s99, smax) = percentiles(spread);
     let (p50, p99, max) = percentiles(lat);
@@ -799,8 +823,18 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64) -> Result<
     println!("  send -> last listener: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms; server RSS {rss_idle} KiB idle, {} KiB after", server.rss_kib());
     println!("    of which send -> writer's ack (commit + fsync): p50 {c50:.2} ms  p99 {c99:.2} ms  max {cmax:.2} ms");
     println!("    and writer's ack -> last listener (fan-out):    p50 {s50:.2} ms  p99 {s99:.2} ms  max {smax:.2} ms");
+    if nodes > 1 {
+        for (k, node) in last_seen.iter().enumerate() {
+            let lat = (0..n).map(|i| node[i].load(Ordering::Relaxed).saturating_sub(sent_at[i])).collect();
+            let (p50, p99, max) = percentiles(lat);
+            let role = if k == 0 { "the writer's server" } else { "another server" };
+            println!(
+                "    node {k} ({role}): send -> its last listener p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms"
+            );
+        }
+    }
     println!(
-        "  CPU while sending ({wall:.1} s): server {:.0}% of one core = {:.2} us per delivery; load generator {:.0}% = {:.2} us per delivery",
+        "  CPU while sending ({wall:.1} s): server(s) {:.0}% of one core = {:.2} us per delivery; load generator {:.0}% = {:.2} us per delivery",
         100.0 * server_cpu / wall,
         1e6 * server_cpu / got.max(1) as f64,
         100.0 * bench_cpu / wall,

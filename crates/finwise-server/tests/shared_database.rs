@@ -308,6 +308,48 @@ async fn three_nodes_writing_one_tenant_at_once_agree_on_everything() {
     println!("{acked} changes written through three nodes at once");
 }
 
+/// A tenant is deleted on one server while another is writing it: the writer's sockets close,
+/// and nothing of the tenant is left in the database afterwards — no group the other server
+/// still had in flight writes its data (or its head) anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_deleted_on_one_server_while_another_writes_it_stays_deleted() {
+    if backend::postgres_only("one server per data dir") {
+        return;
+    }
+    let a = TestServer::start(|_| {}).await;
+    let mut config = a.config.clone();
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    let url = config.database_url.clone().unwrap();
+    let b = TestServer::start_with(config).await;
+    let (_, token, _) = a.user("deleter").await;
+    let tenant = a.tenant(&token, "Doomed").await;
+    let mut on_b = finwise_testkit::Ws::connect(&b.ws_url(&tenant, Some(&token))).await;
+    let load = Load::start(b.ws_url(&tenant, Some(&token)), &tenant, 3);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let r = a.http().delete(a.url(&format!("/tenants/{tenant}/complete"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(on_b.recv_until(|v| v.get("closed").is_some()).await, json!({"closed": 1001}));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let acked = load.acked();
+    load.stop.store(true, Ordering::SeqCst);
+    let t = tenant.clone();
+    let left = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut count = |sql: &str| c.query_one(sql, &[&t]).unwrap().get::<_, i64>(0);
+        (
+            count("SELECT count(*) FROM entities WHERE tenant_id = $1::text::uuid"),
+            count("SELECT count(*) FROM applied_entries WHERE tenant_id = $1::text::uuid"),
+            count("SELECT count(*) FROM tenant_heads WHERE tenant_id = $1::text::uuid AND NOT deleted"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(left, (0, 0, 0), "nothing of the deleted tenant is left ({acked} changes were acked before)");
+    assert!(acked > 0);
+    let r = b.http().get(b.url("/tenants/")).bearer_auth(&token).send().await.unwrap();
+    assert!(!r.text().await.unwrap().contains(&tenant), "the tenant is gone on the other server too");
+}
+
 async fn next_update(ws: &mut finwise_testkit::Ws, wait_ms: u64) -> Option<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {

@@ -127,15 +127,17 @@ pub(super) async fn delete_tenant(
         }
     }
     app.writers.close(&id).await;
+    // the tenant first, its data second: on a shared database a server still writing it then
+    // finds neither (see storage::postgres::lock_head), never data without its tenant
+    let auth = Arc::clone(&app.auth);
+    let tid = id.clone();
+    blocking(move || auth.delete_tenant(&tid)).await?;
     let store = Arc::clone(&app.store);
     let tid = id.clone();
     tokio::task::spawn_blocking(move || store.delete_tenant_data(&tid))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let auth = Arc::clone(&app.auth);
-    let tid = id.clone();
-    blocking(move || auth.delete_tenant(&tid)).await?;
     info!(tenant = %id, "tenant deleted");
     Ok(Json(tenant))
 }

@@ -141,6 +141,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE entities ADD COLUMN stamps text;
     ALTER TABLE entities ADD COLUMN created_seq bigint NOT NULL DEFAULT 0;
 "#,
+    r#"
+    -- v5: a deleted tenant's head row stays, marked, so that a group another server commits
+    -- after the deletion finds it and is refused instead of writing the tenant's data anew
+    ALTER TABLE tenant_heads ADD COLUMN deleted boolean NOT NULL DEFAULT false;
+"#,
 ];
 
 /// Number of schema migrations of a FinWise PostgreSQL database.
@@ -562,16 +567,20 @@ impl Store for PgStore {
         let mut conn = self.pool.get()?;
         let t = tenant_uuid(tenant);
         conn.in_tx("BEGIN", |c| {
-            c.execute("SELECT 1 FROM tenant_heads WHERE tenant_id = $1 FOR UPDATE", &[&t])?;
+            // marked, not removed (see lock_head); the lock waits for a group in flight
+            c.execute(
+                "INSERT INTO tenant_heads (tenant_id, deleted) VALUES ($1, true)
+                 ON CONFLICT (tenant_id) DO UPDATE SET deleted = true",
+                &[&t],
+            )?;
             c.execute("DELETE FROM entities WHERE tenant_id = $1", &[&t])?;
             c.execute("DELETE FROM applied_entries WHERE tenant_id = $1", &[&t])?;
-            c.execute("DELETE FROM tenant_heads WHERE tenant_id = $1", &[&t])?;
             Ok(())
         })
     }
     fn tenants_with_data(&self) -> Result<Vec<TenantId>> {
         let mut conn = self.pool.get()?;
-        let rows = conn.query("SELECT tenant_id::text FROM tenant_heads ORDER BY 1", &[])?;
+        let rows = conn.query("SELECT tenant_id::text FROM tenant_heads WHERE NOT deleted ORDER BY 1", &[])?;
         Ok(rows.iter().filter_map(|r| TenantId::parse(r.get(0))).collect())
     }
     fn readiness(&self) -> Readiness {
@@ -608,14 +617,26 @@ struct PgTenant {
     tenant: Uuid,
 }
 
-/// Locks the tenant's head row (creating it on the first write) and returns its seq.
+/// Locks the tenant's head row (creating it on the first write) and returns its seq. A deleted
+/// tenant (the row is marked) takes no writes — another server may still have had a group in
+/// flight when it was deleted — unless the tenant was created again since (same id).
 fn lock_head(c: &mut Conn, tenant: &Uuid) -> Result<i64> {
-    const SELECT: &str = "SELECT seq FROM tenant_heads WHERE tenant_id = $1 FOR UPDATE";
-    if let Some(r) = c.query(SELECT, &[tenant])?.first() {
-        return Ok(r.get(0));
+    const SELECT: &str = "SELECT seq, deleted FROM tenant_heads WHERE tenant_id = $1 FOR UPDATE";
+    let row = match c.query(SELECT, &[tenant])?.into_iter().next() {
+        Some(r) => r,
+        None => {
+            c.execute("INSERT INTO tenant_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", &[tenant])?;
+            c.query(SELECT, &[tenant])?.into_iter().next().ok_or_else(|| StorageError::Other("no head row".into()))?
+        }
+    };
+    let (seq, deleted): (i64, bool) = (row.get(0), row.get(1));
+    if deleted {
+        if c.query("SELECT 1 FROM tenants WHERE id = $1", &[&tenant.to_string()])?.is_empty() {
+            return Err(StorageError::Other(format!("tenant {tenant} was deleted")));
+        }
+        c.execute("UPDATE tenant_heads SET deleted = false WHERE tenant_id = $1", &[tenant])?;
     }
-    c.execute("INSERT INTO tenant_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", &[tenant])?;
-    Ok(c.query(SELECT, &[tenant])?[0].get(0))
+    Ok(seq)
 }
 
 impl TenantDb for PgTenant {
