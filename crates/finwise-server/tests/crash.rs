@@ -4,6 +4,9 @@
 //!
 //! Short configuration (CI): `FINWISE_CRASH_ROUNDS` rounds (default 6). Long configuration: see
 //! docs/RELIABILITY.md. Needs the binary: `cargo build -p finwise-cli` (scripts/test-all does).
+//! The clients refresh their access token before it expires, as a real client does, so a run may
+//! last longer than a token; a round in which nothing is acked says whether the clients could
+//! not connect (and why: an expired token is told apart) or the server took no writes.
 
 use std::{
     collections::HashMap,
@@ -15,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use finwise_testkit::process::{account, storage_intact, ServerProcess};
+use finwise_testkit::process::{storage_intact, ServerProcess};
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
 struct Rng(u64);
@@ -29,11 +32,86 @@ impl Rng {
 /// What the clients saw acked: entity id → (updated_at, name).
 type Acked = Arc<Mutex<HashMap<String, (String, String)>>>;
 
-async fn ingest(addr: String, tenant: String, token: String, acked: Acked, worker: usize, batch: bool) {
-    let Ok((ws, _)) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await
-    else {
-        return;
+/// Why the clients of a round could not connect (the round's failure message shows them).
+type ConnectErrors = Arc<Mutex<Vec<String>>>;
+
+/// The test's login, refreshed like a real client's: a new access token (with the refresh token,
+/// which rotates) once less than a minute of the current one is left.
+struct Session {
+    http: reqwest::Client,
+    base: String,
+    access: String,
+    refresh: String,
+    expires_at: std::time::Instant,
+    refreshes: u32,
+}
+
+impl Session {
+    async fn register(addr: &str, name: &str) -> (Session, String) {
+        let base = format!("http://{addr}");
+        let v = finwise_testkit::register_and_login(&base, name, &format!("{name}-password")).await;
+        let mut s = Session {
+            http: reqwest::Client::new(),
+            base,
+            access: String::new(),
+            refresh: String::new(),
+            expires_at: std::time::Instant::now(),
+            refreshes: 0,
+        };
+        s.take(&v);
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let r = s
+            .http
+            .post(format!("{}/tenants", s.base))
+            .bearer_auth(&s.access)
+            .json(&json!({"uuid": tenant, "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        (s, tenant)
+    }
+
+    fn take(&mut self, v: &Value) {
+        self.access = v["access_token"].as_str().expect("an access token").to_owned();
+        self.refresh = v["refresh_token"].as_str().expect("a refresh token").to_owned();
+        let ttl = v["expires_in"].as_u64().unwrap_or(900);
+        self.expires_at = std::time::Instant::now() + Duration::from_secs(ttl);
+    }
+
+    /// The access token, refreshed first when it is about to expire (`addr`: the server now).
+    async fn token(&mut self, addr: &str) -> String {
+        if self.expires_at.saturating_duration_since(std::time::Instant::now()) < Duration::from_secs(60) {
+            self.base = format!("http://{addr}");
+            let r = self
+                .http
+                .post(format!("{}/token", self.base))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", self.refresh.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "refreshing the access token");
+            let v: Value = r.json().await.unwrap();
+            self.take(&v);
+            self.refreshes += 1;
+        }
+        self.access.clone()
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one per aspect of a client, named at the call site
+async fn ingest(
+    addr: String,
+    tenant: String,
+    token: String,
+    acked: Acked,
+    worker: usize,
+    batch: bool,
+    errors: ConnectErrors,
+) {
+    let ws = match tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await {
+        Ok((ws, _)) => ws,
+        Err(e) => return errors.lock().unwrap().push(format!("worker {worker}: {e}")),
     };
     let (mut sink, mut stream) = ws.split();
     // entry id → (entity id, name, updated_at) of what was sent and not yet answered
@@ -88,6 +166,15 @@ async fn ingest(addr: String, tenant: String, token: String, acked: Acked, worke
     sender.abort();
 }
 
+/// Access tokens live `FINWISE_CRASH_TOKEN_TTL` seconds (default 62, refreshed with less than 60 s left): even the short
+/// configuration outlives a token, so the refresh path runs in CI too.
+fn start_server(dir: &std::path::Path) -> ServerProcess {
+    let ttl = std::env::var("FINWISE_CRASH_TOKEN_TTL").unwrap_or_else(|_| "62".into());
+    ServerProcess::start_cmd(dir, |c| {
+        c.args(["--messages-per-second", "1000000"]).env("FINWISE_ACCESS_TOKEN_TTL", ttl);
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_changes_survive_kill_9() {
     let rounds: u64 = std::env::var("FINWISE_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
@@ -98,16 +185,19 @@ async fn acked_changes_survive_kill_9() {
     println!("crash test: seed {seed} (replay with FINWISE_CRASH_SEED={seed}), {rounds} rounds");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(dir.path(), &["--messages-per-second", "1000000"]);
-    let (token, tenants) = account(&server.addr, "crash", 1).await;
-    let tenant = tenants[0].clone();
+    let mut server = start_server(dir.path());
+    let (mut session, tenant) = Session::register(&server.addr, "crash").await;
 
     let acked: Acked = Arc::new(Mutex::new(HashMap::new()));
     let mut addr = server.addr.clone();
     for round in 0..rounds {
+        let token = session.token(&addr).await;
+        let errors: ConnectErrors = Arc::default();
         let workers: Vec<_> = (0..4)
             .map(|w| {
-                tokio::spawn(ingest(addr.clone(), tenant.clone(), token.clone(), Arc::clone(&acked), w, w % 2 == 1))
+                let (addr, tenant, token, acked, errors) =
+                    (addr.clone(), tenant.clone(), token.clone(), Arc::clone(&acked), Arc::clone(&errors));
+                tokio::spawn(ingest(addr, tenant, token, acked, w, w % 2 == 1, errors))
             })
             .collect();
         // The kill window starts at this round's first ack, so long runs keep testing ingest
@@ -117,7 +207,18 @@ async fn acked_changes_survive_kill_9() {
         while acked.lock().unwrap().len() == at_start && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(acked.lock().unwrap().len() > at_start, "seed {seed} round {round}: nothing acked within 30 s");
+        if acked.lock().unwrap().len() == at_start {
+            let errors = errors.lock().unwrap().clone();
+            if errors.is_empty() {
+                panic!("seed {seed} round {round}: the server accepted the connections but acked nothing within 30 s");
+            }
+            let expired = std::time::Instant::now() >= session.expires_at;
+            panic!(
+                "seed {seed} round {round}: nothing acked within 30 s: the clients could not connect ({})",
+                if expired { "the access token had expired" } else { "the token was still valid" }.to_owned()
+                    + &format!(": {errors:?}")
+            );
+        }
         let delay = 100 + rng.next() % 700;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill(); // SIGKILL
@@ -125,8 +226,9 @@ async fn acked_changes_survive_kill_9() {
             let _ = w.await;
         }
         let before = acked.lock().unwrap().len();
-        server = ServerProcess::start(dir.path(), &["--messages-per-second", "1000000"]);
+        server = start_server(dir.path());
         addr = server.addr.clone();
+        let token = session.token(&addr).await;
         // Every acked change is there, with the acked version.
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}"))
             .await
@@ -164,5 +266,8 @@ async fn acked_changes_survive_kill_9() {
     storage_intact(dir.path(), &tenant);
     let total = acked.lock().unwrap().len();
     assert!(total > 100, "only {total} changes were acked");
-    println!("crash test: {rounds} kills, {total} acked changes, none lost, integrity ok");
+    println!(
+        "crash test: {rounds} kills, {total} acked changes, none lost, integrity ok ({} token refreshes)",
+        session.refreshes
+    );
 }

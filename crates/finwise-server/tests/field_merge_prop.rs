@@ -148,6 +148,9 @@ fn oracle(
     }
 }
 
+/// A write that reached a live entity: (arrival, stamp, fields it named, its values).
+type Written = (usize, i64, Vec<&'static str>, Map<String, Value>);
+
 /// A replica: id → (updated_at, deleted, entity).
 type Replica = HashMap<String, (i64, bool, Value)>;
 
@@ -184,7 +187,7 @@ proptest! {
         let mut inbox: Vec<Vec<Value>> = vec![Vec::new(); 3];
         let mut models: HashMap<String, Option<Model>> = HashMap::new();
         // per entity, since its last (re)creation: (arrival, stamp, listed fields, values)
-        let mut history: HashMap<String, Vec<(usize, i64, Vec<&'static str>, Map<String, Value>)>> = HashMap::new();
+        let mut history: HashMap<String, Vec<Written>> = HashMap::new();
         let mut seen: HashMap<String, ()> = HashMap::new();
         let now = BASE_MS + 1_000_000;
         let limits = engine::Limits { max_clock_skew_ms: 300_000 };

@@ -670,7 +670,7 @@ async fn a_drained_node_hands_its_clients_to_the_others() {
     let (token, tenants) = account(&procs[1].addr, "drained", 1).await;
     let tenant = tenants[0].clone();
     let ws_url = |addr: &str| format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}");
-    let mut watchers = vec![
+    let mut watchers = [
         finwise_testkit::Ws::connect(&ws_url(&procs[1].addr)).await,
         finwise_testkit::Ws::connect(&ws_url(&procs[2].addr)).await,
     ];
@@ -720,7 +720,7 @@ async fn postgresql_restarted_under_load_needs_no_node_restart() {
     let (token, tenants) = account(&procs[0].addr, "restarted", 1).await;
     let tenant = tenants[0].clone();
     let ws_url = |addr: &str| format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}");
-    let mut watchers = vec![
+    let mut watchers = [
         finwise_testkit::Ws::connect(&ws_url(&procs[0].addr)).await,
         finwise_testkit::Ws::connect(&ws_url(&procs[1].addr)).await,
     ];
