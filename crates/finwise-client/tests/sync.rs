@@ -121,19 +121,20 @@ async fn a_client_killed_before_the_ack_resends_and_nothing_is_applied_twice() {
     let t1 = a.create(EntityType::Tag, json!({"name": "one"})).unwrap()["id"].as_str().unwrap().to_owned();
     a.create(EntityType::Tag, json!({"name": "two"})).unwrap();
     a.update(EntityType::Tag, &t1, json!({"name": "one!"})).unwrap();
-    // The server applies all three and answers; the process dies before recording the answers.
-    assert_eq!(a.debug_push_and_crash_before_ack().await.unwrap(), 3);
-    assert_eq!(a.status().unwrap().queue.processing, 3);
+    // The edit of the unsent create folds into it: two entries. The server applies both and
+    // answers; the process dies before recording the answers.
+    assert_eq!(a.debug_push_and_crash_before_ack().await.unwrap(), 2);
+    assert_eq!(a.status().unwrap().queue.processing, 2);
     drop(a);
 
     // Restart: the entries are pending again and are resent with the same ids.
     let a = Client::open_at(Arc::clone(&auth), &tenant, &path, fast_options()).unwrap();
     let st = a.status().unwrap();
-    assert_eq!((st.queue.pending, st.queue.processing), (3, 0));
+    assert_eq!((st.queue.pending, st.queue.processing), (2, 0));
     let r = a.sync_once().await.unwrap();
-    assert_eq!((r.acked, r.duplicates, r.failed), (3, 3, 0), "{r:?}");
-    // Three changes, three sequence numbers: nothing was applied twice.
-    assert_eq!(r.cursor, Some(3));
+    assert_eq!((r.acked, r.duplicates, r.failed), (2, 2, 0), "{r:?}");
+    // Two entries, two sequence numbers: nothing was applied twice.
+    assert_eq!(r.cursor, Some(2));
     assert_eq!(r.converged, Some(true));
 
     let other = tempfile::tempdir().unwrap();
@@ -373,16 +374,23 @@ async fn a_store_that_differs_from_the_server_is_repaired_by_a_full_resync() {
 async fn many_changes_of_one_entity_arrive_in_order_across_batches() {
     let hh = Household::start("kim", "Home", 2).await;
     let (a, b) = (hh.device(0), hh.device(1));
-    let t = a.create(EntityType::Tag, json!({"name": "v0"})).unwrap()["id"].as_str().unwrap().to_owned();
+    let t = a.create(EntityType::Tag, json!({"name": "v0", "color": "c0"})).unwrap()["id"].as_str().unwrap().to_owned();
+    // sent once (and refused as overloaded would be the same): later edits queue behind it
+    a.sync_once().await.unwrap();
     for i in 1..=12 {
-        a.update(EntityType::Tag, &t, json!({"name": format!("v{i}")})).unwrap();
+        // unsent field-level edits of one entity fold into one entry with the union of fields
+        let patch = if i % 2 == 0 { json!({"name": format!("v{i}")}) } else { json!({"color": format!("c{i}")}) };
+        a.update(EntityType::Tag, &t, patch).unwrap();
     }
+    let queued = a.queue_entries(finwise_client::store::EntryStatus::Pending).unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].fields.as_deref(), Some(&["color".to_owned(), "name".to_owned()][..]));
     a.delete(EntityType::Tag, &t).unwrap();
     let again = a.create(EntityType::Tag, json!({"id": t, "name": "reborn"})).unwrap();
     assert_eq!(again["id"], t.as_str());
     let r = a.sync_once().await.unwrap();
-    // Fifteen entries in batches of five, every one applied in order (none lost to a newer one).
-    assert_eq!((r.acked, r.lost, r.cursor, r.converged), (15, 0, Some(15), Some(true)), "{r:?}");
+    // the folded update, the delete and the new create, applied in order (none lost)
+    assert_eq!((r.acked, r.lost, r.cursor, r.converged), (3, 0, Some(4), Some(true)), "{r:?}");
     b.sync_once().await.unwrap();
     assert_eq!(b.get(EntityType::Tag, &t).unwrap().unwrap()["name"], "reborn");
 }
@@ -561,4 +569,31 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
         out.push(f);
     }
     out
+}
+
+#[tokio::test]
+async fn two_devices_edit_different_fields_offline_and_both_keep_both() {
+    let hh = Household::start("lou", "Home", 2).await;
+    let (a, b) = (hh.device(0), hh.device(1));
+    let id = a.create(EntityType::Tag, json!({"name": "Urlaub", "color": "blue"})).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    // offline on both: A renames, B recolours (B's edit is the later one)
+    a.update(EntityType::Tag, &id, json!({"name": "Sommerurlaub"})).unwrap();
+    b.update(EntityType::Tag, &id, json!({"color": "yellow"})).unwrap();
+    let queued = a.queue_entries(finwise_client::store::EntryStatus::Pending).unwrap();
+    assert_eq!(queued[0].fields.as_deref(), Some(&["name".to_owned()][..]), "only what changed is sent");
+    b.sync_once().await.unwrap();
+    let r = a.sync_once().await.unwrap();
+    assert_eq!((r.acked, r.lost), (1, 0), "{r:?}");
+    b.sync_once().await.unwrap();
+    for c in [&a, &b] {
+        let tag = c.get(EntityType::Tag, &id).unwrap().unwrap();
+        assert_eq!((tag["name"].as_str(), tag["color"].as_str()), (Some("Sommerurlaub"), Some("yellow")), "{tag:?}");
+        let st = c.status().unwrap();
+        assert_eq!(st.server_digest.as_deref(), Some(st.local_digest.as_str()));
+    }
 }
