@@ -110,6 +110,42 @@ fn python_value(out: &mut String, v: &Value) {
     }
 }
 
+/// A JSON value as Python's `json.dumps` writes it by default (`", "` and `": "` separators,
+/// `ensure_ascii`, keys in their order): how 0.4 stored JSON columns.
+pub fn python_json(v: &Value) -> String {
+    let mut out = String::new();
+    python_json_into(&mut out, v);
+    out
+}
+
+fn python_json_into(out: &mut String, v: &Value) {
+    match v {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_json_into(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, item)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_str(out, k);
+                out.push_str(": ");
+                python_json_into(out, item);
+            }
+            out.push('}');
+        }
+        other => python_value(out, other),
+    }
+}
+
 /// Python's `repr(float)`: shortest round-trip digits, `.0` on integral values, `e+XX` exponents.
 pub fn python_float(x: f64) -> String {
     let a = x.abs();
@@ -158,6 +194,12 @@ mod tests {
             "sortOrder": 0, "updated_at": "2026-01-02T03:04:05.678Z"});
         let sum = legacy_checksum(EntityType::AccountGroup, e.as_object().unwrap()).unwrap();
         assert_eq!(sum, "11feba394c772f20aa43260c74c0da0c");
+    }
+
+    #[test]
+    fn python_json_forms() {
+        let v = serde_json::json!([{"field": "amount", "value": -1.5, "ok": true}, "Müller", 3, null]);
+        assert_eq!(python_json(&v), r#"[{"field": "amount", "value": -1.5, "ok": true}, "M\u00fcller", 3, null]"#);
     }
 
     #[test]

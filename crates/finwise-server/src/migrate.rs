@@ -23,6 +23,7 @@ pub struct Report {
     pub tenants: usize,
     pub members: usize,
     pub refresh_tokens: usize,
+    pub user_settings: usize,
     pub entities: usize,
     pub entries: usize,
 }
@@ -67,10 +68,14 @@ pub fn copy(from: &dyn Store, to: &dyn Store, progress: &mut dyn FnMut(String)) 
         report.tenants += 1;
     }
     report.refresh_tokens = copy_refresh_tokens(from, to)?;
+    for s in src.all_user_settings()? {
+        dst.import_user_settings(&s)?;
+        report.user_settings += 1;
+    }
     to.adopt_jwt_secret(&from.jwt_secret()?)?;
     progress(format!(
-        "copied {} users, {} tenants, {} memberships, {} refresh tokens and the JWT secret",
-        report.users, report.tenants, report.members, report.refresh_tokens
+        "copied {} users, {} tenants, {} memberships, {} refresh tokens, {} users' settings and the JWT secret",
+        report.users, report.tenants, report.members, report.refresh_tokens, report.user_settings
     ));
 
     let tenants = from.tenants_with_data()?;

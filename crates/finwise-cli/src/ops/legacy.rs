@@ -15,20 +15,15 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Args;
-use finwise_protocol::{
-    entity::{Kind, Presence},
-    time, EntityType,
-};
 use finwise_server::{
     auth::{AuthStore, Tenant, User},
+    legacy::{naive_iso, open_ro, read_tenant, rows, write_entities},
     storage::{
         sqlite::{create_private_dir, DataDir, SqliteTenant},
-        EntityRecord,
+        TenantDb,
     },
     TenantId,
 };
-use rusqlite::{types::ValueRef, Connection, OpenFlags};
-use serde_json::{Map, Value};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -57,27 +52,6 @@ pub struct Summary {
     pub unchanged: usize,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
-}
-
-const ENTITY_TYPES: [EntityType; 9] = [
-    EntityType::AccountGroup,
-    EntityType::CategoryGroup,
-    EntityType::Recipient,
-    EntityType::Tag,
-    EntityType::AutomationRule,
-    EntityType::PlanningTransaction,
-    EntityType::Account,
-    EntityType::Category,
-    EntityType::Transaction,
-];
-
-fn open_ro(path: &Path) -> anyhow::Result<Connection> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // Fails here, with a clear message, when the file is not a database.
-    c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-        .with_context(|| format!("{} is not a readable SQLite database", path.display()))?;
-    Ok(c)
 }
 
 /// Finds the central database and the tenant directory under `from`.
@@ -117,105 +91,6 @@ pub fn locate(
             .find(|p| p.is_dir()),
     };
     Ok((central, tenants))
-}
-
-/// Reads every row of `table` as column name → SQLite value.
-fn rows(conn: &Connection, table: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
-    let exists: bool =
-        conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(())).is_ok();
-    if !exists {
-        return Ok(Vec::new());
-    }
-    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-    let mut out = Vec::new();
-    let mut q = stmt.query([])?;
-    while let Some(row) = q.next()? {
-        let mut m = Map::new();
-        for (i, n) in names.iter().enumerate() {
-            let v = match row.get_ref(i)? {
-                ValueRef::Null => Value::Null,
-                ValueRef::Integer(x) => Value::from(x),
-                ValueRef::Real(x) => Value::from(x),
-                ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
-                ValueRef::Blob(_) => Value::Null,
-            };
-            m.insert(n.clone(), v);
-        }
-        out.push(m);
-    }
-    Ok(out)
-}
-
-/// 0.4's naive UTC text (`2026-11-25 14:54:43.851705`) as the API form (`…T14:54:43.851705`).
-fn naive_iso(s: Option<String>) -> String {
-    match s {
-        Some(s) => s.replacen(' ', "T", 1),
-        None => finwise_server::auth::naive_now(),
-    }
-}
-
-/// A 0.4 row as a wire payload: booleans, JSON lists and money converted by the field kinds.
-fn payload(t: EntityType, row: &Map<String, Value>) -> Map<String, Value> {
-    let mut p = Map::new();
-    for field in t.def().fields {
-        let Some(v) = row.get(field.name) else { continue };
-        let v = match (field.kind, v) {
-            (Kind::JsonList | Kind::StrList, Value::String(s)) => {
-                serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
-            }
-            // NUMERIC columns hold binary doubles; 0.4 served them with two decimals.
-            (Kind::Num | Kind::Money, Value::Number(n)) if n.is_f64() => {
-                Value::from((n.as_f64().unwrap_or(0.0) * 100.0).round() / 100.0)
-            }
-            _ => v.clone(),
-        };
-        p.insert(field.name.to_owned(), v);
-    }
-    p
-}
-
-/// The version of a row: its `updatedAt`, else `createdAt`, else now.
-fn version_ms(row: &Map<String, Value>) -> i64 {
-    ["updatedAt", "createdAt"]
-        .iter()
-        .filter_map(|k| row.get(*k).and_then(Value::as_str).and_then(time::parse_ms))
-        .next()
-        .unwrap_or_else(time::now_ms)
-}
-
-/// Normalises a row; a value our protocol cannot hold in an optional or defaulted field (an
-/// unknown enum value, a malformed date) is replaced by the field's default, with a warning.
-fn normalize(
-    t: EntityType,
-    row: &Map<String, Value>,
-    warnings: &mut Vec<String>,
-) -> Result<(String, Map<String, Value>, i64), String> {
-    let id = row.get("id").and_then(Value::as_str).ok_or("a row without an id")?.to_owned();
-    let ms = version_ms(row);
-    let mut p = payload(t, row);
-    for _ in 0..t.def().fields.len() {
-        match t.def().normalize(&Value::Object(p.clone()), ms) {
-            Ok(m) => return Ok((id, m, ms)),
-            Err(e) => {
-                let field = t.def().fields.iter().find(|f| f.name == e.field);
-                match field {
-                    Some(f) if !matches!(f.presence, Presence::Required) && p.contains_key(f.name) => {
-                        warnings.push(format!(
-                            "{} {id}: {} = {} cannot be kept ({}); the default is used",
-                            t.as_str(),
-                            f.name,
-                            p[f.name],
-                            e.message
-                        ));
-                        p.remove(f.name);
-                    }
-                    _ => return Err(format!("{} {id}: {e}", t.as_str())),
-                }
-            }
-        }
-    }
-    Err(format!("{} {id}: cannot be normalised", t.as_str()))
 }
 
 pub fn import(a: ImportArgs) -> anyhow::Result<()> {
@@ -376,21 +251,16 @@ pub fn run(
     let mut loaded = Vec::new();
     let mut total = 0u64;
     for (id, file) in work {
-        let conn = match open_ro(&file) {
-            Ok(c) => c,
-            Err(e) => {
-                s.errors.push(format!("tenant {id}: {e:#}"));
-                continue;
+        let read = open_ro(&file).and_then(|conn| read_tenant(&conn).with_context(|| file.display().to_string()));
+        match read {
+            Ok(t) => {
+                total += t.entities.len() as u64;
+                s.warnings.extend(t.warnings.iter().map(|w| format!("tenant {id}: {w}")));
+                s.errors.extend(t.errors.iter().map(|e| format!("tenant {id}: {e}")));
+                loaded.push((id, t.entities));
             }
-        };
-        let mut tables = Vec::new();
-        for t in ENTITY_TYPES {
-            let r =
-                rows(&conn, t.collection()).with_context(|| format!("{}: table {}", file.display(), t.collection()))?;
-            total += r.len() as u64;
-            tables.push((t, r));
+            Err(e) => s.errors.push(format!("tenant {id}: {e:#}")),
         }
-        loaded.push((id, tables));
     }
     let bar = if progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
@@ -398,53 +268,18 @@ pub fn run(
             .expect("progress template")
             .progress_chars("=> "),
     );
-    let now = time::now_ms();
-    for (id, tables) in loaded {
+    for (id, entities) in loaded {
         bar.set_message(id.as_str()[..8].to_owned());
         let path = dir.tenant_db(&id);
-        let mut db = SqliteTenant::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mut records = Vec::new();
-        for (t, rows) in tables {
-            for row in rows {
-                match normalize(t, &row, &mut s.warnings) {
-                    Ok(r) => records.push((t, r)),
-                    Err(e) => s.errors.push(format!("tenant {id}: {e}")),
-                }
-            }
-        }
-        let (written, unchanged) = db
-            .write(|txn| {
-                let mut written: Vec<EntityType> = Vec::new();
-                let mut unchanged = 0;
-                for (t, (eid, entity, ms)) in &records {
-                    let old = txn.entity(*t, eid)?;
-                    if old.as_ref().is_some_and(|old| old.updated_at_ms >= *ms) {
-                        unchanged += 1;
-                        continue;
-                    }
-                    let seq = txn.next_seq();
-                    let created_seq = old.filter(|o| !o.deleted).map_or(seq, |o| o.created_seq);
-                    txn.put_entity(&EntityRecord {
-                        entity_type: *t,
-                        id: eid.clone(),
-                        seq,
-                        updated_at_ms: *ms,
-                        deleted: false,
-                        data: Value::Object(entity.clone()).to_string(),
-                        changed_at_ms: now,
-                        stamps: None,
-                        created_seq,
-                    })?;
-                    written.push(*t);
-                }
-                Ok((written, unchanged))
-            })
+        let mut db: Box<dyn TenantDb> =
+            Box::new(SqliteTenant::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
+        let (written, unchanged) = write_entities(&mut *db, &entities)
             .map_err(|e| anyhow::anyhow!("tenant {id}: writing {}: {e}", path.display()))?;
         for t in written {
             *s.entities.entry(t.collection()).or_default() += 1;
         }
         s.unchanged += unchanged;
-        bar.inc(records.len() as u64);
+        bar.inc(entities.len() as u64);
     }
     bar.finish_and_clear();
     Ok(s)

@@ -13,7 +13,9 @@ mod error;
 mod extract;
 mod members;
 mod ops;
+mod settings;
 mod sync;
+mod tenant_data;
 mod tenants;
 
 use std::sync::Arc;
@@ -58,6 +60,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/docs", get(ops::api_docs_page))
         .route("/api/v1/websocket/health", get(ops::websocket_health))
         .route("/api/v1/sync/data-status/{tenant_id}", get(ops::data_status))
+        .route("/api/v1/tenant/export-database", get(tenant_data::export_database))
+        .route(
+            "/api/v1/tenant/import-database",
+            post(tenant_data::import_database)
+                .layer(axum::extract::DefaultBodyLimit::max(app.config.max_import_bytes)),
+        )
+        .route("/api/v1/user/settings/{user_id}", get(settings::get_settings).put(settings::put_settings))
+        .route("/api/v1/user/settings/{user_id}/reset", post(settings::reset_settings))
         .route("/ws_finwise/ws/{tenant_id}", get(sync::ws_upgrade));
     let r = crate::web::mount(r, app.config.web_dir.as_deref());
     let with_ids = axum::middleware::from_fn_with_state(Arc::clone(&app), request_span);
@@ -71,8 +81,16 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Largest request body (the JSON bodies of this API are small).
+/// Largest request body (the JSON bodies of this API are small); the tenant import takes up to
+/// `max_import_bytes`.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+fn body_limit(app: &crate::App, path: &str) -> usize {
+    match path {
+        "/api/v1/tenant/import-database" => app.config.max_import_bytes,
+        _ => MAX_BODY_BYTES,
+    }
+}
 
 /// Reads a request's body completely within `http_body_timeout` before the handler runs: a body
 /// trickled in byte by byte gets 408 and the connection is closed, instead of holding a
@@ -88,11 +106,12 @@ async fn body_deadline(State(app): AppState, req: Request, next: axum::middlewar
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         res
     };
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    let limit = body_limit(&app, req.uri().path());
+    if declared.is_some_and(|n| n > limit as u64) {
         return closing(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
     let (parts, body) = req.into_parts();
-    match tokio::time::timeout(app.config.http_body_timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+    match tokio::time::timeout(app.config.http_body_timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
         Ok(Err(_)) => closing(StatusCode::BAD_REQUEST, "the request body could not be read (too large or cut off)"),
         Err(_) => closing(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
@@ -134,6 +153,11 @@ impl utoipa::Modify for BearerAuth {
         ops::metrics,
         ops::websocket_health,
         ops::data_status,
+        tenant_data::export_database,
+        tenant_data::import_database,
+        settings::get_settings,
+        settings::put_settings,
+        settings::reset_settings,
         sync::ws_upgrade,
     ),
     components(schemas(ErrorBody)),
@@ -144,6 +168,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "members", description = "sharing a tenant"),
         (name = "sync", description = "the WebSocket and the data status"),
         (name = "operations", description = "probes and metrics"),
+        (name = "settings", description = "the 0.4 frontend's per-user settings"),
     )
 )]
 pub struct ApiDoc;

@@ -146,6 +146,18 @@ const MIGRATIONS: &[&str] = &[
     -- after the deletion finds it and is refused instead of writing the tenant's data anew
     ALTER TABLE tenant_heads ADD COLUMN deleted boolean NOT NULL DEFAULT false;
 "#,
+    r#"
+    -- v6: the 0.4 frontend's per-user settings (log level, categories, history retention)
+    CREATE TABLE user_settings (
+        user_id                text PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        id                     text NOT NULL,
+        log_level              text NOT NULL,
+        log_categories         text NOT NULL,
+        history_retention_days bigint NOT NULL,
+        created_at             text NOT NULL,
+        updated_at             text NOT NULL
+    );
+"#,
 ];
 
 /// Number of schema migrations of a FinWise PostgreSQL database.

@@ -59,6 +59,18 @@ const CENTRAL_MIGRATIONS: &[&str] = &[
     // v2: which tenants legacy (0.4, tokenless) clients may use: those they created or that
     // were imported from 0.4. Tenants that existed before keep today's behaviour (open).
     "ALTER TABLE tenants ADD COLUMN legacy_open INTEGER NOT NULL DEFAULT 1;",
+    // v3: the 0.4 frontend's per-user settings (log level, categories, history retention)
+    r#"
+    CREATE TABLE user_settings (
+        user_id                TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        id                     TEXT NOT NULL,
+        log_level              TEXT NOT NULL,
+        log_categories         TEXT NOT NULL,
+        history_retention_days INTEGER NOT NULL,
+        created_at             TEXT NOT NULL,
+        updated_at             TEXT NOT NULL
+    );
+"#,
 ];
 
 /// Number of schema migrations of `auth.db`.
