@@ -25,6 +25,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Largest 0.4 tenant file `POST /api/v1/tenant/import-database` takes (bytes).
     pub max_import_bytes: usize,
+    /// Largest image `POST /api/v1/logos/upload` takes (bytes).
+    pub max_logo_bytes: usize,
     /// Largest `process_sync_batch` message.
     pub max_batch_bytes: usize,
     pub max_clock_skew: Duration,
@@ -114,6 +116,7 @@ impl Default for Config {
             registration_enabled: true,
             max_message_bytes: 1024 * 1024,
             max_import_bytes: 64 * 1024 * 1024,
+            max_logo_bytes: 10 * 1024 * 1024,
             max_batch_bytes: 8 * 1024 * 1024,
             max_clock_skew: Duration::from_secs(5 * 60),
             tombstone_horizon: Duration::from_secs(90 * 24 * 3600),
@@ -174,6 +177,7 @@ pub struct Settings {
     pub send_timeout: Option<u64>,
     pub max_message_bytes: Option<usize>,
     pub max_import_bytes: Option<usize>,
+    pub max_logo_bytes: Option<usize>,
     pub max_batch_bytes: Option<usize>,
     pub outbound_queue: Option<usize>,
     pub tenant_queue: Option<usize>,
@@ -226,6 +230,7 @@ const KEYS: &[(&str, KeyKind)] = &[
     ("send_timeout", KeyKind::Int),
     ("max_message_bytes", KeyKind::Int),
     ("max_import_bytes", KeyKind::Int),
+    ("max_logo_bytes", KeyKind::Int),
     ("max_batch_bytes", KeyKind::Int),
     ("outbound_queue", KeyKind::Int),
     ("tenant_queue", KeyKind::Int),
@@ -353,6 +358,7 @@ impl Settings {
             send_timeout: Some(c.send_timeout.as_secs()),
             max_message_bytes: Some(c.max_message_bytes),
             max_import_bytes: Some(c.max_import_bytes),
+            max_logo_bytes: Some(c.max_logo_bytes),
             max_batch_bytes: Some(c.max_batch_bytes),
             outbound_queue: Some(c.outbound_queue),
             tenant_queue: Some(c.tenant_queue),
@@ -402,6 +408,7 @@ impl Settings {
             send_timeout: self.send_timeout.map(secs).unwrap_or(base.send_timeout),
             max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
             max_import_bytes: self.max_import_bytes.unwrap_or(base.max_import_bytes),
+            max_logo_bytes: self.max_logo_bytes.unwrap_or(base.max_logo_bytes),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(base.max_batch_bytes),
             outbound_queue: self.outbound_queue.unwrap_or(base.outbound_queue),
             tenant_queue: self.tenant_queue.unwrap_or(base.tenant_queue),

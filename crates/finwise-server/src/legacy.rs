@@ -297,12 +297,15 @@ pub fn export_tenant(store: &dyn Store, tenant: &TenantId, path: &Path) -> anyho
             let Ok(entity) = serde_json::from_str::<Map<String, Value>>(json) else { return true };
             let updated = entity.get("updated_at").and_then(Value::as_str).and_then(time::parse_ms);
             let created = entity.get("createdAt").and_then(Value::as_str).and_then(time::parse_ms).or(updated);
-            let mut values: Vec<rusqlite::types::Value> = columns(t).map(|f| column_value(f, entity.get(f.name))).collect();
+            let mut values: Vec<rusqlite::types::Value> =
+                columns(t).map(|f| column_value(f, entity.get(f.name))).collect();
             for ms in [created, updated] {
                 values.push(ms.map_or(rusqlite::types::Value::Null, |ms| rusqlite::types::Value::Text(naive_db(ms))));
             }
-            let names: Vec<String> =
-                columns(t).map(|f| format!("\"{}\"", f.name)).chain(["\"createdAt\"".into(), "\"updatedAt\"".into()]).collect();
+            let names: Vec<String> = columns(t)
+                .map(|f| format!("\"{}\"", f.name))
+                .chain(["\"createdAt\"".into(), "\"updatedAt\"".into()])
+                .collect();
             let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
             let sql = format!("INSERT INTO {} ({}) VALUES ({})", t.collection(), names.join(", "), marks.join(", "));
             match tx.execute(&sql, rusqlite::params_from_iter(values)) {

@@ -24,6 +24,7 @@ pub struct Report {
     pub members: usize,
     pub refresh_tokens: usize,
     pub user_settings: usize,
+    pub logos: usize,
     pub entities: usize,
     pub entries: usize,
 }
@@ -72,10 +73,14 @@ pub fn copy(from: &dyn Store, to: &dyn Store, progress: &mut dyn FnMut(String)) 
         dst.import_user_settings(&s)?;
         report.user_settings += 1;
     }
+    for logo in src.all_logos()? {
+        dst.import_logo(&logo)?;
+        report.logos += 1;
+    }
     to.adopt_jwt_secret(&from.jwt_secret()?)?;
     progress(format!(
-        "copied {} users, {} tenants, {} memberships, {} refresh tokens, {} users' settings and the JWT secret",
-        report.users, report.tenants, report.members, report.refresh_tokens, report.user_settings
+        "copied {} users, {} tenants, {} memberships, {} refresh tokens, {} users' settings, {} logos and the JWT secret",
+        report.users, report.tenants, report.members, report.refresh_tokens, report.user_settings, report.logos
     ));
 
     let tenants = from.tenants_with_data()?;

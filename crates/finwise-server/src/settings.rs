@@ -98,7 +98,15 @@ fn insert(db: &mut dyn Sql, s: &UserSettings) -> Result<(), AuthError> {
     let categories = serde_json::to_string(&s.log_categories).expect("strings serialise");
     db.execute(
         &format!("INSERT INTO user_settings ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-        sql_params![&s.id, &s.user_id, &s.log_level, &categories, s.history_retention_days, &s.created_at, &s.updated_at],
+        sql_params![
+            &s.id,
+            &s.user_id,
+            &s.log_level,
+            &categories,
+            s.history_retention_days,
+            &s.created_at,
+            &s.updated_at
+        ],
     )?;
     Ok(())
 }
@@ -174,7 +182,9 @@ impl AuthStore {
 
     /// Every user's settings (`finwise migrate`).
     pub fn all_user_settings(&self) -> Result<Vec<UserSettings>, AuthError> {
-        self.tx(|db| db.query(&format!("SELECT {COLS} FROM user_settings ORDER BY user_id"), &[])?.iter().map(row).collect())
+        self.tx(|db| {
+            db.query(&format!("SELECT {COLS} FROM user_settings ORDER BY user_id"), &[])?.iter().map(row).collect()
+        })
     }
 
     /// Stores copied settings as they are (`finwise migrate`).

@@ -189,6 +189,7 @@ impl AuthStore {
     pub fn delete_tenant(&self, id: &TenantId) -> Result<(), AuthError> {
         self.tx(|db| {
             db.execute("DELETE FROM members WHERE tenant_id = $1", params![id.as_str()])?;
+            db.execute("DELETE FROM logos WHERE tenant_id = $1", params![id.as_str()])?;
             db.execute("DELETE FROM tenants WHERE id = $1", params![id.as_str()])?;
             Ok(())
         })

@@ -19,14 +19,8 @@ async fn import(s: &TestServer, token: &str, file: Vec<u8>, filename: &str, name
     let form = reqwest::multipart::Form::new()
         .part("database_file", reqwest::multipart::Part::bytes(file).file_name(filename.to_owned()))
         .text("new_tenant_name", name.to_owned());
-    let r = s
-        .http()
-        .post(s.url("/api/v1/tenant/import-database"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        s.http().post(s.url("/api/v1/tenant/import-database")).bearer_auth(token).multipart(form).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -51,18 +45,30 @@ async fn export_then_import_keeps_every_entity_and_the_digest() {
     let (group, account, category) = (new_id(), new_id(), new_id());
     let writes = [
         ("AccountGroup", json!({"id": group, "name": "Konten", "sortOrder": 1})),
-        ("Account", json!({"id": account, "name": "Giro", "accountType": "giro", "isActive": true, "isOfflineBudget": false,
-            "accountGroupId": group, "balance": 1250.5, "offset": 0, "iban": "DE02 1203 0000 0000 2020 51"})),
+        (
+            "Account",
+            json!({"id": account, "name": "Giro", "accountType": "giro", "isActive": true, "isOfflineBudget": false,
+            "accountGroupId": group, "balance": 1250.5, "offset": 0, "iban": "DE02 1203 0000 0000 2020 51"}),
+        ),
         ("CategoryGroup", json!({"id": new_id(), "name": "Leben", "sortOrder": 0, "isIncomeGroup": false})),
-        ("Category", json!({"id": category, "name": "Lebensmittel", "budgeted": 400, "activity": -123.45, "available": 276.55,
-            "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": 2, "note": "Wocheneinkauf"})),
+        (
+            "Category",
+            json!({"id": category, "name": "Lebensmittel", "budgeted": 400, "activity": -123.45, "available": 276.55,
+            "isIncomeCategory": false, "isHidden": false, "isActive": true, "sortOrder": 2, "note": "Wocheneinkauf"}),
+        ),
         ("Tag", json!({"id": new_id(), "name": "Urlaub ☀", "color": "#ffcc00"})),
-        ("AutomationRule", json!({"id": new_id(), "name": "Bäcker", "stage": "DEFAULT", "priority": 1, "isActive": true,
+        (
+            "AutomationRule",
+            json!({"id": new_id(), "name": "Bäcker", "stage": "DEFAULT", "priority": 1, "isActive": true,
             "conditions": [{"field": "payee", "operator": "contains", "value": "Bäcker"}],
-            "actions": [{"type": "setCategory", "value": category}]})),
-        ("Transaction", json!({"id": new_id(), "accountId": account, "categoryId": category, "date": "2026-11-30",
+            "actions": [{"type": "setCategory", "value": category}]}),
+        ),
+        (
+            "Transaction",
+            json!({"id": new_id(), "accountId": account, "categoryId": category, "date": "2026-11-30",
             "valueDate": "2026-12-01", "amount": -12.5, "description": "Bäckerei", "tagIds": ["a", "b"], "type": "EXPENSE",
-            "runningBalance": 1238, "payee": "Bäcker Müller", "createdAt": "2026-11-30T08:15:00.123Z"})),
+            "runningBalance": 1238, "payee": "Bäcker Müller", "createdAt": "2026-11-30T08:15:00.123Z"}),
+        ),
     ];
     for (i, (t, mut payload)) in writes.into_iter().enumerate() {
         payload["updated_at"] = json!(ts(-60_000 + i as i64 * 1000));
@@ -118,7 +124,8 @@ async fn hostile_exports_and_imports_are_refused_and_import_nothing() {
     let tenant = s.tenant(&token, "Mine").await;
     assert_eq!(export(&s, &stranger, &tenant).await.status(), 403, "not a member");
     assert_eq!(export(&s, &token, &new_id()).await.status(), 404);
-    let tenants_before = s.http().get(s.url("/tenants/")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+    let tenants_before =
+        s.http().get(s.url("/tenants/")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite = |name: &str, sql: &str| {
@@ -145,12 +152,26 @@ async fn hostile_exports_and_imports_are_refused_and_import_nothing() {
         ("garbage.sqlite", b"definitely not a database".to_vec(), "not a SQLite database"),
         ("other.sqlite", sqlite("other.db", "CREATE TABLE notes (id TEXT)"), "not a FinWise 0.4 tenant file"),
         // a view where a table must be, reading something else: refused, never run
-        ("view.sqlite", sqlite("view.db", "CREATE TABLE account_groups (id TEXT); CREATE TABLE categories (id TEXT);
+        (
+            "view.sqlite",
+            sqlite(
+                "view.db",
+                "CREATE TABLE account_groups (id TEXT); CREATE TABLE categories (id TEXT);
             CREATE TABLE category_groups (id TEXT); CREATE TABLE transactions (id TEXT);
-            CREATE VIEW accounts AS SELECT * FROM sqlite_master"), "no table accounts"),
-        ("bad-row.sqlite", with("bad.db", "INSERT INTO transactions (id, \"accountId\", date, \"valueDate\", amount, description,
+            CREATE VIEW accounts AS SELECT * FROM sqlite_master",
+            ),
+            "no table accounts",
+        ),
+        (
+            "bad-row.sqlite",
+            with(
+                "bad.db",
+                "INSERT INTO transactions (id, \"accountId\", date, \"valueDate\", amount, description,
             \"tagIds\", type, \"runningBalance\", \"isReconciliation\", \"isCategoryTransfer\", reconciled)
-            VALUES ('t1', 'a', 'not a date', '2026-01-01', 1, '', '[]', 'EXPENSE', 0, 0, 0, 0)"), "cannot be imported, nothing was"),
+            VALUES ('t1', 'a', 'not a date', '2026-01-01', 1, '', '[]', 'EXPENSE', 0, 0, 0, 0)",
+            ),
+            "cannot be imported, nothing was",
+        ),
         ("notes.txt", layout.clone(), ".sqlite or .db"),
     ];
     for (filename, file, says) in cases {
@@ -159,14 +180,20 @@ async fn hostile_exports_and_imports_are_refused_and_import_nothing() {
         assert!(body.to_string().contains(says), "{filename}: {body} should say {says}");
     }
     // a trigger in the file never fires: the file is only read
-    let trap = with("trap.db", "CREATE TABLE fired (x); CREATE TRIGGER t AFTER INSERT ON tags BEGIN INSERT INTO fired VALUES (1); END;");
+    let trap = with(
+        "trap.db",
+        "CREATE TABLE fired (x); CREATE TRIGGER t AFTER INSERT ON tags BEGIN INSERT INTO fired VALUES (1); END;",
+    );
     let (status, body) = import(&s, &token, trap, "trap.db", "Trap").await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = import(&s, &token, layout.clone(), "x.sqlite", " ").await;
     assert_eq!(status, 422, "a blank name");
-    let big = vec![0u8; 257 * 1024];
-    assert_eq!(import(&s, &token, big, "big.sqlite", "Big").await.0, 413);
-    let tenants_after = s.http().get(s.url("/tenants/")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+    let url = s.url("/api/v1/tenant/import-database");
+    let too_large =
+        finwise_testkit::status_for_declared_body(&url, &token, "multipart/form-data; boundary=x", 257 * 1024);
+    assert_eq!(too_large.await, 413);
+    let tenants_after =
+        s.http().get(s.url("/tenants/")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
     assert_eq!(tenants_after.matches("\"uuid\"").count(), tenants_before.matches("\"uuid\"").count() + 1, "only Trap");
 }
 
@@ -183,14 +210,24 @@ async fn the_real_0_4_sample_tenants_import_over_http() {
         let path = f.path();
         let rows: i64 = {
             let c = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-            ["accounts", "account_groups", "categories", "category_groups", "recipients", "tags", "automation_rules",
-             "planning_transactions", "transactions"]
-                .iter()
-                .map(|t| c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).unwrap_or(0))
-                .sum()
+            [
+                "accounts",
+                "account_groups",
+                "categories",
+                "category_groups",
+                "recipients",
+                "tags",
+                "automation_rules",
+                "planning_transactions",
+                "transactions",
+            ]
+            .iter()
+            .map(|t| c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).unwrap_or(0))
+            .sum()
         };
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let (status, body) = import(&s, &token, std::fs::read(&path).unwrap(), &format!("{name}.db"), &name[..30]).await;
+        let (status, body) =
+            import(&s, &token, std::fs::read(&path).unwrap(), &format!("{name}.db"), &name[..30]).await;
         assert_eq!(status, 200, "{}: {body}", path.display());
         assert_eq!(body["entities"], rows, "{}: every row", path.display());
     }

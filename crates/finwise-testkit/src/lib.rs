@@ -460,3 +460,21 @@ pub async fn register_and_login(base: &str, name: &str, password: &str) -> Value
 pub async fn get_json(url: &str, token: &str) -> Value {
     reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }
+
+/// The status a server answers to a `POST` to `url` that declares a `len`-byte body it never
+/// sends: how a limit on the declared size is tested without racing the server's early answer
+/// (a client still writing the body when the server answers and closes gets a broken pipe).
+pub async fn status_for_declared_body(url: &str, token: &str, content_type: &str, len: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not an HTTP answer: {text}"))
+}

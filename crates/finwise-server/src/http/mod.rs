@@ -11,6 +11,7 @@
 mod accounts;
 mod error;
 mod extract;
+mod logos;
 mod members;
 mod ops;
 mod settings;
@@ -60,11 +61,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/docs", get(ops::api_docs_page))
         .route("/api/v1/websocket/health", get(ops::websocket_health))
         .route("/api/v1/sync/data-status/{tenant_id}", get(ops::data_status))
+        .route(
+            "/api/v1/logos/upload",
+            post(logos::upload).layer(axum::extract::DefaultBodyLimit::max(app.config.max_logo_bytes)),
+        )
+        .route("/api/v1/logos/{tenant_id}/{file}", get(logos::get_logo).delete(logos::delete_logo))
         .route("/api/v1/tenant/export-database", get(tenant_data::export_database))
         .route(
             "/api/v1/tenant/import-database",
-            post(tenant_data::import_database)
-                .layer(axum::extract::DefaultBodyLimit::max(app.config.max_import_bytes)),
+            post(tenant_data::import_database).layer(axum::extract::DefaultBodyLimit::max(app.config.max_import_bytes)),
         )
         .route("/api/v1/user/settings/{user_id}", get(settings::get_settings).put(settings::put_settings))
         .route("/api/v1/user/settings/{user_id}/reset", post(settings::reset_settings))
@@ -88,6 +93,7 @@ const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 fn body_limit(app: &crate::App, path: &str) -> usize {
     match path {
         "/api/v1/tenant/import-database" => app.config.max_import_bytes,
+        "/api/v1/logos/upload" => app.config.max_logo_bytes,
         _ => MAX_BODY_BYTES,
     }
 }
@@ -153,6 +159,9 @@ impl utoipa::Modify for BearerAuth {
         ops::metrics,
         ops::websocket_health,
         ops::data_status,
+        logos::upload,
+        logos::get_logo,
+        logos::delete_logo,
         tenant_data::export_database,
         tenant_data::import_database,
         settings::get_settings,
@@ -169,6 +178,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "sync", description = "the WebSocket and the data status"),
         (name = "operations", description = "probes and metrics"),
         (name = "settings", description = "the 0.4 frontend's per-user settings"),
+        (name = "logos", description = "account and account-group logos"),
     )
 )]
 pub struct ApiDoc;

@@ -51,7 +51,13 @@ fn attachment(name: &str) -> HeaderValue {
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_. ".contains(c) { c } else { '_' }).collect();
     let encoded: String = name
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect();
     HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"))
         .unwrap_or(HeaderValue::from_static("attachment"))
@@ -137,7 +143,11 @@ fn read_upload(bytes: &[u8]) -> ApiResult<legacy::TenantFile> {
     let read = legacy::read_tenant(&conn).map_err(|e| refuse(format!("{e:#}")))?;
     if !read.errors.is_empty() {
         let shown: Vec<&str> = read.errors.iter().take(10).map(String::as_str).collect();
-        return Err(refuse(format!("{} row(s) cannot be imported, nothing was: {}", read.errors.len(), shown.join("; "))));
+        return Err(refuse(format!(
+            "{} row(s) cannot be imported, nothing was: {}",
+            read.errors.len(),
+            shown.join("; ")
+        )));
     }
     Ok(read)
 }
@@ -177,7 +187,8 @@ pub(super) async fn import_database(
     let read = tokio::task::spawn_blocking(move || read_upload(&file)).await.map_err(ApiError::internal)??;
 
     let id = TenantId::parse(&uuid::Uuid::new_v4().to_string()).expect("a fresh v4 uuid is canonical");
-    let (store, auth, tid, legacy_open) = (Arc::clone(&app.store), Arc::clone(&app.auth), id.clone(), matches!(who, Caller::Legacy));
+    let (store, auth, tid, legacy_open) =
+        (Arc::clone(&app.store), Arc::clone(&app.auth), id.clone(), matches!(who, Caller::Legacy));
     let entities = read.entities;
     let count = entities.len();
     blocking(move || {

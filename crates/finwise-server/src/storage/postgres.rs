@@ -158,6 +158,16 @@ const MIGRATIONS: &[&str] = &[
         updated_at             text NOT NULL
     );
 "#,
+    r#"
+    -- v7: account and group logos (128×128 PNG, base64), per tenant
+    CREATE TABLE logos (
+        tenant_id  text NOT NULL,
+        name       text NOT NULL,
+        data       text NOT NULL,
+        created_at text NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
+"#,
 ];
 
 /// Number of schema migrations of a FinWise PostgreSQL database.

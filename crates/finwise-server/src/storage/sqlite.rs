@@ -71,6 +71,16 @@ const CENTRAL_MIGRATIONS: &[&str] = &[
         updated_at             TEXT NOT NULL
     );
 "#,
+    // v4: account and group logos (128×128 PNG, base64), per tenant
+    r#"
+    CREATE TABLE logos (
+        tenant_id  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
+"#,
 ];
 
 /// Number of schema migrations of `auth.db`.
