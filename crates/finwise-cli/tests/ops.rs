@@ -325,6 +325,11 @@ fn synthetic_legacy_dir(root: &Path, password: &str) -> (String, String) {
     .unwrap();
     c.execute("INSERT INTO users VALUES ('0b7e3c3a-1111-4c1e-9d2f-000000000009', 'Sync Only', 'sync@example.de', NULL, NULL, NULL)", []).unwrap();
     c.execute(
+        "INSERT INTO user_settings VALUES ('s-1', ?1, 'DEBUG', '[\"store\", \"sync\"]', 30, '2025-03-01 10:00:00.000000', '2025-03-04 09:00:00.500000')",
+        rusqlite::params![user],
+    )
+    .unwrap();
+    c.execute(
         "INSERT INTO tenants VALUES (?1, 'Haushalt', ?2, '2025-03-01 10:00:01.000000', '2025-03-02 11:00:00.000000')",
         rusqlite::params![tenant, user],
     )
@@ -377,6 +382,14 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     let (uid, token) = server.login("joerg@example.de", password).await;
     assert_eq!(uid, user);
     server.login("Jörg Ölsen", password).await;
+    assert!(out.contains("settings: 1"), "{out}");
+    let settings = get_json(&server.url(&format!("/api/v1/user/settings/{user}")), &token).await;
+    assert_eq!(
+        (settings["log_level"].clone(), settings["log_categories"].clone(), settings["history_retention_days"].clone()),
+        (json!("DEBUG"), json!(["store", "sync"]), json!(30)),
+        "the 0.4 settings came along"
+    );
+    assert_eq!(settings["updated_at"], "2025-03-04T09:00:00.500000");
     let tenants = get_json(&server.url("/tenants/"), &token).await;
     assert_eq!(tenants[0]["uuid"], tenant);
     assert_eq!(tenants[0]["name"], "Haushalt");

@@ -187,8 +187,11 @@ impl AuthStore {
         })
     }
 
-    /// Stores copied settings as they are (`finwise migrate`).
+    /// Stores copied settings as they are, replacing any (`finwise migrate`, `import-legacy`).
     pub fn import_user_settings(&self, s: &UserSettings) -> Result<(), AuthError> {
-        self.tx(|db| insert(db, s))
+        self.tx(|db| {
+            db.execute("DELETE FROM user_settings WHERE user_id = $1", sql_params![&s.user_id])?;
+            insert(db, s)
+        })
     }
 }

@@ -47,6 +47,7 @@ pub struct ImportArgs {
 pub struct Summary {
     pub users: usize,
     pub users_without_password: usize,
+    pub user_settings: usize,
     pub tenants: usize,
     pub entities: BTreeMap<&'static str, usize>,
     pub unchanged: usize,
@@ -102,6 +103,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
         "  users:    {} ({} without a password: they cannot log in until one is set)",
         s.users, s.users_without_password
     );
+    println!("  settings: {} (the 0.4 web app's log level, categories and history retention)", s.user_settings);
     println!("  tenants:  {}", s.tenants);
     for (t, n) in &s.entities {
         println!("  {t:<20} {n}");
@@ -192,11 +194,28 @@ pub fn run(
         s.users += 1;
     }
 
-    let settings = rows(&src, "user_settings").map(|r| r.len()).unwrap_or(0);
-    if settings > 0 {
-        s.warnings.push(format!(
-            "{settings} user_settings row(s) (log level, log categories, history retention of the 0.4 web app) are not imported: this server keeps no user settings"
-        ));
+    // The 0.4 web app's settings (log level, categories, history retention) of imported users.
+    for row in rows(&src, "user_settings")? {
+        let get = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let Some(user) = get("user_id").filter(|u| imported_users.contains(u)) else { continue };
+        let categories = match row.get("log_categories") {
+            Some(serde_json::Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        };
+        let settings = finwise_server::settings::UserSettings {
+            id: get("id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            user_id: user,
+            log_level: get("log_level")
+                .filter(|l| finwise_server::settings::LOG_LEVELS.contains(&l.as_str()))
+                .unwrap_or_else(|| "INFO".into()),
+            log_categories: categories,
+            history_retention_days: row.get("history_retention_days").and_then(|v| v.as_i64()).unwrap_or(60),
+            created_at: naive_iso(get("created_at")),
+            updated_at: naive_iso(get("updated_at")),
+        };
+        auth.import_user_settings(&settings)?;
+        s.user_settings += 1;
     }
 
     // Tenants, with their files.

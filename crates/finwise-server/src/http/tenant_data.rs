@@ -22,14 +22,24 @@ use super::{
     extract::{caller, require_member, tenant_id, Caller},
     AppState,
 };
-use crate::{legacy, names, TenantId};
+use crate::{auth::AuthError, legacy, names, TenantId};
 
-/// A temp file of ours, removed when dropped.
+/// Imports and exports running at once (each holds a tenant file in memory and on disk).
+static FILES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// A temp file of ours (a household's books: readable by this user only), removed when dropped.
 struct TempFile(PathBuf);
 
 impl TempFile {
-    fn new(what: &str) -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("finwise-{what}-{}.db", uuid::Uuid::new_v4().simple())))
+    fn create(what: &str, contents: &[u8]) -> std::io::Result<TempFile> {
+        use std::io::Write;
+        let f = TempFile(std::env::temp_dir().join(format!("finwise-{what}-{}.db", uuid::Uuid::new_v4().simple())));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&f.0)?.write_all(contents)?;
+        Ok(f)
     }
 }
 
@@ -76,8 +86,10 @@ pub(super) async fn export_database(
     let tenant = blocking(move || auth.tenant(&tid)).await?.ok_or_else(|| ApiError::not_found("Tenant not found"))?;
     require_member(&app, &who, &id, false).await?;
     let store = Arc::clone(&app.store);
+    let _turn = FILES.acquire().await.map_err(ApiError::internal)?;
     let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-        let file = TempFile::new("export");
+        // an empty file is an empty database: SQLite writes into the one made private here
+        let file = TempFile::create("export", &[])?;
         legacy::export_tenant(&*store, &id, &file.0)?;
         Ok(std::fs::read(&file.0)?)
     })
@@ -98,10 +110,13 @@ async fn import_owner(app: &Arc<crate::App>, who: &Caller, headers: &HeaderMap) 
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let named = match (who, header("x-user-id")) {
         (_, Some(u)) => Some(u),
+        // only a tenant legacy clients may use names its owner (never a token user's tenant)
         (Caller::Legacy, None) => match header("x-tenant-id").and_then(|t| TenantId::parse(&t)) {
             Some(t) => {
                 let auth = Arc::clone(&app.auth);
-                blocking(move || auth.tenant(&t)).await?.map(|t| t.user_id)
+                blocking(move || Ok(auth.legacy_open(&t)?.then(|| auth.tenant(&t)).transpose()?.flatten()))
+                    .await?
+                    .map(|t| t.user_id)
             }
             None => None,
         },
@@ -127,9 +142,9 @@ fn read_upload(bytes: &[u8]) -> ApiResult<legacy::TenantFile> {
     if !bytes.starts_with(b"SQLite format 3\0") {
         return Err(refuse("not a SQLite database file"));
     }
-    let file = TempFile::new("import");
-    std::fs::write(&file.0, bytes).map_err(ApiError::internal)?;
-    let conn = legacy::open_ro(&file.0).map_err(|e| refuse(format!("{e:#}")))?;
+    let file = TempFile::create("import", bytes).map_err(ApiError::internal)?;
+    // (the message never names our temp file)
+    let conn = legacy::open_ro(&file.0).map_err(|_| refuse("not a readable SQLite database"))?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| refuse(format!("the database is damaged: {e}")))?;
@@ -184,6 +199,7 @@ pub(super) async fn import_database(
     let file = file.ok_or_else(|| ApiError::unprocessable(&["body", "database_file"], "Field required"))?;
     let name = name.ok_or_else(|| ApiError::unprocessable(&["body", "new_tenant_name"], "Field required"))?;
     let name = names::name(&name).map_err(|m| ApiError::unprocessable(&["body", "new_tenant_name"], m))?;
+    let _turn = FILES.acquire().await.map_err(ApiError::internal)?;
     let read = tokio::task::spawn_blocking(move || read_upload(&file)).await.map_err(ApiError::internal)??;
 
     let id = TenantId::parse(&uuid::Uuid::new_v4().to_string()).expect("a fresh v4 uuid is canonical");
@@ -194,16 +210,13 @@ pub(super) async fn import_database(
     blocking(move || {
         // the data first (nobody knows the new id yet), then the tenant that makes it visible;
         // if the tenant cannot be made, the data goes again
-        let mut db = store.open_tenant(&tid)?;
-        legacy::write_entities(&mut *db, &entities)?;
-        drop(db);
-        match auth.create_tenant(&tid, &name, &owner, legacy_open) {
-            Ok(t) => Ok(t),
-            Err(e) => {
-                let _ = store.delete_tenant_data(&tid);
-                Err(e)
-            }
+        let written = store.open_tenant(&tid).and_then(|mut db| legacy::write_entities(&mut *db, &entities));
+        let created =
+            written.map_err(AuthError::from).and_then(|_| auth.create_tenant(&tid, &name, &owner, legacy_open));
+        if created.is_err() {
+            let _ = store.delete_tenant_data(&tid);
         }
+        created
     })
     .await
     .map(|t| {
