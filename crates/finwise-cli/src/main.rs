@@ -157,7 +157,12 @@ fn init_logging(json: bool, default_level: &str) {
 /// line, exit code 1; never a backtrace, whatever `RUST_BACKTRACE` says (these are messages for
 /// people, not crashes).
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = client_cmd::with_field_help(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
+    let json = cli.client.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -167,6 +172,11 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // with --json a failure is JSON too, on stdout where the results go
+        Err(e) if json => {
+            println!("{}", serde_json::json!({"error": format!("{e:#}")}));
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

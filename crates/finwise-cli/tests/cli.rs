@@ -198,6 +198,16 @@ fn offline_changes_stay_queued_and_errors_name_the_next_step() {
     assert_eq!(st["server_reachable"], false);
     let e = fails(h, &["login", "--server", "http://127.0.0.1:1", "--email", "bo@example.org"]);
     assert!(e.contains("cannot reach"), "{e}");
+    assert!(!e.contains("queued"), "a login has no queued changes to speak of: {e}");
+    // with --json, a failure is a JSON object on stdout
+    let out = finwise(h, &["--json", "login", "--server", "http://127.0.0.1:1", "--email", "bo@example.org"]);
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+    assert!(v["error"].as_str().unwrap().contains("cannot reach"), "{v}");
+    let e2 = fails(h, &["tags", "add", "name=[1,2]"]);
+    assert_eq!(e2.matches("expected a string").count(), 1, "said once: {e2}");
+    let help = ok(h, &["accounts", "add", "--help"]);
+    assert!(help.contains("accountType") && help.contains("one of giro") && help.contains("balance"), "{help}");
     let e = fails(h, &["tags", "add", "nmae=typo"]);
     assert!(e.contains("no field 'nmae'") && e.contains("name, parentTagId"), "{e}");
     let e = fails(h, &["tags", "rm", "nothing-like-this"]);

@@ -143,6 +143,9 @@ pub struct SyncReport {
     pub failed: u64,
     /// Entities changed locally by loads and updates from the server.
     pub received: u64,
+    /// Entities the server's loads (full or delta) carried, whether or not they changed anything
+    /// here (a fresh device's full load: every entity; a device that has them all: none received).
+    pub loaded: u64,
     /// Whether a full load was needed (no cursor, reset, or digest mismatch).
     pub full_load: bool,
     pub cursor: Option<i64>,
@@ -272,7 +275,7 @@ impl Client {
             _ => {
                 return Err(Error::Validation {
                     entity_type: t,
-                    source: ValidationError::new("payload", "must be an object"),
+                    error: ValidationError::new("payload", "must be an object"),
                 })
             }
         };
@@ -285,14 +288,14 @@ impl Client {
         if previous.as_ref().is_some_and(|r| !r.deleted) {
             return Err(Error::Validation {
                 entity_type: t,
-                source: ValidationError::new("id", format!("{id} already exists")),
+                error: ValidationError::new("id", format!("{id} already exists")),
             });
         }
         let ms = next_stamp(previous.map(|r| r.updated_at_ms));
         let entity = t
             .def()
             .normalize(&Value::Object(obj), ms)
-            .map_err(|source| Error::Validation { entity_type: t, source })?;
+            .map_err(|source| Error::Validation { entity_type: t, error: source })?;
         self.change(t, &id, Operation::Create, Some(entity.clone()), ms, None)?;
         Ok(entity)
     }
@@ -305,7 +308,7 @@ impl Client {
         let Value::Object(patch) = patch else {
             return Err(Error::Validation {
                 entity_type: t,
-                source: ValidationError::new("payload", "must be an object"),
+                error: ValidationError::new("payload", "must be an object"),
             });
         };
         let row = self.live_row(t, id)?;
@@ -319,7 +322,7 @@ impl Client {
         let entity = t
             .def()
             .normalize(&Value::Object(merged), ms)
-            .map_err(|source| Error::Validation { entity_type: t, source })?;
+            .map_err(|source| Error::Validation { entity_type: t, error: source })?;
         let changed: Vec<String> = t
             .def()
             .stamped_fields()
@@ -382,7 +385,21 @@ impl Client {
             queue: store.queue_counts()?,
             cursor: store.cursor()?,
             last_sync: store.meta("last_sync")?,
-            converged: store.meta("converged")?.map(|s| s == "true"),
+            converged: {
+                // "in sync" only while it still holds: nothing queued, the digest unchanged since
+                // the check; a change since then makes it unknown until the next check
+                let queue = store.queue_counts()?;
+                let (local, server) = (store.digest()?, store.meta("server_digest")?);
+                match store.meta("converged")?.as_deref() {
+                    Some("true")
+                        if queue.pending + queue.processing == 0 && server.as_deref() == Some(local.as_str()) =>
+                    {
+                        Some(true)
+                    }
+                    Some("false") => Some(false),
+                    _ => None,
+                }
+            },
             local_digest: store.digest()?,
             server_digest: store.meta("server_digest")?,
             last_error: self

@@ -11,8 +11,8 @@ pub enum Error {
     #[error("{entity_type} {id} not found")]
     NotFound { entity_type: EntityType, id: String },
     /// The payload does not fit the entity's definition (checked locally before queueing).
-    #[error("invalid {entity_type}: {source}")]
-    Validation { entity_type: EntityType, source: ValidationError },
+    #[error("invalid {entity_type}: {error}")]
+    Validation { entity_type: EntityType, error: ValidationError },
     /// The refresh token was refused: the user must log in again.
     #[error("session expired or revoked: log in again ({0})")]
     SessionExpired(String),

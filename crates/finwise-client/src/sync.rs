@@ -435,6 +435,7 @@ impl<'a> Conn<'a> {
                 }
                 self.inner.store().set_cursor(l.seq)?;
                 self.report.cursor = Some(l.seq);
+                self.report.loaded += received;
                 self.progress(Progress::Loaded { received });
                 return Ok(());
             }
@@ -708,6 +709,15 @@ async fn run_connected(
             Ev::Msg(m) => {
                 let m = m?;
                 conn.dispatch(&m)?;
+                if let ServerMessage::DataUpdate(u) = &m {
+                    // a live change right after the cursor moves it (a gap, e.g. this device's
+                    // own writes, waits for the next check or load); `status` sees it either way
+                    let s = conn.inner.store();
+                    if s.cursor()? == Some(u.seq - 1) {
+                        s.set_cursor(u.seq)?;
+                    }
+                    s.set_meta("last_sync", &time::format_ms(time::now_ms()))?;
+                }
             }
             Ev::Ping => {
                 if conn.last_rx.elapsed() > inner.opts.ping_interval * 3 {

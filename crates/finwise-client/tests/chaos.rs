@@ -495,7 +495,7 @@ impl Device {
                 match r {
                     Ok(()) => return op.as_str(),
                     Err(finwise_client::Error::NotFound { .. }) => continue,
-                    Err(finwise_client::Error::Validation { source, .. })
+                    Err(finwise_client::Error::Validation { error: source, .. })
                         if source.message.contains("already exists") =>
                     {
                         continue

@@ -190,7 +190,17 @@ async fn acked_changes_survive_kill_9() {
 
     let acked: Acked = Arc::new(Mutex::new(HashMap::new()));
     let mut addr = server.addr.clone();
+    // long runs (scripts/long-checks crash --minutes N) stop at the rounds or the deadline
+    let deadline: Option<Duration> =
+        std::env::var("FINWISE_CRASH_DEADLINE_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs);
+    let started = std::time::Instant::now();
+    let mut rounds_run = 0;
     for round in 0..rounds {
+        if deadline.is_some_and(|d| started.elapsed() >= d) {
+            println!("crash test: deadline reached after {round} rounds");
+            break;
+        }
+        rounds_run = round + 1;
         let token = session.token(&addr).await;
         let errors: ConnectErrors = Arc::default();
         let workers: Vec<_> = (0..4)
@@ -267,7 +277,8 @@ async fn acked_changes_survive_kill_9() {
     let total = acked.lock().unwrap().len();
     assert!(total > 100, "only {total} changes were acked");
     println!(
-        "crash test: {rounds} kills, {total} acked changes, none lost, integrity ok ({} token refreshes)",
+        "crash test: {rounds_run} kills in {:.0} s, {total} acked changes, none lost, integrity ok ({} token refreshes)",
+        started.elapsed().as_secs_f64(),
         session.refreshes
     );
 }

@@ -167,6 +167,45 @@ fn defaults(client: &Client, t: EntityType, f: &mut Map<String, Value>) -> Resul
     Ok(())
 }
 
+/// The fields of an entity type as `add`/`edit` take them: name, value type, whether required.
+pub(super) fn fields_help(t: EntityType) -> String {
+    use finwise_protocol::entity::{DefaultValue, Kind, Presence};
+    let mut out = format!("Fields of {} (KEY=VALUE):\n", noun(t).0);
+    let width = t.def().fields.iter().map(|f| f.name.len()).max().unwrap_or(0);
+    for f in t.def().fields.iter().filter(|f| f.name != "id") {
+        let kind = match f.kind {
+            Kind::Str => "text".to_owned(),
+            Kind::Int => "whole number".to_owned(),
+            Kind::Num => "number".to_owned(),
+            Kind::Money => "amount, e.g. -12.50".to_owned(),
+            Kind::Bool => "true or false".to_owned(),
+            Kind::Date => "date YYYY-MM-DD".to_owned(),
+            Kind::Timestamp => "date and time (ISO 8601)".to_owned(),
+            Kind::Enum(options) => format!("one of {}", options.join(", ")),
+            Kind::StrList => "list of texts, e.g. [\"a\",\"b\"]".to_owned(),
+            Kind::JsonList => "JSON list".to_owned(),
+        };
+        let presence = match f.presence {
+            Presence::Required => "required".to_owned(),
+            Presence::Nullable => "optional".to_owned(),
+            Presence::Default(DefaultValue::Str(s)) => format!("default {s:?}"),
+            Presence::Default(DefaultValue::Int(i)) => format!("default {i}"),
+            Presence::Default(DefaultValue::Bool(b)) => format!("default {b}"),
+            Presence::Default(DefaultValue::EmptyList) => "default []".to_owned(),
+        };
+        out.push_str(&format!("  {:width$}  {kind}; {presence}\n", f.name));
+    }
+    out
+}
+
+/// Who sends a change just queued: a running `finwise sync --watch` on this store, or the user.
+fn sent_by(client: &Client) -> String {
+    match client.status().ok().and_then(|s| s.watcher) {
+        Some(w) => format!("queued: the running `finwise sync --watch` (pid {}) sends it", w.pid),
+        None => "queued: run `finwise sync` to send it".to_owned(),
+    }
+}
+
 pub(super) fn entity(ctx: &Ctx, t: EntityType, cmd: EntityCommand) -> Result<()> {
     let client = ctx.client()?;
     let (one, plural) = noun(t);
@@ -178,7 +217,7 @@ pub(super) fn entity(ctx: &Ctx, t: EntityType, cmd: EntityCommand) -> Result<()>
             if ctx.json {
                 println!("{}", serde_json::to_string(&e)?);
             } else {
-                println!("added {one} {} ({}); queued: run `finwise sync` to send it", label(&e), short(&e));
+                println!("added {one} {} ({}); {}", label(&e), short(&e), sent_by(&client));
             }
         }
         EntityCommand::Edit { id, fields: args } => {
@@ -189,7 +228,7 @@ pub(super) fn entity(ctx: &Ctx, t: EntityType, cmd: EntityCommand) -> Result<()>
             if ctx.json {
                 println!("{}", serde_json::to_string(&e)?);
             } else {
-                println!("changed {one} {} ({}); queued: run `finwise sync` to send it", label(&e), short(&e));
+                println!("changed {one} {} ({}); {}", label(&e), short(&e), sent_by(&client));
             }
         }
         EntityCommand::Rm { id } => {
@@ -199,11 +238,7 @@ pub(super) fn entity(ctx: &Ctx, t: EntityType, cmd: EntityCommand) -> Result<()>
             if ctx.json {
                 println!("{}", json!({"deleted": id}));
             } else {
-                println!(
-                    "deleted {one} {} ({}); queued: run `finwise sync` to send it",
-                    label(&current),
-                    short(&current)
-                );
+                println!("deleted {one} {} ({}); {}", label(&current), short(&current), sent_by(&client));
             }
         }
         EntityCommand::Show { id } => {

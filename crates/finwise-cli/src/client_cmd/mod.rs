@@ -29,7 +29,7 @@ use serde_json::json;
 pub struct GlobalArgs {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     /// Directory of the session and the local stores (default: ~/.finwise).
     #[arg(long, global = true, env = "FINWISE_HOME")]
     home: Option<PathBuf>,
@@ -182,17 +182,51 @@ fn default_home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".finwise")
 }
 
-/// Turns client errors into messages that say what to do next.
+/// Turns client errors into messages that say what to do next (for commands that touch no local
+/// store: login, tenants).
 fn explain(e: Error, server: &str) -> anyhow::Error {
+    explain_queued(e, server, false)
+}
+
+/// [`explain`], for commands of a store: `queued` says whether local changes wait to be sent.
+fn explain_queued(e: Error, server: &str, queued: bool) -> anyhow::Error {
+    let then = if queued { "; your changes stay queued locally: run `finwise sync` when it is back" } else { "" };
     match e {
-        Error::SessionExpired(_) => anyhow!("session expired: run `finwise login --server {server} --email EMAIL` again"),
-        Error::Connect(m) | Error::Http { message: m, status: 502..=504 } => anyhow!(
-            "cannot reach the server at {server} ({m}); your changes stay queued locally: run `finwise sync` when it is back"
-        ),
-        Error::Timeout(what) => anyhow!("the server at {server} did not answer ({what}); changes stay queued: try `finwise sync` again"),
-        Error::Forbidden(t) => anyhow!("you are not a member of tenant {t}: run `finwise tenant list` and `finwise tenant use NAME`"),
+        Error::SessionExpired(_) => {
+            anyhow!("session expired: run `finwise login --server {server} --email EMAIL` again")
+        }
+        Error::Connect(m) | Error::Http { message: m, status: 502..=504 } => {
+            anyhow!("cannot reach the server at {server} ({m}){then}")
+        }
+        Error::Timeout(what) => anyhow!("the server at {server} did not answer ({what}){then}"),
+        Error::Forbidden(t) => {
+            anyhow!("you are not a member of tenant {t}: run `finwise tenant list` and `finwise tenant use NAME`")
+        }
         other => anyhow!(other),
     }
+}
+
+/// The entity commands and their types (the subcommand names clap derives).
+const ENTITY_COMMANDS: [(&str, EntityType); 7] = [
+    ("accounts", EntityType::Account),
+    ("groups", EntityType::AccountGroup),
+    ("categories", EntityType::Category),
+    ("category-groups", EntityType::CategoryGroup),
+    ("transactions", EntityType::Transaction),
+    ("recipients", EntityType::Recipient),
+    ("tags", EntityType::Tag),
+];
+
+/// Adds the entity's fields, with their types, to the help of its `add` and `edit` commands.
+pub fn with_field_help(mut cmd: clap::Command) -> clap::Command {
+    for (name, t) in ENTITY_COMMANDS {
+        let help = entities::fields_help(t);
+        cmd = cmd.mut_subcommand(name, |c| {
+            c.mut_subcommand("add", |a| a.after_help(help.clone()))
+                .mut_subcommand("edit", |e| e.after_help(help.clone()))
+        });
+    }
+    cmd
 }
 
 pub async fn run(g: GlobalArgs, cmd: ClientCommand) -> Result<()> {

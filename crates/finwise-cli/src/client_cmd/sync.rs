@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     entities::{label, noun, print_table},
-    explain, Ctx, SyncArgs,
+    explain_queued, Ctx, SyncArgs,
 };
 
 /// A progress bar on stderr (drawn only on a terminal) fed by the client's progress events.
@@ -75,7 +75,11 @@ fn describe(r: &SyncReport) -> String {
     if r.lost > 0 {
         parts.push(format!("{} overruled by newer versions", r.lost));
     }
-    parts.push(format!("received {}", r.received));
+    if r.loaded > 0 {
+        parts.push(format!("loaded {} ({} new or changed here)", r.loaded, r.received));
+    } else {
+        parts.push(format!("received {}", r.received));
+    }
     if r.retried > 0 {
         parts.push(format!("{} to retry", r.retried));
     }
@@ -122,17 +126,28 @@ pub(super) async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
     }
     let client = ctx.client_with(opts)?;
     let server = client.auth().server();
+    let explain = |e| {
+        let queued = client.status().is_ok_and(|s| s.queue.pending + s.queue.processing > 0);
+        explain_queued(e, &server, queued)
+    };
     if a.retry_failed {
         let n = client.retry_failed()?;
         if !ctx.json {
             println!("{n} failed entr{} queued again", if n == 1 { "y" } else { "ies" });
         }
     }
-    if a.full {
-        client.pull_only(true).await.map_err(|e| explain(e, &server))?;
-    }
+    let pulled = match a.full {
+        true => Some(client.pull_only(true).await.map_err(explain)?),
+        false => None,
+    };
     if !a.watch {
-        let r = client.sync_once().await.map_err(|e| explain(e, &server))?;
+        let mut r = client.sync_once().await.map_err(explain)?;
+        // the full load went before: its figures are part of what this sync did
+        if let Some(p) = pulled {
+            r.full_load = true;
+            r.loaded += p.loaded;
+            r.received += p.received;
+        }
         if ctx.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -189,7 +204,7 @@ pub(super) async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
         })
         .await;
     printer.abort();
-    res.map_err(|e| explain(e, &server))
+    res.map_err(explain)
 }
 
 fn state_word(s: ConnectionState) -> &'static str {
@@ -243,9 +258,10 @@ pub(super) async fn status(ctx: &Ctx) -> Result<()> {
     println!("cursor       {}", st.cursor.map(|c| c.to_string()).unwrap_or_else(|| "none (never synced)".into()));
     println!("last sync    {}", st.last_sync.as_deref().unwrap_or("never"));
     let conv = match st.converged {
-        Some(true) if st.queue.pending == 0 => "yes (digest equals the server's at the last sync)",
-        Some(true) => "was at the last sync; local changes queued since",
+        Some(true) => "yes (digest equals the server's at the last check)",
         Some(false) => "NO: run `finwise sync --full`",
+        None if st.queue.pending + st.queue.processing > 0 => "not yet: local changes are queued",
+        None if st.server_digest.is_some() => "not known: changed since the last check (`finwise sync` checks)",
         None => "not checked yet",
     };
     println!("in sync      {conv}");
