@@ -303,6 +303,15 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// A logo file of the synthetic 0.4 dir, and its bytes (a 1×1 PNG).
+const LOGO_ID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+const ONE_PIXEL_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x00, 0x02, 0x00, 0x00, 0x05, 0x00, 0x01, 0x7a, 0x5e, 0xab, 0x3f, 0x00,
+    0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
 /// A FinWise 0.4 data dir as the Python backend leaves it: `db/users.db`, `tenant_databases/`,
 /// an older tenant schema (missing columns), an unknown account type, an orphan tenant file.
 fn synthetic_legacy_dir(root: &Path, password: &str) -> (String, String) {
@@ -310,6 +319,10 @@ fn synthetic_legacy_dir(root: &Path, password: &str) -> (String, String) {
     let tenant = "5d1f9a52-2222-4b8a-8a1b-000000000002";
     std::fs::create_dir_all(root.join("db")).unwrap();
     std::fs::create_dir_all(root.join("tenant_databases")).unwrap();
+    let logos = root.join("logo_storage").join(tenant);
+    std::fs::create_dir_all(&logos).unwrap();
+    std::fs::write(logos.join(format!("{LOGO_ID}.png")), ONE_PIXEL_PNG).unwrap();
+    std::fs::write(logos.join("notes.txt"), "not a logo").unwrap();
     let c = rusqlite::Connection::open(root.join("db/users.db")).unwrap();
     let hash = bcrypt::hash(password, 4).unwrap();
     c.execute_batch(
@@ -374,7 +387,8 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     let out =
         ok(finwise(&["import-legacy", "--from", legacy.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]));
     assert!(out.contains("users:    2 (1 without a password"), "{out}");
-    assert!(out.contains("tenants:  1"), "{out}");
+    assert!(out.contains("tenants:  1 (1 logo files)"), "{out}");
+    assert!(out.contains("logo file notes.txt is not a PNG or JPEG logo"), "{out}");
     assert!(out.contains("accountType"), "the unknown account type is reported: {out}");
     assert!(out.contains("not-a-real-tenant"), "the orphan file is reported: {out}");
 
@@ -383,6 +397,14 @@ async fn import_legacy_synthetic_dir_over_the_wire() {
     assert_eq!(uid, user);
     server.login("Jörg Ölsen", password).await;
     assert!(out.contains("settings: 1"), "{out}");
+    let logo = reqwest::Client::new()
+        .get(server.url(&format!("/api/v1/logos/{tenant}/{LOGO_ID}.png")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logo.status(), 200, "the 0.4 logo came along");
+    assert_eq!(&logo.bytes().await.unwrap()[..], ONE_PIXEL_PNG);
     let settings = get_json(&server.url(&format!("/api/v1/user/settings/{user}")), &token).await;
     assert_eq!(
         (settings["log_level"].clone(), settings["log_categories"].clone(), settings["history_retention_days"].clone()),

@@ -129,9 +129,11 @@ impl AuthStore {
         })
     }
 
-    /// Stores a copied logo as it is (`finwise migrate`).
+    /// Stores a copied logo as it is, replacing one of the same name (`finwise migrate`,
+    /// `import-legacy` run again).
     pub fn import_logo(&self, logo: &(String, String, String, String)) -> Result<(), AuthError> {
         self.tx(|db| {
+            db.execute("DELETE FROM logos WHERE tenant_id = $1 AND name = $2", sql_params![&logo.0, &logo.1])?;
             db.execute(
                 "INSERT INTO logos (tenant_id, name, data, created_at) VALUES ($1, $2, $3, $4)",
                 sql_params![&logo.0, &logo.1, &logo.2, &logo.3],

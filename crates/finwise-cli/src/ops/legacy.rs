@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use base64::Engine;
 use clap::Args;
 use finwise_server::{
     auth::{AuthStore, Tenant, User},
@@ -48,11 +49,23 @@ pub struct Summary {
     pub users: usize,
     pub users_without_password: usize,
     pub user_settings: usize,
+    pub logos: usize,
     pub tenants: usize,
     pub entities: BTreeMap<&'static str, usize>,
     pub unchanged: usize,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
+}
+
+/// The image format of a file by its first bytes (the file name says nothing).
+fn image_format(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("png")
+    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("jpeg")
+    } else {
+        None
+    }
 }
 
 /// Finds the central database and the tenant directory under `from`.
@@ -104,7 +117,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
         s.users, s.users_without_password
     );
     println!("  settings: {} (the 0.4 web app's log level, categories and history retention)", s.user_settings);
-    println!("  tenants:  {}", s.tenants);
+    println!("  tenants:  {} ({} logo files)", s.tenants, s.logos);
     for (t, n) in &s.entities {
         println!("  {t:<20} {n}");
     }
@@ -243,6 +256,22 @@ pub fn run(
         };
         auth.import_tenant(&tenant)?;
         s.tenants += 1;
+        // 0.4 kept logos beside the tenant databases: logo_storage/<tenant>/<uuid>.png|jpg
+        let logos = tenant_dir.as_ref().and_then(|d| d.parent()).map(|d| d.join("logo_storage").join(id.as_str()));
+        if let Some(Ok(files)) = logos.filter(|d| d.is_dir()).map(std::fs::read_dir) {
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let bytes = std::fs::read(f.path()).unwrap_or_default();
+                let image = matches!(image_format(&bytes), Some("png" | "jpeg"));
+                if !finwise_server::logos::valid_name(&name) || !image || bytes.len() > 10 * 1024 * 1024 {
+                    s.warnings.push(format!("tenant {id}: logo file {name} is not a PNG or JPEG logo; skipped"));
+                    continue;
+                }
+                let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                auth.import_logo(&(id.as_str().to_owned(), name, data, finwise_server::auth::naive_now()))?;
+                s.logos += 1;
+            }
+        }
         let file = tenant_dir.as_ref().map(|d| d.join(format!("finwiseTenantDB_{id}.db"))).filter(|f| f.is_file());
         match file {
             Some(f) => work.push((id, f)),
