@@ -263,10 +263,7 @@ proptest! {
 
         let mut state = shuffle;
         for (d, q) in inbox.iter_mut().enumerate() {
-            for i in (1..q.len()).rev() {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                q.swap(i, (state >> 33) as usize % (i + 1));
-            }
+            finwise_testkit::scramble(q, &mut state);
             for m in q.iter() { deliver(&mut replicas[d], m); }
         }
 

@@ -478,3 +478,12 @@ pub async fn status_for_declared_body(url: &str, token: &str, content_type: &str
     let text = String::from_utf8_lossy(&buf[..n]);
     text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not an HTTP answer: {text}"))
 }
+
+/// Shuffles `items` in place, deterministically from `*state` (which moves on): property tests
+/// deliver their messages in a scrambled order that a failing case replays.
+pub fn scramble<T>(items: &mut [T], state: &mut u64) {
+    for i in (1..items.len()).rev() {
+        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        items.swap(i, (*state >> 33) as usize % (i + 1));
+    }
+}
