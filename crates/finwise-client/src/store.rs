@@ -705,7 +705,7 @@ fn apply_one(
     let local = get_row(tx, t, id)?;
     if pending && !deleted {
         if let Some(local) = local.as_ref().filter(|l| !l.deleted) {
-            return overlay_pending_fields(tx, t, id, entity, updated_at_ms, local);
+            return overlay_pending_fields(tx, t, id, entity, local);
         }
     }
     let accept = if authoritative {
@@ -750,7 +750,6 @@ fn overlay_pending_fields(
     t: EntityType,
     id: &str,
     entity: &Map<String, Value>,
-    updated_at_ms: i64,
     local: &Row,
 ) -> Result<Option<Change>> {
     let queued = query_entries(
@@ -780,7 +779,6 @@ fn overlay_pending_fields(
         return Ok(None);
     }
     // the local stamp stays until the server's merge arrives (which is newer than both)
-    let _ = updated_at_ms;
     put_row(tx, t, id, &serde_json::to_string(&merged)?, local.updated_at_ms, false)?;
     Ok(Some(Change {
         entity_type: t,

@@ -290,6 +290,16 @@ pub fn export_tenant(store: &dyn Store, tenant: &TenantId, path: &Path) -> anyho
             tx.execute_batch(&format!("CREATE INDEX ix_{0}_name ON {0} (name)", t.collection()))?;
         }
     }
+    let insert = |t: EntityType| {
+        let names: Vec<String> = columns(t)
+            .map(|f| format!("\"{}\"", f.name))
+            .chain(["\"createdAt\"".into(), "\"updatedAt\"".into()])
+            .collect();
+        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+        format!("INSERT INTO {} ({}) VALUES ({})", t.collection(), names.join(", "), marks.join(", "))
+    };
+    let inserts: std::collections::HashMap<EntityType, String> =
+        ENTITY_TYPES.iter().map(|t| (*t, insert(*t))).collect();
     let mut n = 0;
     let mut failed = None;
     store.read(tenant, |r| {
@@ -302,13 +312,9 @@ pub fn export_tenant(store: &dyn Store, tenant: &TenantId, path: &Path) -> anyho
             for ms in [created, updated] {
                 values.push(ms.map_or(rusqlite::types::Value::Null, |ms| rusqlite::types::Value::Text(naive_db(ms))));
             }
-            let names: Vec<String> = columns(t)
-                .map(|f| format!("\"{}\"", f.name))
-                .chain(["\"createdAt\"".into(), "\"updatedAt\"".into()])
-                .collect();
-            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!("INSERT INTO {} ({}) VALUES ({})", t.collection(), names.join(", "), marks.join(", "));
-            match tx.execute(&sql, rusqlite::params_from_iter(values)) {
+            let insert =
+                tx.prepare_cached(&inserts[&t]).and_then(|mut s| s.execute(rusqlite::params_from_iter(values)));
+            match insert {
                 Ok(_) => {
                     n += 1;
                     true

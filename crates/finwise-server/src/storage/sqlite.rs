@@ -300,31 +300,37 @@ struct SqliteTxn<'c> {
     seq: i64,
 }
 
+/// The columns [`entity_row`] reads, in its order.
+macro_rules! entity_cols {
+    () => {
+        "entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq"
+    };
+}
+
+/// A stored version from a row of [`entity_cols!`].
+fn entity_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRecord> {
+    Ok(EntityRecord {
+        entity_type: parse_type(r.get(0)?)?,
+        id: r.get(1)?,
+        seq: r.get(2)?,
+        updated_at_ms: r.get(3)?,
+        deleted: r.get(4)?,
+        data: r.get(5)?,
+        changed_at_ms: r.get(6)?,
+        stamps: r.get(7)?,
+        created_seq: r.get(8)?,
+    })
+}
+
 fn parse_type(s: String) -> rusqlite::Result<EntityType> {
     EntityType::parse(&s).ok_or_else(|| rusqlite::Error::InvalidColumnType(0, s, rusqlite::types::Type::Text))
 }
 
 impl WriteTxn for SqliteTxn<'_> {
     fn entity(&mut self, entity_type: EntityType, id: &str) -> Result<Option<EntityRecord>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq FROM entities
-             WHERE entity_type = ?1 AND id = ?2",
-        )?;
-        Ok(stmt
-            .query_row(params![entity_type.as_str(), id], |r| {
-                Ok(EntityRecord {
-                    entity_type,
-                    id: id.to_owned(),
-                    seq: r.get(0)?,
-                    updated_at_ms: r.get(1)?,
-                    deleted: r.get(2)?,
-                    data: r.get(3)?,
-                    changed_at_ms: r.get(4)?,
-                    stamps: r.get(5)?,
-                    created_seq: r.get(6)?,
-                })
-            })
-            .optional()?)
+        const BY_KEY: &str = concat!("SELECT ", entity_cols!(), " FROM entities WHERE entity_type = ?1 AND id = ?2");
+        let mut stmt = self.tx.prepare_cached(BY_KEY)?;
+        Ok(stmt.query_row(params![entity_type.as_str(), id], entity_row).optional()?)
     }
 
     fn put_entity(&mut self, rec: &EntityRecord) -> Result<()> {
@@ -592,23 +598,11 @@ impl SqliteReader {
         visit: &mut dyn FnMut(EntityRecord) -> Result<()>,
     ) -> Result<()> {
         let Some(c) = &self.conn else { return Ok(()) };
-        let mut stmt = c.prepare_cached(&format!(
-            "SELECT entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq
-             FROM entities {filter} ORDER BY seq"
-        ))?;
+        let mut stmt =
+            c.prepare_cached(&format!(concat!("SELECT ", entity_cols!(), " FROM entities {} ORDER BY seq"), filter))?;
         let mut rows = stmt.query(p)?;
         while let Some(r) = rows.next()? {
-            visit(EntityRecord {
-                entity_type: parse_type(r.get(0)?)?,
-                id: r.get(1)?,
-                seq: r.get(2)?,
-                updated_at_ms: r.get(3)?,
-                deleted: r.get(4)?,
-                data: r.get(5)?,
-                changed_at_ms: r.get(6)?,
-                stamps: r.get(7)?,
-                created_seq: r.get(8)?,
-            })?;
+            visit(entity_row(r)?)?;
         }
         Ok(())
     }
