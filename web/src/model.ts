@@ -86,6 +86,5 @@ export function round2(x: number): number {
   return Math.round(x * 100) / 100
 }
 
-export function formatMoney(x: number): string {
-  return new Intl.NumberFormat('de-DE', { style: 'currency', currency: 'EUR' }).format(x)
-}
+/** Money by the chosen locale (see `i18n/format.ts`). */
+export { formatMoney } from './i18n/format'
