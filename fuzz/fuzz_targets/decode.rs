@@ -1,9 +1,6 @@
-//! The client message decoder: any bytes, no panic, bounded allocation.
+//! Fuzz target `decode`: see `fn decode` in `fuzz/bodies.rs` (shared with the corpus replay test).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies.rs"]
+mod bodies;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = finwise_protocol::messages::parse_client_message(text);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::decode(data));

@@ -213,3 +213,115 @@ fn offline_changes_stay_queued_and_errors_name_the_next_step() {
     let e = fails(h, &["tags", "rm", "nothing-like-this"]);
     assert!(e.contains("finwise tags ls"), "{e}");
 }
+
+#[test]
+fn a_household_is_shared_renamed_left_and_deleted() {
+    let server = Server::start();
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ann, bob) = (ta.path(), tb.path());
+    ok(ann, &["login", "--server", &server.url, "--email", "ann@example.org", "--register", "--name", "Ann"]);
+    ok(bob, &["login", "--server", &server.url, "--email", "bob@example.org", "--register", "--name", "Bob"]);
+    let t = json(ann, &["tenant", "create", "Home"]);
+    let tenant = t["uuid"].as_str().unwrap().to_owned();
+
+    // Inviting someone who has not registered says what they must do.
+    let e = fails(ann, &["member", "add", "carol@example.org"]);
+    assert!(e.contains("no user with this e-mail") && e.contains("register"), "{e}");
+    let out = ok(ann, &["member", "add", "bob@example.org"]);
+    assert!(out.contains("bob@example.org is now a member of Home"), "{out}");
+    let members = json(ann, &["member", "list"]);
+    let roles: Vec<(&str, &str)> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["email"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(roles, [("ann@example.org", "owner"), ("bob@example.org", "member")]);
+    let table = ok(ann, &["member", "ls"]);
+    assert!(table.lines().any(|l| l.contains("Ann") && l.contains("owner") && l.contains("(you)")), "{table}");
+
+    // Bob sees the household, works in it, and Ann gets his change.
+    ok(bob, &["tenant", "use", "Home"]);
+    ok(bob, &["tags", "add", "name=Urlaub"]);
+    ok(bob, &["sync"]);
+    ok(ann, &["sync"]);
+    assert!(ok(ann, &["tags", "ls"]).contains("Urlaub"));
+
+    // A member may not remove others, nor rename or delete; the messages say who can.
+    let e = fails(bob, &["member", "rm", "ann@example.org"]);
+    assert!(e.contains("only an owner of Home"), "{e}");
+    let e = fails(bob, &["tenant", "rename", "Ours"]);
+    assert!(e.contains("only an owner of Home"), "{e}");
+    let e = fails(bob, &["tenant", "rm", "--yes"]);
+    assert!(e.contains("only an owner of Home"), "{e}");
+
+    // The last owner cannot leave; after making Bob an owner, Ann can.
+    let e = fails(ann, &["member", "leave"]);
+    assert!(e.contains("at least one owner"), "{e}");
+    ok(ann, &["member", "add", "bob@example.org", "--owner"]);
+    let out = ok(bob, &["tenant", "rename", "Ours"]);
+    assert!(out.contains("renamed Home to Ours"), "{out}");
+    let out = ok(ann, &["member", "leave"]);
+    assert!(out.contains("you left") && out.contains("local copy on this machine was removed"), "{out}");
+    assert!(!ann.join("data").join(t["user_id"].as_str().unwrap_or("-")).join(format!("{tenant}.db")).exists());
+    assert_eq!(json(ann, &["tenant", "list"]).as_array().unwrap().len(), 0);
+    let e = fails(ann, &["tags", "ls"]);
+    assert!(e.contains("no tenant selected"), "{e}");
+
+    // Bob invites Ann back and removes her; her sync then says she is no member.
+    ok(bob, &["member", "add", "ann@example.org"]);
+    ok(ann, &["tenant", "use", "Ours"]);
+    ok(ann, &["sync"]);
+    let out = ok(bob, &["member", "rm", "Ann"]);
+    assert!(out.contains("removed Ann (ann@example.org) from Ours"), "{out}");
+    let e = fails(ann, &["sync"]);
+    assert!(e.contains("not a member"), "{e}");
+
+    // Deleting asks for confirmation when not told --yes, then removes it for everyone.
+    let e = fails(bob, &["tenant", "rm"]);
+    assert!(e.contains("pass --yes"), "{e}");
+    let out = ok(bob, &["tenant", "rm", "Ours", "--yes"]);
+    assert!(out.contains("deleted Ours") && out.contains("for every member"), "{out}");
+    assert_eq!(json(bob, &["tenant", "list"]).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn enums_read_as_words_and_plans_and_rules_have_commands() {
+    let server = Server::start();
+    let th = tempfile::tempdir().unwrap();
+    let h = th.path();
+    ok(h, &["login", "--server", &server.url, "--email", "eve@example.org", "--register"]);
+    ok(h, &["tenant", "create", "Home"]);
+    let help = ok(h, &["accounts", "add", "--help"]);
+    assert!(help.contains("giro (checking)") && help.contains("kreditkarte (credit card)"), "{help}");
+    ok(h, &["groups", "add", "name=Banks"]);
+    let out = ok(h, &["accounts", "add", "name=Giro", "type=giro", "opening=1000"]);
+    assert!(out.contains("with an opening balance of 1000.00"), "{out}");
+    ok(h, &["transactions", "add", "amount=-12.5", "description=Coffee"]);
+    ok(h, &["transactions", "add", "amount=-80", "description=Later", "date=2999-01-01"]); // future: not yet
+    let table = ok(h, &["accounts", "ls"]);
+    assert!(table.contains("checking (giro)"), "{table}");
+    // the balance FinWise 0.4 shows: the opening reconciliation plus the transactions up to today
+    assert!(table.lines().any(|l| l.contains("Giro") && l.contains("987.50")), "{table}");
+    let e = fails(h, &["accounts", "add", "name=Cash", "opening=lots"]);
+    assert!(e.contains("opening balance is an amount"), "{e}");
+    // the wire keeps the 0.4 value
+    assert_eq!(json(h, &["accounts", "show", "Giro"])["accountType"], "giro");
+
+    let plan = json(h, &["planning", "add", "name=Rent", "amount=-850", "recurrencePattern=MONTHLY"]);
+    assert_eq!((plan["recurrencePattern"].as_str(), plan["isActive"].as_bool()), (Some("MONTHLY"), Some(true)));
+    let table = ok(h, &["plans", "ls"]);
+    assert!(table.contains("Rent") && table.contains("monthly (MONTHLY)") && table.contains("Giro"), "{table}");
+    let rule = json(
+        h,
+        &[
+            "rules",
+            "add",
+            "name=Groceries",
+            r#"conditions=[{"type":"description","operator":"contains","value":"REWE"}]"#,
+        ],
+    );
+    assert_eq!(rule["stage"], "DEFAULT");
+    let r = json(h, &["sync"]);
+    assert_eq!(r["converged"], true, "{r}");
+}

@@ -49,6 +49,16 @@ pub struct Tenant {
     pub updated_at: Option<String>,
 }
 
+/// A member of a tenant as `GET /tenants/{id}/members` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Member {
+    pub user_id: String,
+    pub name: String,
+    pub email: String,
+    /// `owner` or `member`.
+    pub role: String,
+}
+
 /// An authenticated session with a server.
 pub struct Auth {
     http: reqwest::Client,
@@ -307,24 +317,67 @@ impl Auth {
         Ok(make(&self.http, &server).bearer_auth(token).send().await?)
     }
 
-    /// The user's tenants (`GET /tenants`).
-    pub async fn tenants(&self) -> Result<Vec<Tenant>> {
-        let resp = self.send(|h, s| h.get(format!("{s}/tenants"))).await?;
+    /// Sends an authenticated request and reads its JSON answer; a refusal becomes [`Error::Http`]
+    /// with the server's message.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let resp = self.send(make).await?;
         if !resp.status().is_success() {
             return Err(error_of(resp).await);
         }
         Ok(resp.json().await?)
     }
 
+    /// [`Self::call`] for answers without a body (204).
+    async fn call_empty(&self, make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder) -> Result<()> {
+        let resp = self.send(make).await?;
+        if !resp.status().is_success() {
+            return Err(error_of(resp).await);
+        }
+        Ok(())
+    }
+
+    /// The user's tenants (`GET /tenants`).
+    pub async fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.call(|h, s| h.get(format!("{s}/tenants"))).await
+    }
+
     /// Creates a tenant owned by the user (`POST /tenants`).
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
         let id = uuid::Uuid::new_v4().to_string();
         let body = json!({"uuid": id, "name": name});
-        let resp = self.send(|h, s| h.post(format!("{s}/tenants")).json(&body)).await?;
-        if !resp.status().is_success() {
-            return Err(error_of(resp).await);
-        }
-        Ok(resp.json().await?)
+        self.call(|h, s| h.post(format!("{s}/tenants")).json(&body)).await
+    }
+
+    /// Renames a tenant (owners only).
+    pub async fn rename_tenant(&self, tenant: &str, name: &str) -> Result<Tenant> {
+        let body = json!({"name": name});
+        self.call(|h, s| h.put(format!("{s}/tenants/{tenant}")).json(&body)).await
+    }
+
+    /// Deletes a tenant with all its data (owners only); its members' sockets close.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<Tenant> {
+        self.call(|h, s| h.delete(format!("{s}/tenants/{tenant}/complete"))).await
+    }
+
+    /// The tenant's members.
+    pub async fn members(&self, tenant: &str) -> Result<Vec<Member>> {
+        self.call(|h, s| h.get(format!("{s}/tenants/{tenant}/members"))).await
+    }
+
+    /// Adds the registered user with this e-mail as `member` or `owner`, or changes their role
+    /// (owners only); returns the members after the change.
+    pub async fn add_member(&self, tenant: &str, email: &str, role: &str) -> Result<Vec<Member>> {
+        let body = json!({"email": email, "role": role});
+        self.call(|h, s| h.post(format!("{s}/tenants/{tenant}/members")).json(&body)).await
+    }
+
+    /// Removes a member (owners), or leaves the tenant (`user_id` = one's own). The last owner
+    /// cannot leave (409).
+    pub async fn remove_member(&self, tenant: &str, user_id: &str) -> Result<()> {
+        self.call_empty(|h, s| h.delete(format!("{s}/tenants/{tenant}/members/{user_id}"))).await
     }
 
     /// Whether the server answers `GET /health` within two seconds.

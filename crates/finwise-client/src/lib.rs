@@ -48,10 +48,11 @@
 mod auth;
 mod client;
 mod error;
+pub mod ledger;
 pub mod store;
 mod sync;
 
-pub use auth::{normalize_server, Auth, Session, Tenant};
+pub use auth::{normalize_server, Auth, Member, Session, Tenant};
 pub use client::{Client, ClientOptions, ConnectionState, Progress, ProgressFn, SyncReport, SyncStatus, WatcherInfo};
 pub use error::{Error, Result};
 pub use finwise_protocol::{messages::Operation, EntityType};

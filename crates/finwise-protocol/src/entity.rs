@@ -182,6 +182,56 @@ const ACCOUNT_TYPES: &[&str] = &[
 ];
 const TRANSACTION_TYPES: &[&str] = &["EXPENSE", "INCOME", "ACCOUNTTRANSFER", "CATEGORYTRANSFER", "RECONCILE"];
 
+/// English labels of the registry's enum values, for people (the CLI's tables and help). The
+/// values stay on the wire as 0.4 writes them; every value has a label (tested).
+const ENUM_LABELS: &[(&str, &str)] = &[
+    ("giro", "checking"),
+    ("tagesgeld", "instant-access savings"),
+    ("festgeld", "fixed deposit"),
+    ("spar", "savings"),
+    ("kreditkarte", "credit card"),
+    ("depot", "securities"),
+    ("bauspar", "building savings"),
+    ("darlehen", "loan"),
+    ("geschaeft", "business"),
+    ("gemeinschaft", "joint account"),
+    ("fremdwaehrung", "foreign currency"),
+    ("virtuell", "virtual"),
+    ("bar", "cash"),
+    ("sonstiges", "other"),
+    ("EXPENSE", "expense"),
+    ("INCOME", "income"),
+    ("ACCOUNTTRANSFER", "transfer between accounts"),
+    ("CATEGORYTRANSFER", "budget transfer between categories"),
+    ("RECONCILE", "reconciliation"),
+    ("PRE", "before the others"),
+    ("DEFAULT", "normal"),
+    ("POST", "after the others"),
+    ("all", "all conditions"),
+    ("any", "any condition"),
+    ("EXACT", "exact amount"),
+    ("APPROXIMATE", "approximate amount"),
+    ("RANGE", "amount range"),
+    ("ONCE", "once"),
+    ("DAILY", "daily"),
+    ("WEEKLY", "weekly"),
+    ("BIWEEKLY", "every two weeks"),
+    ("MONTHLY", "monthly"),
+    ("QUARTERLY", "quarterly"),
+    ("YEARLY", "yearly"),
+    ("NEVER", "never ends"),
+    ("COUNT", "after a number of times"),
+    ("DATE", "on an end date"),
+    ("NONE", "keep the date"),
+    ("BEFORE", "move to the working day before"),
+    ("AFTER", "move to the working day after"),
+];
+
+/// The English label of an enum value of the registry (`giro` → `checking`).
+pub fn enum_label(value: &str) -> Option<&'static str> {
+    ENUM_LABELS.iter().find(|(v, _)| *v == value).map(|(_, l)| *l)
+}
+
 use DefaultValue as D;
 use Kind::*;
 
@@ -572,6 +622,24 @@ mod tests {
         }
         assert_eq!(coerce(&money, &json!(999_999_999_999_999.0)).unwrap(), json!(999_999_999_999_999.0));
         assert_eq!(coerce(&money, &json!(0.125)).unwrap(), json!(0.13));
+    }
+
+    #[test]
+    fn every_enum_value_has_a_label() {
+        for d in REGISTRY {
+            for f in d.fields {
+                if let Kind::Enum(values) = f.kind {
+                    for v in values {
+                        assert!(
+                            enum_label(v).is_some(),
+                            "{}.{} value {v} has no label",
+                            d.entity_type.as_str(),
+                            f.name
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

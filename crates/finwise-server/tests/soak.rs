@@ -11,9 +11,14 @@
 //! closed set; their latency stays bounded; none of them is disconnected; the two stalled peers
 //! are closed by the server (1013 or a dropped connection) and the server keeps running.
 //!
+//! Every `FINWISE_SOAK_SAMPLE_SECS` seconds (default 5) it samples the server's RSS, its open
+//! files (`/proc/<pid>/fd`) and the p99 latency of the requests answered in that interval; with
+//! `FINWISE_SOAK_CSV=<file>` the samples are written there (`scripts/plot-soak` draws them).
+//!
 //! Short configuration (CI): `FINWISE_SOAK_SECS` seconds of load (default 40; the stalled peers
 //! are closed by the 30 s send timeout, so the test takes about a minute). Long configuration:
-//! `FINWISE_SOAK_SECS=600 FINWISE_SOAK_CLIENTS=24`. Needs the binary: `cargo build -p finwise-cli`.
+//! `scripts/long-checks soak --minutes 60` (24 clients, a sample a minute, the plot in docs/).
+//! Needs the binary: `cargo build -p finwise-cli`.
 
 use std::{
     collections::BTreeMap,
@@ -28,6 +33,33 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// One sample of the server: seconds since the load started, RSS, open files, and the p99 and
+/// count of the requests answered since the previous sample.
+struct Sample {
+    t: f64,
+    rss_kib: u64,
+    files: usize,
+    p99_ms: u64,
+    requests: usize,
+}
+
+fn sample(t0: Instant, pid: u32, load: &Load) -> Sample {
+    let mut window = std::mem::take(&mut *load.window.lock().unwrap());
+    window.sort_unstable();
+    let p99_ms = if window.is_empty() { 0 } else { window[((window.len() as f64 - 1.0) * 0.99) as usize] };
+    Sample {
+        t: t0.elapsed().as_secs_f64(),
+        rss_kib: rss_kib(pid),
+        files: open_files(pid),
+        p99_ms,
+        requests: window.len(),
+    }
+}
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -57,6 +89,8 @@ struct Load {
     broadcasts: AtomicU64,
     /// Request latencies in ms.
     latencies: Mutex<Vec<u64>>,
+    /// The latencies since the last sample.
+    window: Mutex<Vec<u64>>,
     disconnected: Mutex<Vec<String>>,
 }
 
@@ -123,7 +157,9 @@ async fn client(addr: String, tenant: String, token: String, n: usize, stop: Arc
                 }
             }
         };
-        load.latencies.lock().unwrap().push(t0.elapsed().as_millis() as u64);
+        let ms = t0.elapsed().as_millis() as u64;
+        load.latencies.lock().unwrap().push(ms);
+        load.window.lock().unwrap().push(ms);
         if answer["type"] == "sync_batch_result" {
             load.batches.fetch_add(1, Ordering::Relaxed);
             for r in answer["results"].as_array().unwrap() {
@@ -240,10 +276,16 @@ async fn soak_with_hostile_peers() {
             tokio::spawn(client(addr.clone(), tenant, token.clone(), n, Arc::clone(&stop), Arc::clone(&load)))
         })
         .collect();
-    let mut samples: Vec<(f64, u64)> = Vec::new();
+    let every: u64 = std::env::var("FINWISE_SOAK_SAMPLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let mut samples: Vec<Sample> = vec![sample(t0, pid, &load)];
+    // RSS is watched every second (for the peak); the full sample is taken every `every` seconds
+    let mut peak = 0u64;
     while t0.elapsed() < Duration::from_secs(secs) {
-        samples.push((t0.elapsed().as_secs_f64(), rss_kib(pid)));
         tokio::time::sleep(Duration::from_secs(1)).await;
+        peak = peak.max(rss_kib(pid));
+        if t0.elapsed().as_secs() / every > samples.last().unwrap().t as u64 / every {
+            samples.push(sample(t0, pid, &load));
+        }
     }
     // The stalled peers: the server must have closed them (send timeout 30 s once their buffers
     // are full, or lag beyond the broadcast buffer). Load continues while we wait.
@@ -255,7 +297,7 @@ async fn soak_with_hostile_peers() {
         w.await.unwrap();
     }
     reconnector.await.unwrap();
-    samples.push((t0.elapsed().as_secs_f64(), rss_kib(pid)));
+    samples.push(sample(t0, pid, &load));
     let elapsed = t0.elapsed().as_secs_f64();
     assert!(server.child.try_wait().unwrap().is_none(), "the server died");
     let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
@@ -265,9 +307,21 @@ async fn soak_with_hostile_peers() {
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
     let (p50, p99, max) = (pct(0.5), pct(0.99), *lat.last().unwrap());
-    let warm = samples.iter().find(|(t, _)| *t >= 5.0).map_or(samples[0].1, |s| s.1);
-    let peak = samples.iter().map(|s| s.1).max().unwrap();
-    let last = samples.last().unwrap().1;
+    if let Ok(path) = std::env::var("FINWISE_SOAK_CSV") {
+        let mut csv = String::from("seconds,rss_mib,open_files,p99_ms,requests\n");
+        for s in &samples {
+            csv += &format!("{:.0},{:.1},{},{},{}\n", s.t, s.rss_kib as f64 / 1024.0, s.files, s.p99_ms, s.requests);
+        }
+        std::fs::write(&path, csv).unwrap();
+        println!("soak: samples written to {path}");
+    }
+    // warm-up: the first sample at 5 s or later (the short run) or the second minute (long runs)
+    let warm_at = (every as f64).max(5.0);
+    let warm_sample = samples.iter().find(|s| s.t >= warm_at).unwrap_or(&samples[0]);
+    let (warm, warm_files) = (warm_sample.rss_kib, warm_sample.files);
+    let peak = peak.max(samples.iter().map(|s| s.rss_kib).max().unwrap());
+    let last = samples.last().unwrap().rss_kib;
+    let files_after_warm = samples.iter().filter(|s| s.t >= warm_at).map(|s| s.files).max().unwrap_or(warm_files);
     let refused = load.refused.lock().unwrap().clone();
     let log = server.log();
     println!(
@@ -281,8 +335,8 @@ async fn soak_with_hostile_peers() {
         log.matches("stopped reading").count(), log.matches("fell behind").count(),
     );
     println!(
-        "soak: RSS samples (s, MiB): {:?}",
-        samples.iter().step_by(5).map(|(t, k)| (*t as u64, k / 1024)).collect::<Vec<_>>()
+        "soak: samples (s, RSS MiB, open files, p99 ms): {:?}",
+        samples.iter().map(|s| (s.t as u64, s.rss_kib / 1024, s.files, s.p99_ms)).collect::<Vec<_>>()
     );
     let disconnected = load.disconnected.lock().unwrap().clone();
     assert!(disconnected.is_empty(), "well-behaved clients were disconnected: {disconnected:?}");
@@ -292,5 +346,11 @@ async fn soak_with_hostile_peers() {
     assert!(p99 < 3000 && max < 10_000, "latency: p99 {p99} ms, max {max} ms");
     assert!(peak < 512 * 1024, "server RSS peaked at {} MiB", peak / 1024);
     assert!(last < warm + 96 * 1024, "server RSS grew from {} MiB to {} MiB", warm / 1024, last / 1024);
+    // open files after warm-up: the clients' sockets, the stalled peers', the looping peer's one or
+    // two, the databases; a leak of one per reconnect would pass this bound within seconds
+    assert!(
+        files_after_warm <= warm_files + 32,
+        "the server's open files grew from {warm_files} to {files_after_warm} (a descriptor leak?)"
+    );
     drop(server);
 }

@@ -100,6 +100,23 @@ fn fields(client: &Client, t: EntityType, args: &[String]) -> Result<Map<String,
     Ok(out)
 }
 
+/// Takes `opening=AMOUNT` out of an account's `add` arguments: the opening balance, booked as a
+/// reconciliation transaction (the stored `balance` field is not what 0.4 shows; see `ledger`).
+fn opening_balance(t: EntityType, args: Vec<String>) -> Result<(Vec<String>, Option<f64>)> {
+    let mut opening = None;
+    let mut rest = Vec::new();
+    for a in args {
+        match a.split_once('=') {
+            Some(("opening", v)) if t == EntityType::Account => match v.trim().parse::<f64>() {
+                Ok(x) if x.is_finite() => opening = Some(x),
+                _ => bail!("opening={v}: the opening balance is an amount, e.g. opening=1200.50"),
+            },
+            _ => rest.push(a),
+        }
+    }
+    Ok((rest, opening))
+}
+
 /// Sensible values for required fields that the user did not give.
 fn defaults(client: &Client, t: EntityType, f: &mut Map<String, Value>) -> Result<()> {
     fn set(f: &mut Map<String, Value>, k: &str, v: Value) {
@@ -161,8 +178,33 @@ fn defaults(client: &Client, t: EntityType, f: &mut Map<String, Value>) -> Resul
                 bail!("a transaction needs an amount: add `amount=-12.50`");
             }
         }
+        EntityType::PlanningTransaction => {
+            set(f, "startDate", json!(chrono::Utc::now().format("%Y-%m-%d").to_string()));
+            set(f, "amountType", json!("EXACT"));
+            set(f, "recurrencePattern", json!("MONTHLY"));
+            set(f, "recurrenceEndType", json!("NEVER"));
+            set(f, "weekendHandling", json!("NONE"));
+            set(f, "isActive", json!(true));
+            set(f, "forecastOnly", json!(false));
+            if !f.contains_key("accountId") {
+                match only(EntityType::Account)? {
+                    Some(a) => {
+                        f.insert("accountId".into(), json!(a));
+                    }
+                    None => bail!("a planned transaction needs an account: add `account=NAME`"),
+                }
+            }
+            if !f.contains_key("amount") {
+                bail!("a planned transaction needs an amount: add `amount=-850`");
+            }
+        }
+        EntityType::AutomationRule => {
+            set(f, "stage", json!("DEFAULT"));
+            set(f, "priority", json!(client.list(t)?.len()));
+            set(f, "isActive", json!(true));
+        }
         // no defaults beyond the registry's; listed, so that a new type must be decided here
-        EntityType::Recipient | EntityType::Tag | EntityType::AutomationRule | EntityType::PlanningTransaction => {}
+        EntityType::Recipient | EntityType::Tag => {}
     }
     Ok(())
 }
@@ -181,7 +223,16 @@ pub(super) fn fields_help(t: EntityType) -> String {
             Kind::Bool => "true or false".to_owned(),
             Kind::Date => "date YYYY-MM-DD".to_owned(),
             Kind::Timestamp => "date and time (ISO 8601)".to_owned(),
-            Kind::Enum(options) => format!("one of {}", options.join(", ")),
+            Kind::Enum(options) => {
+                let named: Vec<String> = options
+                    .iter()
+                    .map(|o| match finwise_protocol::entity::enum_label(o) {
+                        Some(l) => format!("{o} ({l})"),
+                        None => (*o).to_owned(),
+                    })
+                    .collect();
+                format!("one of {}", named.join(", "))
+            }
             Kind::StrList => "list of texts, e.g. [\"a\",\"b\"]".to_owned(),
             Kind::JsonList => "JSON list".to_owned(),
         };
@@ -194,6 +245,14 @@ pub(super) fn fields_help(t: EntityType) -> String {
             Presence::Default(DefaultValue::EmptyList) => "default []".to_owned(),
         };
         out.push_str(&format!("  {:width$}  {kind}; {presence}\n", f.name));
+    }
+    if t == EntityType::Account {
+        out.push_str(&format!(
+            "  {:width$}  amount (add only): the opening balance, booked as a reconciliation transaction\n\n\
+             The balance shown is the sum of the account's transactions up to today (as FinWise 0.4 shows it);\n\
+             the stored `balance` field is kept for 0.4 and not shown.\n",
+            "opening"
+        ));
     }
     out
 }
@@ -211,13 +270,25 @@ pub(super) fn entity(ctx: &Ctx, t: EntityType, cmd: EntityCommand) -> Result<()>
     let (one, plural) = noun(t);
     match cmd {
         EntityCommand::Add { fields: args } => {
+            let (args, opening) = opening_balance(t, args)?;
             let mut f = fields(&client, t, &args)?;
             defaults(&client, t, &mut f)?;
             let e = client.create(t, Value::Object(f))?;
+            if let Some(amount) = opening {
+                // 0.4 has no opening-balance field: it books a reconciliation, as its app does
+                let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+                client.create(
+                    EntityType::Transaction,
+                    json!({"accountId": e["id"], "amount": amount, "type": "RECONCILE", "date": today, "valueDate": today,
+                        "description": "Opening balance", "payee": "Kontoabgleich", "isReconciliation": true,
+                        "reconciled": true, "runningBalance": 0}),
+                )?;
+            }
             if ctx.json {
                 println!("{}", serde_json::to_string(&e)?);
             } else {
-                println!("added {one} {} ({}); {}", label(&e), short(&e), sent_by(&client));
+                let with = opening.map(|a| format!(" with an opening balance of {a:.2}")).unwrap_or_default();
+                println!("added {one} {}{with} ({}); {}", label(&e), short(&e), sent_by(&client));
             }
         }
         EntityCommand::Edit { id, fields: args } => {
@@ -248,7 +319,8 @@ pub(super) fn entity(ctx: &Ctx, t: EntityType, cmd: EntityCommand) -> Result<()>
             } else {
                 let width = e.keys().map(|k| k.len()).max().unwrap_or(0);
                 for (k, v) in &e {
-                    println!("{k:width$}  {}", cell(v));
+                    let shown = if enum_field(t, k) { enum_cell(v) } else { cell(v) };
+                    println!("{k:width$}  {shown}");
                 }
             }
         }
@@ -291,6 +363,43 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// A table cell of an enum field: its readable label, the wire value beside it (`checking (giro)`).
+fn enum_cell(v: &Value) -> String {
+    match v.as_str().and_then(|s| finwise_protocol::entity::enum_label(s).map(|l| (s, l))) {
+        Some((s, l)) => format!("{l} ({s})"),
+        None => cell(v),
+    }
+}
+
+/// The computed columns (`@…`) of a table, by entity id: an account's balance today, a category's
+/// budget, spending and what is available this month, by the 0.4 rules (`finwise_client::ledger`).
+fn derived(client: &Client, t: EntityType) -> Result<HashMap<String, HashMap<&'static str, f64>>> {
+    use finwise_client::ledger;
+    if !matches!(t, EntityType::Account | EntityType::Category) {
+        return Ok(HashMap::new());
+    }
+    let transactions = client.list(EntityType::Transaction)?;
+    let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+    Ok(match t {
+        EntityType::Account => ledger::account_balances(&transactions, &today)
+            .into_iter()
+            .map(|(id, b)| (id, HashMap::from([("@balance", b)])))
+            .collect(),
+        _ => ledger::category_month(&transactions, &today[..7])
+            .into_iter()
+            .map(|(id, m)| {
+                (id, HashMap::from([("@budgeted", m.budgeted), ("@spent", m.spent), ("@available", m.available)]))
+            })
+            .collect(),
+    })
+}
+
+/// Whether `field` of `t` is an enum (shown with its label).
+fn enum_field(t: EntityType, field: &str) -> bool {
+    use finwise_protocol::entity::Kind;
+    t.def().fields.iter().any(|f| f.name == field && matches!(f.kind, Kind::Enum(_)))
+}
+
 fn table(client: &Client, t: EntityType, list: &[Map<String, Value>]) -> Result<()> {
     let names = |rt: EntityType| -> Result<HashMap<String, String>> {
         Ok(client
@@ -311,18 +420,19 @@ fn table(client: &Client, t: EntityType, list: &[Map<String, Value>]) -> Result<
                 ("id", None),
                 ("name", None),
                 ("accountType", None),
-                ("balance", None),
+                ("@balance", None),
                 ("accountGroupId", Some(EntityType::AccountGroup)),
                 ("updated_at", None),
             ],
         ),
         EntityType::Category => (
-            vec!["ID", "NAME", "BUDGETED", "AVAILABLE", "GROUP", "UPDATED"],
+            vec!["ID", "NAME", "BUDGETED", "SPENT", "AVAILABLE", "GROUP", "UPDATED"],
             vec![
                 ("id", None),
                 ("name", None),
-                ("budgeted", None),
-                ("available", None),
+                ("@budgeted", None),
+                ("@spent", None),
+                ("@available", None),
                 ("categoryGroupId", Some(EntityType::CategoryGroup)),
                 ("updated_at", None),
             ],
@@ -339,6 +449,30 @@ fn table(client: &Client, t: EntityType, list: &[Map<String, Value>]) -> Result<
                 ("updated_at", None),
             ],
         ),
+        EntityType::PlanningTransaction => (
+            vec!["ID", "NAME", "ACCOUNT", "AMOUNT", "REPEATS", "FROM", "CATEGORY", "ACTIVE"],
+            vec![
+                ("id", None),
+                ("name", None),
+                ("accountId", Some(EntityType::Account)),
+                ("amount", None),
+                ("recurrencePattern", None),
+                ("startDate", None),
+                ("categoryId", Some(EntityType::Category)),
+                ("isActive", None),
+            ],
+        ),
+        EntityType::AutomationRule => (
+            vec!["ID", "NAME", "STAGE", "PRIORITY", "ACTIVE", "UPDATED"],
+            vec![
+                ("id", None),
+                ("name", None),
+                ("stage", None),
+                ("priority", None),
+                ("isActive", None),
+                ("updated_at", None),
+            ],
+        ),
         _ => (vec!["ID", "NAME", "UPDATED"], vec![("id", None), ("name", None), ("updated_at", None)]),
     };
     let mut lookups: HashMap<EntityType, HashMap<String, String>> = HashMap::new();
@@ -349,6 +483,7 @@ fn table(client: &Client, t: EntityType, list: &[Map<String, Value>]) -> Result<
             }
         }
     }
+    let derived = derived(client, t)?;
     let rows = list
         .iter()
         .map(|e| {
@@ -357,10 +492,15 @@ fn table(client: &Client, t: EntityType, list: &[Map<String, Value>]) -> Result<
                     let v = e.get(*k).unwrap_or(&Value::Null);
                     match (k, rt) {
                         (&"id", _) => short(e),
+                        (k, _) if k.starts_with('@') => {
+                            let id = e["id"].as_str().unwrap_or_default();
+                            format!("{:.2}", derived.get(id).and_then(|d| d.get(*k)).copied().unwrap_or(0.0))
+                        }
                         (_, Some(rt)) => {
                             let id = v.as_str().unwrap_or_default();
                             lookups[rt].get(id).cloned().unwrap_or_else(|| id.chars().take(8).collect())
                         }
+                        _ if enum_field(t, k) => enum_cell(v),
                         _ => cell(v),
                     }
                 })

@@ -4,10 +4,12 @@
 //! user, tokens, current tenant) and `data/<user>/<tenant>.db` (the local store). Every entity
 //! command works offline on the local store; `finwise sync` exchanges the changes.
 //!
-//! This file: the arguments, the session context, login, logout and tenants; `entities.rs`: the
-//! per-entity commands and their tables; `sync.rs`: `sync`, `sync --watch` and `status`.
+//! This file: the arguments, the session context, login, logout and tenants; `household.rs`:
+//! members, renaming and deleting a tenant; `entities.rs`: the per-entity commands and their
+//! tables; `sync.rs`: `sync`, `sync --watch` and `status`.
 
 mod entities;
+mod household;
 mod sync;
 
 use entities::{entity, print_table};
@@ -41,9 +43,12 @@ pub enum ClientCommand {
     Login(LoginArgs),
     /// Forget the session (local stores are kept).
     Logout,
-    /// Create, list or select tenants (households).
+    /// Create, list, select, rename or delete tenants (households).
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Share the current tenant: list, invite and remove members, or leave it.
+    #[command(subcommand, visible_alias = "members")]
+    Member(household::MemberCommand),
     /// Accounts of the current tenant.
     #[command(subcommand, visible_alias = "account")]
     Accounts(EntityCommand),
@@ -65,6 +70,12 @@ pub enum ClientCommand {
     /// Tags.
     #[command(subcommand, visible_alias = "tag")]
     Tags(EntityCommand),
+    /// Planned and recurring transactions.
+    #[command(subcommand, visible_aliases = ["plans", "plan"])]
+    Planning(EntityCommand),
+    /// Automation rules (conditions and actions applied to new transactions).
+    #[command(subcommand, visible_alias = "rule")]
+    Rules(EntityCommand),
     /// Exchange changes with the server: once, or stay connected with --watch.
     Sync(SyncArgs),
     /// Queue, cursor, last sync, convergence and connection of the current tenant.
@@ -99,6 +110,17 @@ pub enum TenantCommand {
     List,
     /// Make a tenant the current one (by name, id or id prefix).
     Use { tenant: String },
+    /// Rename the current tenant (owners only).
+    Rename { name: String },
+    /// Delete a tenant and all its data on the server, for every member (owners only).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// The tenant (name, id or id prefix; default: the current one).
+        tenant: Option<String>,
+        /// Do not ask: needed when not on a terminal.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,7 +229,7 @@ fn explain_queued(e: Error, server: &str, queued: bool) -> anyhow::Error {
 }
 
 /// The entity commands and their types (the subcommand names clap derives).
-const ENTITY_COMMANDS: [(&str, EntityType); 7] = [
+const ENTITY_COMMANDS: [(&str, EntityType); 9] = [
     ("accounts", EntityType::Account),
     ("groups", EntityType::AccountGroup),
     ("categories", EntityType::Category),
@@ -215,6 +237,8 @@ const ENTITY_COMMANDS: [(&str, EntityType); 7] = [
     ("transactions", EntityType::Transaction),
     ("recipients", EntityType::Recipient),
     ("tags", EntityType::Tag),
+    ("planning", EntityType::PlanningTransaction),
+    ("rules", EntityType::AutomationRule),
 ];
 
 /// Adds the entity's fields, with their types, to the help of its `add` and `edit` commands.
@@ -242,6 +266,7 @@ pub async fn run(g: GlobalArgs, cmd: ClientCommand) -> Result<()> {
             Ok(())
         }
         ClientCommand::Tenant(t) => tenant(&ctx, t).await,
+        ClientCommand::Member(m) => household::member(&ctx, m).await,
         ClientCommand::Accounts(c) => entity(&ctx, EntityType::Account, c),
         ClientCommand::Groups(c) => entity(&ctx, EntityType::AccountGroup, c),
         ClientCommand::Categories(c) => entity(&ctx, EntityType::Category, c),
@@ -249,6 +274,8 @@ pub async fn run(g: GlobalArgs, cmd: ClientCommand) -> Result<()> {
         ClientCommand::Transactions(c) => entity(&ctx, EntityType::Transaction, c),
         ClientCommand::Recipients(c) => entity(&ctx, EntityType::Recipient, c),
         ClientCommand::Tags(c) => entity(&ctx, EntityType::Tag, c),
+        ClientCommand::Planning(c) => entity(&ctx, EntityType::PlanningTransaction, c),
+        ClientCommand::Rules(c) => entity(&ctx, EntityType::AutomationRule, c),
         ClientCommand::Sync(a) => sync(&ctx, a).await,
         ClientCommand::Status => status(&ctx).await,
     }
@@ -367,19 +394,7 @@ async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<()> {
         }
         TenantCommand::Use { tenant } => {
             let list = auth.tenants().await.map_err(|e| explain(e, &server))?;
-            let matches: Vec<_> = list
-                .iter()
-                .filter(|t| {
-                    t.uuid == tenant
-                        || t.name.eq_ignore_ascii_case(&tenant)
-                        || (tenant.len() >= 4 && t.uuid.starts_with(&tenant))
-                })
-                .collect();
-            let t = match matches.as_slice() {
-                [t] => *t,
-                [] => bail!("no tenant matches '{tenant}': run `finwise tenant list`"),
-                _ => bail!("'{tenant}' matches several tenants: use the id (see `finwise tenant list`)"),
-            };
+            let t = find_tenant(&list, &tenant)?;
             auth.update_session(|s| {
                 s.tenant = Some(t.uuid.clone());
                 s.tenant_name = Some(t.name.clone());
@@ -390,6 +405,23 @@ async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<()> {
                 println!("current tenant: {} ({}); run `finwise sync` to fetch its data", t.name, t.uuid);
             }
         }
+        TenantCommand::Rename { name } => household::rename(ctx, &auth, &name).await?,
+        TenantCommand::Rm { tenant, yes } => household::delete(ctx, &auth, tenant, yes).await?,
     }
     Ok(())
+}
+
+/// The tenant `wanted` names: its id, its name (any case) or an id prefix of four or more.
+fn find_tenant<'a>(list: &'a [finwise_client::Tenant], wanted: &str) -> Result<&'a finwise_client::Tenant> {
+    let matches: Vec<_> = list
+        .iter()
+        .filter(|t| {
+            t.uuid == wanted || t.name.eq_ignore_ascii_case(wanted) || (wanted.len() >= 4 && t.uuid.starts_with(wanted))
+        })
+        .collect();
+    match matches.as_slice() {
+        [t] => Ok(*t),
+        [] => bail!("no tenant matches '{wanted}': run `finwise tenant list`"),
+        _ => bail!("'{wanted}' matches several tenants: use the id (see `finwise tenant list`)"),
+    }
 }

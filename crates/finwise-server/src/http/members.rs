@@ -59,14 +59,27 @@ pub(super) async fn add_member(
         .ok_or_else(|| ApiError::unprocessable(&["body", "email"], "no user with this e-mail is registered here"))
 }
 
-#[utoipa::path(delete, path = "/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path, description = "tenant id"), ("user_id" = String, Path)), security(("bearer" = [])), responses((status = 204, description = "removed; the member's open sockets close with 1008"), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member (or not an owner) of the tenant", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path, description = "tenant id"), ("user_id" = String, Path)), security(("bearer" = [])), responses((status = 204, description = "removed (or left); the member's open sockets close with 1008 `membership revoked`"), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member of the tenant, or a member removing someone else", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "the tenant's last owner cannot leave or be removed", body = ErrorBody)))]
 pub(super) async fn remove_member(
     State(app): AppState,
-    TenantAccess { tenant: id, .. }: TenantAccess<TokenOwner>,
+    TenantAccess { tenant: id, user, .. }: TenantAccess<TokenMember>,
     Path((_, user_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let auth = Arc::clone(&app.auth);
     let (tid, uid) = (id.clone(), user_id.clone());
+    // any member may leave (remove themselves); only an owner removes others
+    let leaving = user.as_deref() == Some(user_id.as_str());
+    if !leaving {
+        let (auth, tid) = (Arc::clone(&auth), tid.clone());
+        let role = blocking(move || match user {
+            Some(u) => auth.role(&tid, &u),
+            None => Ok(None), // never: TokenMember admits token users only
+        })
+        .await?;
+        if role.as_deref() != Some("owner") {
+            return Err(ApiError::forbidden("only an owner can remove other members; a member can only leave"));
+        }
+    }
     let removed = blocking(move || auth.remove_member(&tid, &uid)).await?;
     if removed {
         // Open sockets of the removed member close now, not at their next reconnect.

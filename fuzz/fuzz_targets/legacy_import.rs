@@ -1,0 +1,6 @@
+//! Fuzz target `legacy_import`: see `fn legacy_import` in `fuzz/bodies.rs` (shared with the corpus replay test).
+#![no_main]
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::legacy_import(data));
