@@ -2,6 +2,12 @@
 //! SIGKILL at random moments; after every restart each acked change must be there with the acked
 //! version, and every database file must pass SQLite's integrity check.
 //!
+//! `FINWISE_CRASH_FAULT` picks the fault of each round: `kill` (default: SIGKILL of the server,
+//! then a restart), and on PostgreSQL `pg-terminate` (`pg_terminate_backend` of every connection
+//! of the server, which keeps running) or `pg-restart` (a fast shutdown of a PostgreSQL cluster
+//! of the test's own, down for half a second, under load). In the PostgreSQL faults the clients
+//! may get the retryable `storage_error` refusal; nothing acked may be missing.
+//!
 //! Short configuration (CI): `FINWISE_CRASH_ROUNDS` rounds (default 6). Long configuration: see
 //! docs/RELIABILITY.md. Needs the binary: `cargo build -p finwise-cli` (scripts/test-all does).
 //! The clients refresh their access token before it expires, as a real client does, so a run may
@@ -18,7 +24,30 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use finwise_testkit::process::{storage_intact, ServerProcess};
+use finwise_testkit::{
+    backend,
+    process::{pg_intact, storage_intact, ServerProcess},
+};
+
+/// What happens to the server in each round.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    Kill,
+    PgTerminate,
+    PgRestart,
+}
+
+fn fault() -> Fault {
+    match std::env::var("FINWISE_CRASH_FAULT").as_deref() {
+        Err(_) | Ok("kill") => Fault::Kill,
+        Ok("pg-terminate") => Fault::PgTerminate,
+        Ok("pg-restart") => Fault::PgRestart,
+        Ok(other) => panic!("FINWISE_CRASH_FAULT={other}: kill, pg-terminate or pg-restart"),
+    }
+}
+
+/// Retryable refusals the clients got (PostgreSQL faults): counted, never acked.
+type Refused = Arc<std::sync::atomic::AtomicU64>;
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
 struct Rng(u64);
@@ -108,6 +137,7 @@ async fn ingest(
     worker: usize,
     batch: bool,
     errors: ConnectErrors,
+    refused: Refused,
 ) {
     let ws = match tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}")).await {
         Ok((ws, _)) => ws,
@@ -151,15 +181,24 @@ async fn ingest(
                 acked.lock().unwrap().insert(eid, (updated_at.to_owned(), name));
             }
         };
+        let retryable = |r: &Value| {
+            let reason = r["reason"].as_str().unwrap_or_default();
+            assert!(["storage_error", "overloaded"].contains(&reason), "unexpected refusal {r}");
+            pending.lock().unwrap().remove(r["id"].as_str().unwrap_or_default());
+            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
         match v["type"].as_str() {
             Some("sync_ack") => record(v["id"].as_str().unwrap(), v["updated_at"].as_str().unwrap()),
             Some("sync_batch_result") => {
                 for r in v["results"].as_array().unwrap() {
-                    assert_eq!(r["status"], "processed", "{r}");
-                    record(r["id"].as_str().unwrap(), r["updated_at"].as_str().unwrap());
+                    if r["status"] == "processed" {
+                        record(r["id"].as_str().unwrap(), r["updated_at"].as_str().unwrap());
+                    } else {
+                        retryable(r);
+                    }
                 }
             }
-            Some("sync_nack") => panic!("unexpected nack {v}"),
+            Some("sync_nack") => retryable(&v),
             _ => {}
         }
     }
@@ -168,11 +207,45 @@ async fn ingest(
 
 /// Access tokens live `FINWISE_CRASH_TOKEN_TTL` seconds (default 62, refreshed with less than 60 s left): even the short
 /// configuration outlives a token, so the refresh path runs in CI too.
-fn start_server(dir: &std::path::Path) -> ServerProcess {
+///
+/// `database_url`: the PostgreSQL database to use instead of the kit's (PostgreSQL faults).
+fn start_server(dir: &std::path::Path, database_url: Option<&str>) -> ServerProcess {
     let ttl = std::env::var("FINWISE_CRASH_TOKEN_TTL").unwrap_or_else(|_| "62".into());
     ServerProcess::start_cmd(dir, |c| {
         c.args(["--messages-per-second", "1000000"]).env("FINWISE_ACCESS_TOKEN_TTL", ttl);
+        if let Some(url) = database_url {
+            c.env("FINWISE_DATABASE_URL", url);
+        }
     })
+}
+
+/// The tenant's tags as a fresh socket loads them (chunked: long runs store far more than one
+/// 16 MiB frame holds). After a PostgreSQL fault the first tries may be refused: retried for 30 s.
+async fn load_tags(addr: &str, tenant: &str, token: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    'attempt: loop {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}"))
+            .await
+            .unwrap();
+        ws.next().await.unwrap().unwrap();
+        let request = json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": 10_000});
+        ws.send(Message::Text(request.to_string().into())).await.unwrap();
+        let mut tags: Vec<Value> = Vec::new();
+        loop {
+            let m = ws.next().await.unwrap().unwrap();
+            let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap_or(Value::Null);
+            if v["event_type"] == "initial_data_load" {
+                tags.extend(v["payload"]["tags"].as_array().unwrap().iter().cloned());
+                if v["more"] != true {
+                    return tags;
+                }
+            } else if v["type"] == "error" {
+                assert!(tokio::time::Instant::now() < deadline, "the load kept failing: {v}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue 'attempt;
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,13 +255,27 @@ async fn acked_changes_survive_kill_9() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() as u64);
-    println!("crash test: seed {seed} (replay with FINWISE_CRASH_SEED={seed}), {rounds} rounds");
+    let fault = fault();
+    if fault != Fault::Kill && backend::postgres_only("PostgreSQL faults") {
+        return;
+    }
+    println!("crash test: seed {seed} (replay with FINWISE_CRASH_SEED={seed}), {rounds} rounds, fault {fault:?}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start_server(dir.path());
+    // PostgreSQL faults: the server's connections carry a name of their own (to be terminated),
+    // and pg-restart needs a cluster that may be restarted
+    let app = format!("finwise_crash_{}", uuid::Uuid::new_v4().simple());
+    let mut cluster = (fault == Fault::PgRestart).then(backend::OwnCluster::start);
+    let db_url = match (fault, &cluster) {
+        (Fault::Kill, _) => None,
+        (_, Some(c)) => Some(format!("{}?application_name={app}", c.url)),
+        (_, None) => backend::database_url(dir.path()).map(|u| format!("{u}&application_name={app}")),
+    };
+    let mut server = start_server(dir.path(), db_url.as_deref());
     let (mut session, tenant) = Session::register(&server.addr, "crash").await;
 
     let acked: Acked = Arc::new(Mutex::new(HashMap::new()));
+    let refused: Refused = Arc::default();
     let mut addr = server.addr.clone();
     // long runs (scripts/long-checks crash --minutes N) stop at the rounds or the deadline
     let deadline: Option<Duration> =
@@ -205,9 +292,15 @@ async fn acked_changes_survive_kill_9() {
         let errors: ConnectErrors = Arc::default();
         let workers: Vec<_> = (0..4)
             .map(|w| {
-                let (addr, tenant, token, acked, errors) =
-                    (addr.clone(), tenant.clone(), token.clone(), Arc::clone(&acked), Arc::clone(&errors));
-                tokio::spawn(ingest(addr, tenant, token, acked, w, w % 2 == 1, errors))
+                let (addr, tenant, token, acked, errors, refused) = (
+                    addr.clone(),
+                    tenant.clone(),
+                    token.clone(),
+                    Arc::clone(&acked),
+                    Arc::clone(&errors),
+                    Arc::clone(&refused),
+                );
+                tokio::spawn(ingest(addr, tenant, token, acked, w, w % 2 == 1, errors, refused))
             })
             .collect();
         // The kill window starts at this round's first ack, so long runs keep testing ingest
@@ -231,33 +324,44 @@ async fn acked_changes_survive_kill_9() {
         }
         let delay = 100 + rng.next() % 700;
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        server.kill(); // SIGKILL
-        for w in workers {
-            let _ = w.await;
-        }
-        let before = acked.lock().unwrap().len();
-        server = start_server(dir.path());
-        addr = server.addr.clone();
-        let token = session.token(&addr).await;
-        // Every acked change is there, with the acked version.
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}"))
-            .await
-            .unwrap();
-        ws.next().await.unwrap().unwrap();
-        // Chunked (protocol v2): long runs store far more than one 16 MiB frame holds.
-        let request = json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": 10_000});
-        ws.send(Message::Text(request.to_string().into())).await.unwrap();
-        let mut tags: Vec<Value> = Vec::new();
-        loop {
-            let m = ws.next().await.unwrap().unwrap();
-            let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap_or(Value::Null);
-            if v["event_type"] == "initial_data_load" {
-                tags.extend(v["payload"]["tags"].as_array().unwrap().iter().cloned());
-                if v["more"] != true {
-                    break;
+        match fault {
+            Fault::Kill => {
+                server.kill(); // SIGKILL
+                for w in workers {
+                    let _ = w.await;
                 }
+                server = start_server(dir.path(), db_url.as_deref());
+                addr = server.addr.clone();
+            }
+            Fault::PgTerminate | Fault::PgRestart => {
+                if fault == Fault::PgTerminate {
+                    let base = db_url.as_deref().expect("a database URL");
+                    let n = backend::terminate_backends(base, &app);
+                    assert!(n > 0, "seed {seed} round {round}: the server had no connection to terminate");
+                } else {
+                    let c = cluster.take().expect("the test's cluster");
+                    cluster = Some(
+                        tokio::task::spawn_blocking(move || {
+                            c.restart(Duration::from_millis(500));
+                            c
+                        })
+                        .await
+                        .unwrap(),
+                    );
+                }
+                // the load goes on against the recovering server for a moment, then stops
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                for w in workers {
+                    w.abort();
+                    let _ = w.await;
+                }
+                assert!(server.child.try_wait().unwrap().is_none(), "seed {seed} round {round}: the server exited");
             }
         }
+        let before = acked.lock().unwrap().len();
+        let token = session.token(&addr).await;
+        // Every acked change is there, with the acked version.
+        let tags = load_tags(&addr, &tenant, &token).await;
         let stored: HashMap<&str, &Value> = tags.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
         for (id, (updated_at, name)) in acked.lock().unwrap().iter() {
             let t = stored.get(id.as_str()).unwrap_or_else(|| panic!("seed {seed} round {round}: acked {id} lost"));
@@ -267,17 +371,30 @@ async fn acked_changes_survive_kill_9() {
                 "seed {seed}"
             );
         }
+        let what = match fault {
+            Fault::Kill => "killed",
+            Fault::PgTerminate => "backends terminated",
+            Fault::PgRestart => "PostgreSQL restarted",
+        };
         println!(
-            "round {round}: killed after {delay} ms; {before} acked changes all present ({} stored)",
+            "round {round}: {what} after {delay} ms; {before} acked changes all present ({} stored)",
             stored.len()
         );
     }
     server.kill();
-    storage_intact(dir.path(), &tenant);
+    match &cluster {
+        Some(c) => pg_intact(&c.url, &tenant),
+        None => storage_intact(dir.path(), &tenant),
+    }
     let total = acked.lock().unwrap().len();
     assert!(total > 100, "only {total} changes were acked");
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    if fault == Fault::Kill {
+        assert_eq!(refused, 0, "refusals without a database fault");
+    }
     println!(
-        "crash test: {rounds_run} kills in {:.0} s, {total} acked changes, none lost, integrity ok ({} token refreshes)",
+        "crash test: {rounds_run} rounds ({fault:?}) in {:.0} s, {total} acked changes, none lost, {refused} retryable refusals, \
+         integrity ok ({} token refreshes)",
         started.elapsed().as_secs_f64(),
         session.refreshes
     );

@@ -92,6 +92,27 @@ pub fn shared_legacy_sample() -> Option<std::path::PathBuf> {
         .find(|p| p.join("EXPECTED.json").is_file())
 }
 
+/// Terminates every PostgreSQL backend whose connection named itself `application_name`
+/// (`pg_terminate_backend`, as an administrator or a failover would), through the server of
+/// `url`; returns how many there were.
+pub fn terminate_backends(url: &str, application_name: &str) -> i64 {
+    let (url, name) = (url.to_owned(), application_name.to_owned());
+    // the sync driver runs its own runtime: not on a tokio worker thread
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect to terminate backends");
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .expect("pg_terminate_backend");
+        row.get(0)
+    })
+    .join()
+    .expect("terminating backends")
+}
+
 /// A PostgreSQL cluster of one test's own (`scripts/pg-cluster`), for tests that restart the
 /// database server under load: the suite's shared server cannot be restarted. Stopped and
 /// removed on drop.

@@ -192,12 +192,18 @@ pub fn integrity_ok(path: &Path) {
 /// integrity check of `auth.db` and of the tenant's file; on PostgreSQL (the schema of `dir`)
 /// the B-tree checks of `amcheck` on every index and the tenant's head at or above its rows.
 pub fn storage_intact(dir: &Path, tenant: &str) {
-    let Some(url) = crate::backend::database_url(dir) else {
-        integrity_ok(&dir.join("auth.db"));
-        integrity_ok(&dir.join(format!("tenants/{tenant}.db")));
-        return;
-    };
-    let tenant = uuid::Uuid::parse_str(tenant).unwrap();
+    match crate::backend::database_url(dir) {
+        Some(url) => pg_intact(&url, tenant),
+        None => {
+            integrity_ok(&dir.join("auth.db"));
+            integrity_ok(&dir.join(format!("tenants/{tenant}.db")));
+        }
+    }
+}
+
+/// [`storage_intact`] on PostgreSQL, for the database (and schema) of `url`.
+pub fn pg_intact(url: &str, tenant: &str) {
+    let (url, tenant) = (url.to_owned(), uuid::Uuid::parse_str(tenant).unwrap());
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA public").unwrap();
