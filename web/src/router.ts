@@ -6,6 +6,7 @@ import AccountsView from './views/AccountsView.vue'
 import CategoriesView from './views/CategoriesView.vue'
 import NamedListView from './views/NamedListView.vue'
 import TransactionsView from './views/TransactionsView.vue'
+import HouseholdView from './views/HouseholdView.vue'
 
 export const router = createRouter({
   history: createWebHashHistory(),
@@ -19,6 +20,7 @@ export const router = createRouter({
     { path: '/recipients', component: NamedListView, meta: { tenant: true, kind: 'Recipient' } },
     { path: '/tags', component: NamedListView, meta: { tenant: true, kind: 'Tag' } },
     { path: '/transactions', component: TransactionsView, meta: { tenant: true } },
+    { path: '/household', component: HouseholdView, meta: { tenant: true } },
   ],
 })
 

@@ -35,6 +35,15 @@ export function amountPrefix(word: string): string | null {
   return /^\d+(\.\d*)?$/.test(q) ? q : null
 }
 
+/** An amount as typed, in German or English writing (`-1.234,50`, `1234.5`, `12`); null if it is none. */
+export function parseAmount(text: string): number | null {
+  const w = text.trim().replace(/\s/g, '')
+  const p = amountPrefix(w)
+  if (p === null || p.endsWith('.')) return null
+  const x = Number(p)
+  return Number.isFinite(x) ? (w.startsWith('-') ? -x : x) : null
+}
+
 function haystack(t: Transaction, n: TxNames): string {
   return [
     t.description, t.payee, t.note, n.recipient(t.recipientId ?? ''), n.category(t.categoryId ?? ''), n.account(t.accountId),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { Transaction } from '../src/model'
-import { amountPrefix, EMPTY_FILTER, filterTransactions, matchesText, presetRange, sumAmounts, type TxNames } from '../src/txFilter'
+import { amountPrefix, EMPTY_FILTER, filterTransactions, matchesText, parseAmount, presetRange, sumAmounts, type TxNames } from '../src/txFilter'
 
 const names: TxNames = {
   account: (id) => ({ a1: 'Girokonto', a2: 'Sparbuch' })[id],
@@ -64,6 +64,17 @@ describe('transaction filter', () => {
     expect(amountPrefix('1.5')).toBe('1.5')
     expect(amountPrefix('abc')).toBeNull()
     expect(amountPrefix('1,2,3')).toBeNull()
+  })
+
+  it('parses typed amounts', () => {
+    expect(parseAmount('12,50')).toBe(12.5)
+    expect(parseAmount('1.234,50')).toBe(1234.5)
+    expect(parseAmount('1234.5')).toBe(1234.5)
+    expect(parseAmount(' -7 ')).toBe(-7)
+    expect(parseAmount('1.234')).toBe(1234)
+    expect(parseAmount('')).toBeNull()
+    expect(parseAmount('zwölf')).toBeNull()
+    expect(parseAmount('12.')).toBeNull()
   })
 
   it('filters by inclusive date range and account', () => {
