@@ -98,8 +98,12 @@ export async function launchBrowser() {
 /** Console messages about the server's Content-Security-Policy: the app must cause none. */
 export const cspViolations = []
 
-export async function newPage(browser, name) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } })
+/**
+ * A new browser context and page. The browser's language decides the app's (German unless
+ * `locale` says otherwise; `en-GB` for English), `viewport` its size.
+ */
+export async function newPage(browser, name, { locale = 'de-DE', viewport = { width: 1280, height: 860 } } = {}) {
+  const context = await browser.newContext({ viewport, locale })
   const page = await context.newPage()
   page.setDefaultTimeout(15_000)
   const logs = []
