@@ -174,3 +174,27 @@ export async function eventually(fn, { timeout = 15_000, interval = 250, message
     await new Promise((r) => setTimeout(r, interval))
   }
 }
+
+/** Registers a user over REST (`{name, email, password}`). */
+export async function apiRegister(base, user) {
+  const res = await fetch(`${base}/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(user),
+  })
+  if (!res.ok) throw new Error(`register ${res.status}: ${await res.text()}`)
+}
+
+/** Logs in through the app's form; ends on the household list. */
+export async function loginUi(page, base, user) {
+  await page.goto(`${base}/#/login`)
+  await page.fill('input[name=email]', user.email)
+  await page.fill('input[name=password]', user.password)
+  await page.getByTestId('auth-submit').click()
+  await page.waitForURL(/#\/tenants/)
+}
+
+/** Waits until the page's sync indicator says online. */
+export async function waitOnline(page, label = 'online') {
+  await eventually(async () => (await page.getByTestId('sync-connection').textContent()) === 'online', { message: label, timeout: 30_000 })
+}
