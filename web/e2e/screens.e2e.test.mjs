@@ -30,8 +30,8 @@ after(async () => {
 const tid = (page, id) => page.getByTestId(id)
 
 /**
- * What sticks out to the right of the viewport: the page's own scroll width, and every visible
- * element whose box ends beyond it (except inside a container that scrolls sideways by design,
+ * What sticks out of the viewport sideways: the page's own scroll width, and every visible
+ * element whose box begins or ends beyond it (except inside a container that scrolls sideways by design,
  * such as the nav).
  */
 function overflow(page) {
@@ -48,8 +48,9 @@ function overflow(page) {
     for (const el of document.querySelectorAll('body *')) {
       const r = el.getBoundingClientRect()
       if (r.width <= 1 || r.height <= 1 || getComputedStyle(el).visibility === 'hidden') continue
-      if (r.right > width + 0.5 && !scrolls(el)) {
-        out.push(`${el.tagName.toLowerCase()}${el.dataset.testid ? `[${el.dataset.testid}]` : ''} "${(el.textContent ?? '').trim().slice(0, 30)}" ends at ${Math.round(r.right)}`)
+      if ((r.right > width + 0.5 || r.left < -0.5) && !scrolls(el)) {
+        const what = `${el.tagName.toLowerCase()}${el.dataset.testid ? `[${el.dataset.testid}]` : ''} "${(el.textContent ?? '').trim().slice(0, 30)}"`
+        out.push(`${what} spans ${Math.round(r.left)}..${Math.round(r.right)}`)
       }
     }
     return { scrollWidth: document.documentElement.scrollWidth, width, out: out.slice(0, 10) }
@@ -61,7 +62,7 @@ async function check(name) {
   const o = await overflow(M.page)
   await screenshot(M.page, `phone-${name}`)
   assert.ok(o.scrollWidth <= o.width, `${name}: page is ${o.scrollWidth}px wide at ${o.width}px`)
-  assert.deepEqual(o.out, [], `${name}: elements beyond the right edge`)
+  assert.deepEqual(o.out, [], `${name}: elements beyond the viewport's edges`)
 }
 
 async function add(testidInput, value, testidButton) {

@@ -10,6 +10,7 @@ import HouseholdView from './views/HouseholdView.vue'
 
 export const router = createRouter({
   history: createWebHashHistory(),
+  scrollBehavior: (_to, _from, saved) => saved ?? { top: 0 },
   routes: [
     { path: '/', redirect: '/accounts' },
     { path: '/login', component: AuthView, meta: { public: true } },
