@@ -70,7 +70,11 @@ export const useAppStore = defineStore('app', () => {
   async function refreshTenants() {
     if (!session.value) return
     try {
-      storeTenants(await api.listTenants())
+      const before = tenants.value
+      const now = await api.listTenants()
+      storeTenants(now)
+      // The server's list is the truth: a tenant it no longer lists was lost while we were away.
+      for (const t of before) if (!now.some((x) => x.uuid === t.uuid)) await accessLost(t.uuid, 'gone', t.name)
     } catch (e) {
       console.warn('tenant list not refreshed (offline?)', e)
     }
@@ -137,9 +141,9 @@ export const useAppStore = defineStore('app', () => {
   }
 
   /** The server closed the tenant's socket for good (removed, tenant deleted) or no longer lists it. */
-  async function accessLost(id: string, why: AccessLost) {
+  async function accessLost(id: string, why: AccessLost, knownName?: string) {
     if (ownExits.has(id)) return
-    const name = tenants.value.find((t) => t.uuid === id)?.name ?? id
+    const name = knownName ?? tenants.value.find((t) => t.uuid === id)?.name ?? id
     await forgetTenant(id)
     lostTenant.value = { id, name, why }
   }
