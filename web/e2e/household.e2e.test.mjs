@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  apiRegister, cspViolations, ensureBuilt, eventually, launchBrowser, loginUi, newPage, screenshot, startServer, waitOnline,
+  apiRegister, clearScreenshots, cspViolations, ensureBuilt, eventually, launchBrowser, loginUi, newPage, screenshot, startServer, waitOnline,
 } from './lib.mjs'
 
 const OWNER = { name: 'Olga', email: 'olga@example.com', password: 'owner-password-1' }
@@ -16,6 +16,7 @@ let P // partner, English
 let tenantId
 
 before(async () => {
+  clearScreenshots(/^(FAILED-)?household-/)
   ensureBuilt()
   server = await startServer()
   browser = await launchBrowser()

@@ -115,10 +115,10 @@ export async function newPage(browser, name, { locale = 'de-DE', viewport = { wi
   return { name, context, page, logs }
 }
 
-/** Removes screenshots of earlier runs. */
-export function clearScreenshots() {
-  rmSync(SHOTS_DIR, { recursive: true, force: true })
+/** Removes the screenshots of earlier runs whose names `match` (each test file clears its own). */
+export function clearScreenshots(match = /./) {
   mkdirSync(SHOTS_DIR, { recursive: true })
+  for (const f of readdirSync(SHOTS_DIR)) if (match.test(f)) rmSync(path.join(SHOTS_DIR, f), { force: true })
 }
 
 export async function screenshot(page, name) {

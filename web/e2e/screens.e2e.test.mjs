@@ -4,7 +4,7 @@
 // e2e/screenshots/phone-<name>.png (German; the transactions and household screens also in English).
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { apiRegister, cspViolations, ensureBuilt, launchBrowser, loginUi, newPage, screenshot, startServer, waitOnline } from './lib.mjs'
+import { apiRegister, clearScreenshots, cspViolations, ensureBuilt, launchBrowser, loginUi, newPage, screenshot, startServer, waitOnline } from './lib.mjs'
 
 const USER = { name: 'Maximiliane Mustermann-Lüdenscheidt', email: 'maxi@example.com', password: 'phone-password-1' }
 const PHONE = { width: 390, height: 844 }
@@ -13,6 +13,7 @@ let browser
 let M
 
 before(async () => {
+  clearScreenshots(/^phone-/)
   ensureBuilt()
   server = await startServer()
   browser = await launchBrowser()
