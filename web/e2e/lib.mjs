@@ -98,8 +98,12 @@ export async function launchBrowser() {
 /** Console messages about the server's Content-Security-Policy: the app must cause none. */
 export const cspViolations = []
 
-export async function newPage(browser, name) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } })
+/**
+ * A new browser context and page. The browser's language decides the app's (German unless
+ * `locale` says otherwise; `en-GB` for English), `viewport` its size.
+ */
+export async function newPage(browser, name, { locale = 'de-DE', viewport = { width: 1280, height: 860 } } = {}) {
+  const context = await browser.newContext({ viewport, locale })
   const page = await context.newPage()
   page.setDefaultTimeout(15_000)
   const logs = []
@@ -111,10 +115,10 @@ export async function newPage(browser, name) {
   return { name, context, page, logs }
 }
 
-/** Removes screenshots of earlier runs. */
-export function clearScreenshots() {
-  rmSync(SHOTS_DIR, { recursive: true, force: true })
+/** Removes the screenshots of earlier runs whose names `match` (each test file clears its own). */
+export function clearScreenshots(match = /./) {
   mkdirSync(SHOTS_DIR, { recursive: true })
+  for (const f of readdirSync(SHOTS_DIR)) if (match.test(f)) rmSync(path.join(SHOTS_DIR, f), { force: true })
 }
 
 export async function screenshot(page, name) {
@@ -169,4 +173,28 @@ export async function eventually(fn, { timeout = 15_000, interval = 250, message
     if (Date.now() > end) throw new Error(`timed out waiting for ${message}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`)
     await new Promise((r) => setTimeout(r, interval))
   }
+}
+
+/** Registers a user over REST (`{name, email, password}`). */
+export async function apiRegister(base, user) {
+  const res = await fetch(`${base}/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(user),
+  })
+  if (!res.ok) throw new Error(`register ${res.status}: ${await res.text()}`)
+}
+
+/** Logs in through the app's form; ends on the household list. */
+export async function loginUi(page, base, user) {
+  await page.goto(`${base}/#/login`)
+  await page.fill('input[name=email]', user.email)
+  await page.fill('input[name=password]', user.password)
+  await page.getByTestId('auth-submit').click()
+  await page.waitForURL(/#\/tenants/)
+}
+
+/** Waits until the page's sync indicator says online. */
+export async function waitOnline(page, label = 'online') {
+  await eventually(async () => (await page.getByTestId('sync-connection').textContent()) === 'online', { message: label, timeout: 30_000 })
 }

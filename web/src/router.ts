@@ -6,9 +6,11 @@ import AccountsView from './views/AccountsView.vue'
 import CategoriesView from './views/CategoriesView.vue'
 import NamedListView from './views/NamedListView.vue'
 import TransactionsView from './views/TransactionsView.vue'
+import HouseholdView from './views/HouseholdView.vue'
 
 export const router = createRouter({
   history: createWebHashHistory(),
+  scrollBehavior: (_to, _from, saved) => saved ?? { top: 0 },
   routes: [
     { path: '/', redirect: '/accounts' },
     { path: '/login', component: AuthView, meta: { public: true } },
@@ -19,6 +21,7 @@ export const router = createRouter({
     { path: '/recipients', component: NamedListView, meta: { tenant: true, kind: 'Recipient' } },
     { path: '/tags', component: NamedListView, meta: { tenant: true, kind: 'Tag' } },
     { path: '/transactions', component: TransactionsView, meta: { tenant: true } },
+    { path: '/household', component: HouseholdView, meta: { tenant: true } },
   ],
 })
 

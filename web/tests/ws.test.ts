@@ -8,7 +8,7 @@ class FakeWS {
   sent: Record<string, unknown>[] = []
   onopen: (() => void) | null = null
   onmessage: ((e: { data: string }) => void) | null = null
-  onclose: ((e: { code: number }) => void) | null = null
+  onclose: ((e: { code: number; reason?: string }) => void) | null = null
   onerror: (() => void) | null = null
   constructor(readonly url: string) {
     FakeWS.all.push(this)
@@ -27,9 +27,9 @@ class FakeWS {
   receive(m: unknown) {
     this.onmessage?.({ data: JSON.stringify(m) })
   }
-  fail() {
+  fail(code = 1006, reason = '') {
     this.readyState = 3
-    this.onclose?.({ code: 1006 })
+    this.onclose?.({ code, reason })
   }
 }
 
@@ -58,6 +58,40 @@ beforeEach(() => {
 afterEach(() => vi.useRealTimers())
 
 describe('WebSocketService', () => {
+  it.each([
+    [1008, 'membership revoked', 'revoked'],
+    [1001, 'tenant deleted', 'deleted'],
+  ])('stops for good after close %i %s (access lost)', async (code, reason, why) => {
+    const lost: string[] = []
+    const { svc, events } = make({ onAccessLost: (w) => lost.push(w) })
+    svc.start()
+    await vi.advanceTimersByTimeAsync(0)
+    FakeWS.all[0].open()
+    FakeWS.all[0].receive({ type: 'status', status: 'online', protocol: 2 })
+    FakeWS.all[0].fail(code, reason)
+    expect(lost).toEqual([why])
+    expect(events.at(-1)).toBe('offline')
+    await vi.advanceTimersByTimeAsync(120_000)
+    expect(FakeWS.all).toHaveLength(1) // never reconnected
+    // the browser coming back online does not restart it either
+    globalThis.dispatchEvent?.(new Event('online'))
+    await vi.advanceTimersByTimeAsync(1000)
+    expect(FakeWS.all).toHaveLength(1)
+  })
+
+  it('reconnects after other policy closes (an expired token is not a lost membership)', async () => {
+    const lost: string[] = []
+    const { svc } = make({ onAccessLost: (w) => lost.push(w) })
+    svc.start()
+    await vi.advanceTimersByTimeAsync(0)
+    FakeWS.all[0].open()
+    FakeWS.all[0].fail(1008, 'access token expired')
+    await vi.advanceTimersByTimeAsync(1000)
+    expect(lost).toEqual([])
+    expect(FakeWS.all).toHaveLength(2)
+    svc.stop()
+  })
+
   it('connects with the token and is online only after status online', async () => {
     const { svc, events, messages } = make()
     svc.start()

@@ -10,13 +10,24 @@
 import { createI18n } from 'vue-i18n'
 import common from './messages/common'
 import enums from './messages/enums'
+import app from './messages/app'
+import auth from './messages/auth'
+import categories from './messages/categories'
+import errors from './messages/errors'
+import household from './messages/household'
+import lists from './messages/lists'
+import sync from './messages/sync'
+import tenants from './messages/tenants'
+import transactions from './messages/transactions'
 
 export const LOCALES = ['de', 'en'] as const
 export type Locale = (typeof LOCALES)[number]
 const STORAGE_KEY = 'finwise.locale'
 
 type Area = { en: Record<string, unknown>; de: Record<string, unknown> }
-const AREAS: Record<string, Area> = { common, enums }
+export const AREAS: Record<string, Area> = {
+  common, enums, app, auth, categories, errors, household, lists, sync, tenants, transactions,
+}
 
 function messagesFor(locale: Locale): Record<string, unknown> {
   return Object.fromEntries(Object.entries(AREAS).map(([k, v]) => [k, v[locale]]))

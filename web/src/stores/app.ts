@@ -1,6 +1,9 @@
 import { defineStore } from 'pinia'
 import { computed, markRaw, ref, shallowRef } from 'vue'
+import Dexie from 'dexie'
 import { ApiClient, type Session, type Tenant } from '../sync/api'
+import { dbName } from '../sync/db'
+import type { AccessLost } from '../sync/ws'
 import type { SyncState } from '../sync/engine'
 import { startTenantSync, type TenantSync } from '../sync/tenantSync'
 import { allEntityStores } from './entities'
@@ -31,6 +34,10 @@ export const useAppStore = defineStore('app', () => {
   const syncState = shallowRef<SyncState | null>(null)
   const activeTenant = computed(() => tenants.value.find((t) => t.uuid === activeTenantId.value) ?? null)
   let unsubscribeState: (() => void) | null = null
+  /** The tenant the user just lost access to (shown until dismissed), or null. */
+  const lostTenant = ref<{ id: string; name: string; why: AccessLost } | null>(null)
+  /** Tenants the user is leaving or deleting right now: their socket's close is expected, not news. */
+  const ownExits = new Set<string>()
 
   api.onSession((s) => {
     session.value = s
@@ -55,11 +62,19 @@ export const useAppStore = defineStore('app', () => {
     tenants.value = []
   }
 
+  function storeTenants(list: Tenant[]) {
+    tenants.value = list
+    if (session.value) localStorage.setItem(tenantsKey(session.value.user.uuid), JSON.stringify(list))
+  }
+
   async function refreshTenants() {
     if (!session.value) return
     try {
-      tenants.value = await api.listTenants()
-      localStorage.setItem(tenantsKey(session.value.user.uuid), JSON.stringify(tenants.value))
+      const before = tenants.value
+      const now = await api.listTenants()
+      storeTenants(now)
+      // The server's list is the truth: a tenant it no longer lists was lost while we were away.
+      for (const t of before) if (!now.some((x) => x.uuid === t.uuid)) await accessLost(t.uuid, 'gone', t.name)
     } catch (e) {
       console.warn('tenant list not refreshed (offline?)', e)
     }
@@ -93,7 +108,7 @@ export const useAppStore = defineStore('app', () => {
     await leaveTenant()
     activeTenantId.value = id
     localStorage.setItem(activeKey(session.value.user.uuid), id)
-    const ts = await startTenantSync(api, session.value.user.uuid, id)
+    const ts = await startTenantSync(api, session.value.user.uuid, id, {}, (why) => void accessLost(id, why))
     sync.value = markRaw(ts)
     unsubscribeState = ts.engine.onState((s) => (syncState.value = s))
     await Promise.all(allEntityStores().map((s) => s.bind(ts.engine)))
@@ -110,6 +125,45 @@ export const useAppStore = defineStore('app', () => {
     activeTenantId.value = null
   }
 
+  /**
+   * The user may no longer enter this tenant: close it, drop it from the list and delete this
+   * device's copy of its data (queued changes included: the server would refuse them).
+   */
+  async function forgetTenant(id: string) {
+    const user = session.value?.user.uuid
+    if (!user) return
+    if (sync.value?.tenantId === id || activeTenantId.value === id) {
+      await leaveTenant()
+      localStorage.removeItem(activeKey(user))
+    }
+    storeTenants(tenants.value.filter((t) => t.uuid !== id))
+    await Dexie.delete(dbName(user, id)).catch((e) => console.warn('local data of the tenant not deleted', e))
+  }
+
+  /** The server closed the tenant's socket for good (removed, tenant deleted) or no longer lists it. */
+  async function accessLost(id: string, why: AccessLost, knownName?: string) {
+    if (ownExits.has(id)) return
+    const name = knownName ?? tenants.value.find((t) => t.uuid === id)?.name ?? id
+    await forgetTenant(id)
+    lostTenant.value = { id, name, why }
+  }
+
+  /** Runs the user's own leave or delete of a tenant; on success the tenant is forgotten here. */
+  async function exitTenant(id: string, action: () => Promise<unknown>) {
+    ownExits.add(id)
+    try {
+      await action()
+      await forgetTenant(id)
+    } finally {
+      ownExits.delete(id)
+    }
+  }
+
+  async function renameTenant(id: string, name: string) {
+    const t = await api.renameTenant(id, name)
+    storeTenants(tenants.value.map((x) => (x.uuid === id ? { ...x, name: t.name } : x)))
+  }
+
   /** Restores the last active tenant after a reload (works offline: all state is local). */
   async function resume() {
     if (session.value && activeTenantId.value && !sync.value) await selectTenant(activeTenantId.value)
@@ -117,7 +171,9 @@ export const useAppStore = defineStore('app', () => {
 
   return {
     session, sessionExpired, tenants, activeTenantId, activeTenant, sync, syncState,
+    lostTenant,
     register, login, logout, refreshTenants, createTenant, selectTenant, leaveTenant, resume,
+    forgetTenant, accessLost, exitTenant, renameTenant,
   }
 })
 

@@ -24,6 +24,16 @@ export interface Tenant {
   updatedAt?: string
 }
 
+export type Role = 'owner' | 'member'
+
+/** A member of a tenant (`GET /tenants/{id}/members`). */
+export interface Member {
+  user_id: string
+  name: string
+  email: string
+  role: Role
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -196,6 +206,15 @@ export class ApiClient {
     return false
   }
 
+  /** True only when the server answered with the caller's tenants and this one is not among them. */
+  async tenantGone(tenantId: string): Promise<boolean> {
+    try {
+      return !(await this.listTenants()).some((t) => t.uuid === tenantId)
+    } catch {
+      return false // offline or refused: we cannot tell
+    }
+  }
+
   async authFetch<T>(path: string, init: RequestInit = {}): Promise<T> {
     const token = await this.validToken()
     const go = (t: string | null) =>
@@ -219,6 +238,39 @@ export class ApiClient {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ uuid, name, user_id: this.session?.user.uuid }),
+    })
+  }
+
+  renameTenant(id: string, name: string): Promise<Tenant> {
+    return this.authFetch<Tenant>(`/tenants/${encodeURIComponent(id)}`, {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name }),
+    })
+  }
+
+  /** Deletes the tenant and all its data on the server (owner only). */
+  deleteTenant(id: string): Promise<Tenant> {
+    return this.authFetch<Tenant>(`/tenants/${encodeURIComponent(id)}/complete`, { method: 'DELETE' })
+  }
+
+  listMembers(tenantId: string): Promise<Member[]> {
+    return this.authFetch<Member[]>(`/tenants/${encodeURIComponent(tenantId)}/members`)
+  }
+
+  /** Adds a registered user by e-mail, or changes a member's role (owner only); the members after it. */
+  setMember(tenantId: string, email: string, role: Role): Promise<Member[]> {
+    return this.authFetch<Member[]>(`/tenants/${encodeURIComponent(tenantId)}/members`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email: email.trim().toLowerCase(), role }),
+    })
+  }
+
+  /** Removes a member (owner), or leaves (a member removing themselves). */
+  removeMember(tenantId: string, userId: string): Promise<void> {
+    return this.authFetch<void>(`/tenants/${encodeURIComponent(tenantId)}/members/${encodeURIComponent(userId)}`, {
+      method: 'DELETE',
     })
   }
 }

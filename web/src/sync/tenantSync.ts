@@ -1,7 +1,7 @@
 import type { ApiClient } from './api'
 import { FinwiseDB, dbName } from './db'
 import { SyncEngine, type EngineOptions } from './engine'
-import { WebSocketService } from './ws'
+import { WebSocketService, type AccessLost } from './ws'
 
 /** Everything that syncs one tenant for one user: its Dexie DB, the engine and the socket. */
 export interface TenantSync {
@@ -17,6 +17,8 @@ export async function startTenantSync(
   userId: string,
   tenantId: string,
   opts: Partial<EngineOptions> = {},
+  /** Called once when the user lost access to the tenant; the socket has stopped for good. */
+  onAccessLost?: (why: AccessLost) => void,
 ): Promise<TenantSync> {
   const db = new FinwiseDB(dbName(userId, tenantId))
   await db.open()
@@ -26,10 +28,19 @@ export async function startTenantSync(
   const ws = new WebSocketService({
     tenantId,
     getToken: () => api.validToken(),
-    onUpgradeFailed: () => api.probeUnauthorized(),
+    onUpgradeFailed: async () => {
+      if (await api.probeUnauthorized()) return true
+      // Refused although the token is good: removed (or the tenant deleted) while we were away?
+      if (await api.tenantGone(tenantId)) {
+        ws.stop()
+        onAccessLost?.('gone')
+      }
+      return false
+    },
     onMessage: (m) => void engine.handleMessage(m),
     onOnline: () => void engine.onOnline(),
     onOffline: (s) => void engine.onOffline(s),
+    onAccessLost,
     log,
   })
   engine.setTransport(ws)

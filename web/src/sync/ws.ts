@@ -13,6 +13,11 @@ export interface WebSocketServiceOptions {
   onMessage: (msg: Record<string, unknown>) => void
   onOnline: () => void
   onOffline: (state: ConnectionState) => void
+  /**
+   * The server closed the socket because the user lost access to the tenant (removed from it, or
+   * it was deleted). The service has stopped: it does not reconnect to a tenant it may not enter.
+   */
+  onAccessLost?: (why: AccessLost) => void
   /** `ws(s)://<page host>/ws_finwise/ws/<tenant>?token=…` unless given. */
   url?: (tenantId: string, token: string) => string
   pingIntervalMs?: number
@@ -23,6 +28,16 @@ export interface WebSocketServiceOptions {
   random?: () => number
   WebSocketImpl?: typeof WebSocket
   log?: (...args: unknown[]) => void
+}
+
+/** Why the user can no longer sync a tenant: removed from it, it was deleted, or the server no longer lists it. */
+export type AccessLost = 'revoked' | 'deleted' | 'gone'
+
+/** The closes after which reconnecting is pointless (docs/PROTOCOL.md: 1008 `membership revoked`, 1001 `tenant deleted`). */
+export function accessLostBy(code: number, reason: string): AccessLost | null {
+  if (code === 1008 && reason === 'membership revoked') return 'revoked'
+  if (code === 1001 && reason === 'tenant deleted') return 'deleted'
+  return null
 }
 
 export function defaultWsUrl(tenantId: string, token: string): string {
@@ -202,12 +217,19 @@ export class WebSocketService implements Transport {
     ws.onerror = () => {
       /* followed by close */
     }
-    ws.onclose = () => {
+    ws.onclose = (ev: CloseEvent) => {
       if (this.ws !== ws) return
       this.ws = null
       this.stopPing()
       this.setState('offline')
       if (this.stopped) return
+      const lost = accessLostBy(ev?.code ?? 0, ev?.reason ?? '')
+      if (lost) {
+        this.o.log?.('access lost:', lost)
+        this.stop()
+        this.o.onAccessLost?.(lost)
+        return
+      }
       if (!opened && this.o.onUpgradeFailed) {
         void this.o
           .onUpgradeFailed()

@@ -1,0 +1,28 @@
+export default {
+  en: {
+    registerTitle: 'Create an account',
+    loginTitle: 'Log in',
+    name: 'Name',
+    email: 'E-mail',
+    emailOrName: 'E-mail or user name',
+    password: 'Password',
+    register: 'Register',
+    login: 'Log in',
+    created: 'Account created. You can log in now.',
+    toLogin: 'Already registered? Log in',
+    toRegister: 'No account yet? Register',
+  },
+  de: {
+    registerTitle: 'Konto anlegen',
+    loginTitle: 'Anmelden',
+    name: 'Name',
+    email: 'E-Mail',
+    emailOrName: 'E-Mail oder Benutzername',
+    password: 'Passwort',
+    register: 'Registrieren',
+    login: 'Anmelden',
+    created: 'Konto angelegt. Du kannst dich jetzt anmelden.',
+    toLogin: 'Schon registriert? Anmelden',
+    toRegister: 'Noch kein Konto? Registrieren',
+  },
+}

@@ -1,0 +1,31 @@
+/** Errors of REST calls, by what the server said (see `src/i18n/apiErrors.ts`). */
+export default {
+  en: {
+    network: 'The server cannot be reached. Check the connection and try again.',
+    badCredentials: 'E-mail/user name or password is wrong.',
+    unauthorized: 'You are not logged in (any more). Log out and in again.',
+    emailTaken: 'This e-mail address is already registered.',
+    usernameTaken: 'This name is already taken.',
+    tenantNameTaken: 'You already have a household with this name.',
+    lastOwner: 'A household must keep at least one owner. Make another member an owner first, or delete the household.',
+    ownerOnly: 'Only an owner can do this. As a member you can only leave the household.',
+    notMember: 'You are not a member of this household (any more).',
+    noSuchUser: 'Nobody with this e-mail address is registered on this server. Ask them to register first.',
+    server: 'The server refused this ({status}): {detail}',
+    unexpected: 'Something went wrong: {detail}',
+  },
+  de: {
+    network: 'Der Server ist nicht erreichbar. Prüfe die Verbindung und versuche es erneut.',
+    badCredentials: 'E-Mail/Benutzername oder Passwort ist falsch.',
+    unauthorized: 'Du bist nicht (mehr) angemeldet. Melde dich ab und wieder an.',
+    emailTaken: 'Diese E-Mail-Adresse ist bereits registriert.',
+    usernameTaken: 'Dieser Name ist bereits vergeben.',
+    tenantNameTaken: 'Du hast bereits einen Haushalt mit diesem Namen.',
+    lastOwner: 'Ein Haushalt braucht mindestens einen Eigentümer. Mache zuerst ein anderes Mitglied zum Eigentümer oder lösche den Haushalt.',
+    ownerOnly: 'Das darf nur ein Eigentümer. Als Mitglied kannst du den Haushalt nur verlassen.',
+    notMember: 'Du bist (nicht mehr) Mitglied dieses Haushalts.',
+    noSuchUser: 'Mit dieser E-Mail-Adresse ist auf diesem Server niemand registriert. Bitte die Person, sich zuerst zu registrieren.',
+    server: 'Der Server hat das abgelehnt ({status}): {detail}',
+    unexpected: 'Etwas ist schiefgegangen: {detail}',
+  },
+}
