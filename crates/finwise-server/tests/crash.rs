@@ -148,6 +148,9 @@ async fn ingest(
     type Pending = Arc<Mutex<HashMap<String, (String, String, String)>>>;
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let p2 = Arc::clone(&pending);
+    // FINWISE_CRASH_PACE_MS between frames (default 0: as fast as the server acks): long runs
+    // pace the load so that a thousand rounds do not build a database that takes minutes to load
+    let pace: u64 = std::env::var("FINWISE_CRASH_PACE_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let sender = tokio::spawn(async move {
         for n in 0.. {
             let per = if batch { 20 } else { 1 };
@@ -169,7 +172,9 @@ async fn ingest(
             if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
                 return;
             }
-            if n % 16 == 15 {
+            if pace > 0 {
+                tokio::time::sleep(Duration::from_millis(pace)).await;
+            } else if n % 16 == 15 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
