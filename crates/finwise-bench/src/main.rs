@@ -86,6 +86,21 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         nodes: usize,
     },
+    /// What households do: T tenants with D devices online each, an aggregate change rate spread
+    /// over the tenants; every change timed from send to its arrival at each other device of its
+    /// tenant. Several rates run one after the other on the same sockets.
+    Household {
+        #[arg(long, default_value_t = 5_000)]
+        tenants: usize,
+        #[arg(long, default_value_t = 3)]
+        devices: usize,
+        /// Aggregate changes per second, one step each (e.g. 1000,2000,4000).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        rates: Vec<u64>,
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Many idle authenticated connections: server memory per connection.
     Connections {
         #[arg(long, default_value_t = 15_000)]
@@ -125,6 +140,9 @@ async fn main() -> Result<()> {
             updates(&cli, connections, entities, window, rounds).await
         }
         Workload::Fanout { listeners, rate, seconds, nodes } => fanout(&cli, listeners, rate, seconds, nodes).await,
+        Workload::Household { tenants, devices, rates, seconds } => {
+            household(&cli, tenants, devices, &rates, seconds).await
+        }
         Workload::Connections { count } => connections(&cli, count).await,
         Workload::Loads { entities, chunk_size, runs } => loads(&cli, entities, chunk_size, runs).await,
         Workload::Tenants { tenants: n, rounds } => tenants(&cli, n, rounds).await,
@@ -842,6 +860,153 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64, nodes: usi
     );
     for t in tasks {
         t.abort();
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Households
+
+type WsSink = futures_util::stream::SplitSink<Ws, Message>;
+
+/// The change number and sending device of a `data_update` naming a change `h<i>d<device>`.
+fn household_change(text: &str) -> Option<(usize, usize)> {
+    if !text.contains("\"data_update\"") {
+        return None;
+    }
+    let pos = text.find("\"name\":\"h")? + 9;
+    let rest = &text[pos..];
+    let i_end = rest.find('d')?;
+    let i = rest[..i_end].parse().ok()?;
+    let d: String = rest[i_end + 1..].chars().take_while(char::is_ascii_digit).collect();
+    Some((i, d.parse().ok()?))
+}
+
+async fn household(cli: &Cli, tenants: usize, devices: usize, rates: &[u64], seconds: u64) -> Result<()> {
+    if devices < 2 {
+        bail!("--devices must be at least 2: a change is timed at the household's other devices");
+    }
+    let server = Server::start(cli, &[])?;
+    let (token, ids) = setup(&server.addr, tenants).await?;
+    let steps: Vec<(usize, usize)> = {
+        // change numbers [from, to) of each rate step
+        let mut from = 0;
+        rates
+            .iter()
+            .map(|r| {
+                let n = (*r * seconds) as usize;
+                from += n;
+                (from - n, from)
+            })
+            .collect()
+    };
+    let total = steps.last().map_or(0, |s| s.1);
+    let origin = Instant::now();
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let step_of = {
+        let steps = steps.clone();
+        move |i: usize| steps.iter().position(|(a, b)| (*a..*b).contains(&i)).unwrap_or(0)
+    };
+    let latencies: Arc<Vec<Mutex<Vec<u64>>>> = Arc::new(rates.iter().map(|_| Mutex::new(Vec::new())).collect());
+    let delivered: Arc<Vec<AtomicUsize>> = Arc::new(rates.iter().map(|_| AtomicUsize::new(0)).collect());
+
+    let sockets = tenants * devices;
+    let pb = progress(sockets as u64, "connecting devices");
+    let (addr, tok) = (server.addr.clone(), token.clone());
+    let connected: Vec<Result<(usize, Ws)>> = futures_util::stream::iter(0..sockets)
+        .map(|k| {
+            let (addr, tok, tenant, pb) = (addr.clone(), tok.clone(), ids[k / devices].clone(), pb.clone());
+            async move {
+                let ws = connect(&addr, &tenant, &tok).await?;
+                pb.inc(1);
+                Ok((k, ws))
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    pb.finish_and_clear();
+    let mut sinks: Vec<Option<Arc<tokio::sync::Mutex<WsSink>>>> = (0..sockets).map(|_| None).collect();
+    let mut readers = Vec::with_capacity(sockets);
+    for c in connected {
+        let (k, ws) = c?;
+        let (sink, mut stream) = ws.split();
+        sinks[k] = Some(Arc::new(tokio::sync::Mutex::new(sink)));
+        let device = k % devices;
+        let (sent_at, latencies, delivered, step_of) =
+            (Arc::clone(&sent_at), Arc::clone(&latencies), Arc::clone(&delivered), step_of.clone());
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(Message::Text(t))) = stream.next().await {
+                let Some((i, from)) = household_change(&t) else { continue };
+                if from == device || i >= sent_at.len() {
+                    continue; // its own change (the writer's echo), not a delivery
+                }
+                let now = origin.elapsed().as_micros() as u64;
+                let step = step_of(i);
+                latencies[step].locked().push(now.saturating_sub(sent_at[i].load(Ordering::Relaxed)));
+                delivered[step].fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let sinks: Vec<Arc<tokio::sync::Mutex<WsSink>>> = sinks.into_iter().map(|s| s.expect("every socket")).collect();
+    let rss_idle = server.rss_kib();
+    println!(
+        "household: {tenants} tenants x {devices} devices = {sockets} sockets; server RSS {} MiB with them idle",
+        rss_idle / 1024
+    );
+    let mut best: Option<u64> = None;
+    for (step, (&rate, &(from, to))) in rates.iter().zip(&steps).enumerate() {
+        let (cpu0, bench0, wall0) = (server.cpu_secs(), proc_cpu_secs("/proc/self/stat"), Instant::now());
+        // the changes are spread evenly over time, tenants and devices
+        let mut next = from;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        while next < to {
+            tick.tick().await;
+            let due = from + ((wall0.elapsed().as_secs_f64() * rate as f64) as usize).min(to - from);
+            while next < due {
+                let i = next;
+                next += 1;
+                let tenant = (i.wrapping_mul(7919)) % tenants;
+                let device = (i / tenants) % devices;
+                let frame = format!(
+                    "{{\"type\":\"process_sync_entry\",\"payload\":{}}}",
+                    tag_entry(&ids[tenant], &format!("h{i}d{device}"))
+                );
+                sent_at[i].store(origin.elapsed().as_micros() as u64, Ordering::Relaxed);
+                sinks[tenant * devices + device].lock().await.send(Message::Text(frame.into())).await?;
+            }
+        }
+        let want = (to - from) * (devices - 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while delivered[step].load(Ordering::Relaxed) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wall = wall0.elapsed().as_secs_f64();
+        let (cpu, bench) = (server.cpu_secs() - cpu0, proc_cpu_secs("/proc/self/stat") - bench0);
+        let got = delivered[step].load(Ordering::Relaxed);
+        let (p50, p99, max) = percentiles(std::mem::take(&mut *latencies[step].locked()));
+        let changes = (to - from) as f64;
+        println!(
+            "  {rate} changes/s for {seconds} s: delivered {got} of {want}; send -> other device p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms"
+        );
+        println!(
+            "    server CPU {:.0}% of one core = {:.1} us per change ({:.2} us per delivery); load generator {:.0}%; server RSS {} MiB",
+            100.0 * cpu / wall,
+            1e6 * cpu / changes,
+            1e6 * cpu / got.max(1) as f64,
+            100.0 * bench / wall,
+            server.rss_kib() / 1024
+        );
+        if got == want && p99 <= 50.0 {
+            best = Some(best.map_or(rate, |b| b.max(rate)));
+        }
+    }
+    match best {
+        Some(r) => println!("  highest rate of these with every change delivered and p99 <= 50 ms: {r} changes/s"),
+        None => println!("  no rate of these kept p99 <= 50 ms with every change delivered"),
+    }
+    for r in readers {
+        r.abort();
     }
     Ok(())
 }
