@@ -1,5 +1,8 @@
 import { defineEntityStore } from '../sync/store'
-import type { Account, AccountGroup, Category, CategoryGroup, Recipient, Tag, Transaction } from '../model'
+import type {
+  Account, AccountGroup, AutomationRule, Category, CategoryGroup, PlanningTransaction, Recipient, Tag, Transaction,
+} from '../model'
+import { applyRules } from '../rules'
 
 /** One store per entity type, all from the same generic factory. */
 export const useAccountGroups = defineEntityStore<AccountGroup>('AccountGroup')
@@ -8,10 +11,16 @@ export const useCategoryGroups = defineEntityStore<CategoryGroup>('CategoryGroup
 export const useCategories = defineEntityStore<Category>('Category')
 export const useRecipients = defineEntityStore<Recipient>('Recipient')
 export const useTags = defineEntityStore<Tag>('Tag')
-export const useTransactions = defineEntityStore<Transaction>('Transaction')
+export const usePlanningTransactions = defineEntityStore<PlanningTransaction>('PlanningTransaction')
+export const useAutomationRules = defineEntityStore<AutomationRule>('AutomationRule')
+/** A new transaction passes the active automation rules first, as 0.4 applies them on every add. */
+export const useTransactions = defineEntityStore<Transaction>('Transaction', {
+  beforeCreate: (tx) => applyRules(useAutomationRules().list, tx),
+})
 
 export function allEntityStores() {
   return [
-    useAccountGroups(), useAccounts(), useCategoryGroups(), useCategories(), useRecipients(), useTags(), useTransactions(),
+    useAccountGroups(), useAccounts(), useCategoryGroups(), useCategories(), useRecipients(), useTags(),
+    usePlanningTransactions(), useAutomationRules(), useTransactions(),
   ]
 }

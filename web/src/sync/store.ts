@@ -9,7 +9,12 @@ import type { SyncEngine } from './engine'
  * tenant: it loads it on `bind`, follows every local and remote change the engine reports, and
  * writes through the engine (entity + queue entry in one transaction).
  */
-export function defineEntityStore<T extends Entity>(type: EntityType) {
+export interface EntityStoreOptions<T> {
+  /** Shapes an entity that is about to be created (not an update of a stored one) before it is written. */
+  beforeCreate?: (entity: T) => T
+}
+
+export function defineEntityStore<T extends Entity>(type: EntityType, options: EntityStoreOptions<T> = {}) {
   return defineStore(`entity-${type}`, () => {
     const byId = shallowRef(new Map<string, T>())
     const list = computed(() => Array.from(byId.value.values()))
@@ -43,7 +48,8 @@ export function defineEntityStore<T extends Entity>(type: EntityType) {
 
     async function save(entity: Omit<T, 'id' | 'updated_at'> & { id?: string }): Promise<T> {
       if (!engine) throw new Error(`${type} store is not bound to a tenant`)
-      const full = { ...entity, id: entity.id ?? globalThis.crypto.randomUUID() } as unknown as T
+      let full = { ...entity, id: entity.id ?? globalThis.crypto.randomUUID() } as unknown as T
+      if (options.beforeCreate && !byId.value.has(full.id)) full = options.beforeCreate(full)
       return (await engine.put(type, full)) as T
     }
 
