@@ -6,6 +6,11 @@ import AccountsView from './views/AccountsView.vue'
 import CategoriesView from './views/CategoriesView.vue'
 import NamedListView from './views/NamedListView.vue'
 import TransactionsView from './views/TransactionsView.vue'
+import TransfersView from './views/TransfersView.vue'
+import BudgetView from './views/BudgetView.vue'
+import PlanningView from './views/PlanningView.vue'
+import RulesView from './views/RulesView.vue'
+import ReportsView from './views/ReportsView.vue'
 
 export const router = createRouter({
   history: createWebHashHistory(),
@@ -19,6 +24,11 @@ export const router = createRouter({
     { path: '/recipients', component: NamedListView, meta: { tenant: true, kind: 'Recipient' } },
     { path: '/tags', component: NamedListView, meta: { tenant: true, kind: 'Tag' } },
     { path: '/transactions', component: TransactionsView, meta: { tenant: true } },
+    { path: '/transfers', component: TransfersView, meta: { tenant: true } },
+    { path: '/budget', component: BudgetView, meta: { tenant: true } },
+    { path: '/planning', component: PlanningView, meta: { tenant: true } },
+    { path: '/rules', component: RulesView, meta: { tenant: true } },
+    { path: '/reports', component: ReportsView, meta: { tenant: true } },
   ],
 })
 

@@ -152,7 +152,7 @@ describe('budget month', () => {
     tx({ categoryId: 'food', amount: 5, type: 'INCOME', date: '2026-11-20' }),
     tx({ categoryId: 'food', amount: -1000, date: '2026-12-01' }),
   ]
-  const plans = [{ id: 'p', isActive: true, categoryId: 'food', amount: -10, ...plan({ startDate: '2026-11-20', recurrenceEndType: 'COUNT', recurrenceCount: 2 }) }] as unknown as PlanningTransaction[]
+  const plans = [{ id: 'p', categoryId: 'food', amount: -10, ...plan({ startDate: '2026-11-20', recurrenceEndType: 'COUNT', recurrenceCount: 2 }) }] as unknown as PlanningTransaction[]
   it('budgeted, spent, forecast and available carry over', () => {
     expect(budgetRow('food', txs, [], '2026-10')).toEqual({ categoryId: 'food', budgeted: 100, spent: -30, forecast: 0, available: 70 })
     expect(budgetRow('food', txs, [], '2026-11')).toEqual({ categoryId: 'food', budgeted: 50, spent: -75, forecast: 0, available: 45 })

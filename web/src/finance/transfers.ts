@@ -8,7 +8,7 @@
 import type { Transaction } from '../model'
 import { round2 } from './balances'
 
-export type NewTransaction = Omit<Transaction, 'updated_at'>
+export type NewTransaction = Transaction
 
 export interface AccountTransferInput {
   fromAccountId: string

@@ -10,13 +10,19 @@
 import { createI18n } from 'vue-i18n'
 import common from './messages/common'
 import enums from './messages/enums'
+import accounts from './messages/accounts'
+import transfers from './messages/transfers'
+import budget from './messages/budget'
+import planning from './messages/planning'
+import rules from './messages/rules'
+import reports from './messages/reports'
 
 export const LOCALES = ['de', 'en'] as const
 export type Locale = (typeof LOCALES)[number]
 const STORAGE_KEY = 'finwise.locale'
 
 type Area = { en: Record<string, unknown>; de: Record<string, unknown> }
-const AREAS: Record<string, Area> = { common, enums }
+const AREAS: Record<string, Area> = { common, enums, accounts, transfers, budget, planning, rules, reports }
 
 function messagesFor(locale: Locale): Record<string, unknown> {
   return Object.fromEntries(Object.entries(AREAS).map(([k, v]) => [k, v[locale]]))
