@@ -98,8 +98,9 @@ export async function launchBrowser() {
 /** Console messages about the server's Content-Security-Policy: the app must cause none. */
 export const cspViolations = []
 
-export async function newPage(browser, name) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } })
+/** A browser context with its page; German by default (the app follows the browser's language), as the assertions on money expect. */
+export async function newPage(browser, name, { locale = 'de-DE', viewport = { width: 1280, height: 860 } } = {}) {
+  const context = await browser.newContext({ viewport, locale })
   const page = await context.newPage()
   page.setDefaultTimeout(15_000)
   const logs = []

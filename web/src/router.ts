@@ -10,7 +10,6 @@ import TransfersView from './views/TransfersView.vue'
 import BudgetView from './views/BudgetView.vue'
 import PlanningView from './views/PlanningView.vue'
 import RulesView from './views/RulesView.vue'
-import ReportsView from './views/ReportsView.vue'
 
 export const router = createRouter({
   history: createWebHashHistory(),
@@ -28,7 +27,7 @@ export const router = createRouter({
     { path: '/budget', component: BudgetView, meta: { tenant: true } },
     { path: '/planning', component: PlanningView, meta: { tenant: true } },
     { path: '/rules', component: RulesView, meta: { tenant: true } },
-    { path: '/reports', component: ReportsView, meta: { tenant: true } },
+    { path: '/reports', component: () => import('./views/ReportsView.vue'), meta: { tenant: true } },
   ],
 })
 
