@@ -12,6 +12,8 @@ import type { SyncEngine } from './engine'
 export interface EntityStoreOptions<T> {
   /** Shapes an entity that is about to be created (not an update of a stored one) before it is written. */
   beforeCreate?: (entity: T) => T
+  /** Runs after an entity was removed, with its last local version (e.g. to remove what it linked). */
+  afterRemove?: (entity: T) => Promise<void>
 }
 
 export function defineEntityStore<T extends Entity>(type: EntityType, options: EntityStoreOptions<T> = {}) {
@@ -61,7 +63,9 @@ export function defineEntityStore<T extends Entity>(type: EntityType, options: E
 
     async function remove(id: string): Promise<void> {
       if (!engine) throw new Error(`${type} store is not bound to a tenant`)
+      const last = byId.value.get(id)
       await engine.remove(type, id)
+      if (last && options.afterRemove) await options.afterRemove(last)
     }
 
     return { type, byId, list, bind, unbind, get, save, update, remove }
