@@ -275,6 +275,15 @@ test('planning screens sync between two browsers', async (t) => {
     await tid(B.page, 'month-next').click()
     await eventually(async () => euros(await text(rowWith(B.page, 'budget-row', 'Miete').getByTestId('budget-forecast'))) === -900, { message: 'forecast in budget' })
     await tid(B.page, 'month-today').click()
+    // A books the first occurrence: a real EXPENSE linked to the plan; the plan moves on in B
+    await rowA.getByTestId('book-plan').click()
+    await nav(B.page, '/planning')
+    await eventually(async () => (await rowWith(B.page, 'plan-row', 'Miete Wohnung').getByTestId('plan-row-due').getAttribute('data-dates')) === months[1], { message: 'plan moved on in B' })
+    const booked = await eventually(async () => (await serverData()).transactions.find((x) => x.planningTransactionId === plan.id), { message: 'booked plan on the server' })
+    assert.deepEqual(
+      (({ type, amount, date, description, accountId }) => ({ type, amount, date, description, accountId }))(booked),
+      { type: 'EXPENSE', amount: -900, date: months[0], description: 'Miete Wohnung', accountId: plan.accountId },
+    )
     await shots('planning')
     // a second plan, deleted in B, disappears in A
     await tid(A.page, 'plan-name').fill('Einmalig')

@@ -4,7 +4,7 @@ import { accountBalance, accountBalances, monthEndBalances, reconcileTransaction
 import { addMonths, monthEnd, monthsBetween, shiftMonth } from '../src/finance/dates'
 import { accountTransferPairs, buildAccountTransfer, buildCategoryTransfer, validateAccountTransfer } from '../src/finance/transfers'
 import { budgetChange, budgetMonth, budgetRow } from '../src/finance/budget'
-import { applyWeekendHandling, nextDueDates, occurrences, planTransactionType, validatePlan, type PlanShape } from '../src/finance/planning'
+import { afterBooking, applyWeekendHandling, nextDueDates, plannedBooking, occurrences, planTransactionType, validatePlan, type PlanShape } from '../src/finance/planning'
 import { applyRules, conditionHolds, ruleMatches } from '../src/rules'
 import { balanceOverTime, budgetVsActual, spendingByCategory } from '../src/finance/charts'
 
@@ -127,6 +127,22 @@ describe('planned transactions', () => {
   it('next due dates from today and the 24-month horizon of NEVER', () => {
     expect(nextDueDates(plan(), '2026-12-02', 2)).toEqual(['2026-12-15', '2027-01-15'])
     expect(occurrences(plan({ recurrencePattern: 'DAILY' }), '2026-11-01', '2030-01-01').length).toBeLessThan(1000)
+  })
+  it('booking an occurrence moves the plan on or ends it', () => {
+    expect(afterBooking(plan(), '2026-11-15')).toEqual({ delete: false, changes: { startDate: '2026-12-15' } })
+    expect(afterBooking(plan({ recurrencePattern: 'ONCE' }), '2026-11-15')).toEqual({ delete: true })
+    expect(afterBooking(plan({ recurrenceEndType: 'DATE', endDate: '2026-12-15' }), '2026-12-15')).toEqual({ delete: true })
+    const counted = plan({ recurrenceEndType: 'COUNT', recurrenceCount: 2 })
+    const first = afterBooking(counted, '2026-11-15')
+    expect(first).toEqual({ delete: false, changes: { startDate: '2026-12-15', recurrenceCount: 1 } })
+    const moved = { ...counted, ...(first as { changes: Partial<PlanShape> }).changes }
+    expect(afterBooking(moved, '2026-12-15')).toEqual({ delete: true })
+    const p = { id: 'p', name: 'Miete', accountId: 'a1', categoryId: 'rent', amount: -900, tagIds: ['t'], note: null, recipientId: null, valueDate: null } as unknown as PlanningTransaction
+    expect(plannedBooking(p, '2026-12-01', 'Vermieter')).toMatchObject({
+      type: 'EXPENSE', accountId: 'a1', categoryId: 'rent', amount: -900, date: '2026-12-01', valueDate: '2026-12-01', description: 'Miete',
+      planningTransactionId: 'p', payee: 'Vermieter', tagIds: ['t'],
+    })
+    expect(plannedBooking({ ...p, amount: 5 }, '2026-12-01', null).type).toBe('INCOME')
   })
   it('types and validation', () => {
     expect(planTransactionType({ amount: -5 })).toBe('EXPENSE')

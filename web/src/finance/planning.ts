@@ -5,7 +5,7 @@
  * the unshifted date), stop after `recurrenceCount` occurrences (COUNT, counted from `startDate`),
  * after `endDate` (DATE), or 24 months after the window start (NEVER). ONCE is `startDate` alone.
  */
-import type { PlanningTransaction } from '../model'
+import type { PlanningTransaction, Transaction } from '../model'
 import { addDays, addMonths, dateOnly, fmt, parseDate, daysInMonth, weekday } from './dates'
 
 export type PlanShape = Pick<
@@ -113,4 +113,50 @@ export function validatePlan(p: PlanInput): string[] {
     else if (p.endDate < p.startDate) e.push('endBeforeStart')
   }
   return e
+}
+
+/**
+ * What booking a plan's occurrence on `date` does (0.4 `PlanningService.executePlanningTransaction`):
+ * the plan is deleted when it was its last occurrence (ONCE, the end date, or no occurrence left of a
+ * COUNT plan), else its `startDate` moves to the next occurrence (and a COUNT plan counts one down, as
+ * 0.4's skip does, so that it ends). The booking itself is built by the caller (see `plannedBooking`).
+ */
+export function afterBooking(
+  plan: PlanShape,
+  date: string,
+): { delete: true } | { delete: false; changes: Partial<PlanningTransaction> } {
+  const later = occurrences(plan, addDays(date, 1), addMonths(date, 120))
+  const last =
+    plan.recurrencePattern === 'ONCE' ||
+    (plan.recurrenceEndType === 'DATE' && !!plan.endDate && dateOnly(plan.endDate) === date) ||
+    (plan.recurrenceEndType === 'COUNT' && plan.recurrenceCount != null && later.length === 0)
+  if (last) return { delete: true }
+  const next = occurrences(plan, addDays(date, 1), addMonths(date, 36))[0]
+  const changes: Partial<PlanningTransaction> = {}
+  if (next) changes.startDate = next
+  if (plan.recurrenceEndType === 'COUNT' && plan.recurrenceCount && plan.recurrenceCount > 0) changes.recurrenceCount = plan.recurrenceCount - 1
+  return { delete: false, changes }
+}
+
+/** The real transaction 0.4 books for an income or expense plan on `date`. */
+export function plannedBooking(plan: PlanningTransaction, date: string, payee: string | null): Omit<Transaction, 'id' | 'updated_at'> {
+  return {
+    type: plan.amount < 0 ? 'EXPENSE' : 'INCOME',
+    accountId: plan.accountId,
+    categoryId: plan.categoryId ?? null,
+    date,
+    valueDate: plan.valueDate || date,
+    amount: plan.amount,
+    description: plan.name,
+    note: plan.note || null,
+    tagIds: [...(plan.tagIds ?? [])],
+    payee,
+    recipientId: plan.recipientId ?? null,
+    planningTransactionId: plan.id,
+    counterTransactionId: null,
+    isReconciliation: false,
+    isCategoryTransfer: false,
+    reconciled: false,
+    runningBalance: 0,
+  }
 }
