@@ -253,3 +253,22 @@ describe('chart series', () => {
     expect(s).toEqual({ labels: ['2026-10', '2026-11'], datasets: [{ label: 'A1', data: [-900, 1173.5] }] })
   })
 })
+
+describe('income into the budget (0.4 auto transfer)', () => {
+  const isIncome = (id: string) => id === 'salary'
+  const inc = { type: 'INCOME', amount: 3000, categoryId: 'salary', date: '2026-11-25' }
+  it('on add, change and delete', async () => {
+    const { incomeTransfers } = await import('../src/finance/income')
+    expect(incomeTransfers(null, inc, isIncome)).toMatchObject([{ toFunds: true, categoryId: 'salary', amount: 3000, date: '2026-11-25' }])
+    expect(incomeTransfers(null, { ...inc, categoryId: 'food' }, isIncome)).toEqual([])
+    expect(incomeTransfers(null, { ...inc, type: 'EXPENSE', amount: -5 }, isIncome)).toEqual([])
+    expect(incomeTransfers(inc, null, isIncome)).toMatchObject([{ toFunds: false, amount: 3000, date: '2026-11-25' }])
+    expect(incomeTransfers(inc, { ...inc, amount: 3100 }, isIncome)).toMatchObject([{ toFunds: true, amount: 100, date: '2026-11-25' }])
+    expect(incomeTransfers(inc, { ...inc, amount: 2900.5 }, isIncome)).toMatchObject([{ toFunds: false, amount: 99.5 }])
+    expect(incomeTransfers(inc, { ...inc, date: '2026-12-01' }, isIncome)).toMatchObject([
+      { toFunds: false, amount: 3000, date: '2026-11-25' },
+      { toFunds: true, amount: 3000, date: '2026-12-01' },
+    ])
+    expect(incomeTransfers(inc, { ...inc, note: 'x' } as typeof inc, isIncome)).toEqual([])
+  })
+})

@@ -84,3 +84,33 @@ describe('store hooks (the transaction store of the app)', () => {
     expect(txs.get('z')).toBeDefined()
   })
 })
+
+describe('income hook of the transaction store', () => {
+  it('moves income to Verfügbare Mittel and back as a linked category transfer', async () => {
+    const { useCategories, useTransactions } = await import('../src/stores/entities')
+    const { budgetRow } = await import('../src/finance/budget')
+    const { engine, transport } = await makeEngine()
+    transport.online = false
+    const cats = useCategories()
+    const txs = useTransactions()
+    await cats.bind(engine)
+    await txs.bind(engine)
+    const base = { budgeted: 0, activity: 0, available: 0, isHidden: false, isActive: true, sortOrder: 0 }
+    const salary = await cats.save({ ...base, name: 'Gehalt', isIncomeCategory: true })
+    const t = await txs.save({
+      accountId: 'a', categoryId: salary.id, date: '2026-11-25', valueDate: '2026-11-25', amount: 3000, tagIds: [], type: 'INCOME', runningBalance: 0, description: '',
+    })
+    const funds = cats.list.find((c) => c.name === 'Verfügbare Mittel')!
+    expect(funds).toBeDefined()
+    const row = () => budgetRow(funds.id, txs.list, [], '2026-11')
+    expect(row().available).toBe(3000)
+    const legs = txs.list.filter((x) => x.type === 'CATEGORYTRANSFER')
+    expect(legs.map((x) => x.amount).sort()).toEqual([-3000, 3000])
+    expect(legs[0].counterTransactionId).toBe(legs[1].id)
+    await txs.update(t.id, { amount: 3200 })
+    expect(row().available).toBe(3200)
+    await txs.remove(t.id)
+    expect(row().available).toBe(0)
+    expect(cats.list.filter((c) => c.name === 'Verfügbare Mittel')).toHaveLength(1)
+  })
+})
