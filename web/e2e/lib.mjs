@@ -112,15 +112,18 @@ export async function newPage(browser, name, { locale = 'de-DE', viewport = { wi
   return { name, context, page, logs }
 }
 
-/** Removes screenshots of earlier runs. */
-export function clearScreenshots() {
-  rmSync(SHOTS_DIR, { recursive: true, force: true })
-  mkdirSync(SHOTS_DIR, { recursive: true })
+/** Removes screenshots of earlier runs: the files of `screenshots/<sub>` (a test file may keep its own folder). */
+export function clearScreenshots(sub = '') {
+  const dir = path.join(SHOTS_DIR, sub)
+  mkdirSync(dir, { recursive: true })
+  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isFile()) rmSync(path.join(dir, e.name), { force: true })
 }
 
+/** Saves a full-page screenshot as `screenshots/<name>.png` (`name` may name a folder: `planning/budget`). */
 export async function screenshot(page, name) {
-  mkdirSync(SHOTS_DIR, { recursive: true })
-  await page.screenshot({ path: path.join(SHOTS_DIR, `${name}.png`), fullPage: true })
+  const file = path.join(SHOTS_DIR, `${name}.png`)
+  mkdirSync(path.dirname(file), { recursive: true })
+  await page.screenshot({ path: file, fullPage: true })
 }
 
 /** REST login from Node, for the WebSocket probe. */

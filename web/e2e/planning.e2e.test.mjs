@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
 import {
-  apiLogin, cspViolations, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
+  apiLogin, clearScreenshots, cspViolations, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
 } from './lib.mjs'
 
 const USER = { name: 'Max', email: 'max@example.com', password: 'correct-horse-battery' }
@@ -16,6 +16,7 @@ let B
 let tenantId
 
 before(async () => {
+  clearScreenshots('planning')
   ensureBuilt()
   server = await startServer()
   browser = await launchBrowser()
@@ -39,7 +40,7 @@ async function step(t, name, fn) {
       for (const p of [A, B]) {
         if (!p) continue
         console.log(p.logs.slice(-40).join('\n'))
-        await screenshot(p.page, `FAILED-planning-${name.replace(/\W+/g, '-')}-${p === A ? 'A' : 'B'}`).catch(() => {})
+        await screenshot(p.page, `planning/FAILED-${name.replace(/\W+/g, '-')}-${p === A ? 'A' : 'B'}`).catch(() => {})
       }
       console.log('server log tail:\n' + server.log().slice(-3000))
       failed = true
@@ -108,7 +109,7 @@ function seriesValue(series, label, dataset = 0) {
 }
 
 async function shots(name) {
-  await screenshot(A.page, `planning-${name}`)
+  await screenshot(A.page, `planning/${name}`)
   // the same screen at phone width (a third device of the user): nothing may be wider than the viewport
   const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, locale: 'de-DE', storageState: await A.context.storageState() })
   try {
@@ -126,7 +127,7 @@ async function shots(name) {
       }
       return worst
     })
-    await screenshot(page, `planning-${name}-390`)
+    await screenshot(page, `planning/${name}-390`)
     assert.equal(overflow.by, 0, `${name}: ${overflow.what} reaches ${overflow.by}px past a 390px screen`)
   } finally {
     await ctx.close()
@@ -440,7 +441,7 @@ test('planning screens sync between two browsers', async (t) => {
     assert.match(await text(rowWith(B.page, 'budget-row', 'Lebensmittel').getByTestId('budget-available')), /^€/)
     await nav(B.page, '/planning')
     await B.page.getByRole('heading', { name: 'Planned transactions' }).waitFor()
-    await screenshot(B.page, 'planning-planning-en')
+    await screenshot(B.page, 'planning/planning-en')
     await tid(B.page, 'locale').selectOption('de')
   })
 })
