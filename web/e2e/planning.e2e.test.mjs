@@ -434,6 +434,24 @@ test('planning screens sync between two browsers', async (t) => {
     await assertConverged('after income')
   })
 
+  await step(t, 'editing an account with another actual balance books a reconciliation of the difference', async () => {
+    await nav(B.page, '/accounts')
+    await rowWith(B.page, 'account-row', 'Sparbuch').getByTestId('edit-account').click()
+    await tid(B.page, 'edit-account-type').selectOption('tagesgeld')
+    await tid(B.page, 'edit-account-balance').fill('25,50')
+    await tid(B.page, 'save-account').click()
+    await nav(A.page, '/accounts')
+    const row = rowWith(A.page, 'account-row', 'Sparbuch')
+    await eventually(async () => (await balanceOf(A.page, 'Sparbuch')) === 25.5, { message: 'reconciled balance in A' })
+    assert.equal(await text(row.getByTestId('account-type-label')), 'Tagesgeld')
+    const d = await serverData()
+    const spar = d.accounts.find((a) => a.name === 'Sparbuch')
+    assert.equal(spar.accountType, 'tagesgeld')
+    const rec = d.transactions.filter((x) => x.type === 'RECONCILE' && x.accountId === spar.id)
+    assert.deepEqual(rec.map((x) => x.amount), [25.5])
+    await assertConverged('after reconcile')
+  })
+
   await step(t, 'the screens speak English too', async () => {
     await tid(B.page, 'locale').selectOption('en')
     await nav(B.page, '/budget')
