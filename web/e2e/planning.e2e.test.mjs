@@ -56,7 +56,7 @@ const text = async (loc) => ((await loc.textContent()) ?? '').replace(/\s+/g, ' 
 /** "1.234,50 €" (de) → 1234.5 */
 const euros = (s) => Number(s.replace(/[^\d,-]/g, '').replace(',', '.'))
 const ymd = (d) => d.toISOString().slice(0, 10)
-const todayStr = () => ymd(new Date())
+const todayStr = () => new Date().toLocaleDateString('sv') // local YYYY-MM-DD, as the app's today()
 
 /** What the server stores for the tenant (`request_initial_data`, full). */
 async function serverData() {
