@@ -272,3 +272,28 @@ describe('income into the budget (0.4 auto transfer)', () => {
     expect(incomeTransfers(inc, { ...inc, note: 'x' } as typeof inc, isIncome)).toEqual([])
   })
 })
+
+describe('budget lines with child categories (0.4 aggregation)', () => {
+  it('a parent adds its active children; children follow their parent', async () => {
+    const { budgetLines } = await import('../src/finance/budget')
+    const cats = [
+      cat('home', 'Wohnen', { sortOrder: 0 }),
+      cat('rent', 'Miete', { parentCategoryId: 'home', sortOrder: 1 }),
+      cat('power', 'Strom', { parentCategoryId: 'home', sortOrder: 0 }),
+      cat('old', 'Alt', { parentCategoryId: 'home', isActive: false }),
+      cat('food', 'Essen'),
+    ]
+    const txs = [
+      tx({ accountId: '', categoryId: 'rent', amount: 900, type: 'CATEGORYTRANSFER', date: '2026-11-30' }),
+      tx({ categoryId: 'rent', amount: -900, date: '2026-11-01' }),
+      tx({ categoryId: 'power', amount: -80, date: '2026-11-03' }),
+      tx({ categoryId: 'home', amount: 20, type: 'CATEGORYTRANSFER', date: '2026-11-30' }),
+      tx({ categoryId: 'old', amount: -999, date: '2026-11-03' }),
+    ]
+    const shown = cats.filter((c) => c.isActive)
+    const lines = budgetLines(shown, cats, txs, [], '2026-11')
+    expect(lines.map((l) => [l.categoryId, l.depth])).toEqual([['home', 0], ['power', 1], ['rent', 1], ['food', 0]])
+    expect(lines[0]).toMatchObject({ budgeted: 920, spent: -980, available: -60, own: { budgeted: 20, spent: 0, available: 20 } })
+    expect(lines[2]).toMatchObject({ budgeted: 900, spent: -900, available: 0 })
+  })
+})

@@ -88,3 +88,56 @@ export function budgetChange(current: number, target: number, ym: string): { amo
   if (diff === 0) return null
   return { amount: Math.abs(diff), toCategory: diff > 0, date: monthEnd(ym) }
 }
+
+export interface BudgetLine extends BudgetRow {
+  /** 0 for a top category, 1 for its children, … */
+  depth: number
+  /** The category's own figures (the aggregate above adds its active children, as 0.4 shows it). */
+  own: BudgetRow
+}
+
+/**
+ * The lines of one list of categories for month `ym`, each parent followed by its children, with
+ * 0.4's aggregation (`getAggregatedMonthlyBudgetData`): a parent's figures include those of its
+ * active children, recursively. `all` is every category (children are looked up there).
+ */
+export function budgetLines(
+  shown: readonly Category[],
+  all: readonly Category[],
+  transactions: readonly Transaction[],
+  plans: readonly PlanningTransaction[],
+  ym: string,
+): BudgetLine[] {
+  const own = new Map<string, BudgetRow>()
+  const ownRow = (id: string) => {
+    let r = own.get(id)
+    if (!r) own.set(id, (r = budgetRow(id, transactions, plans, ym)))
+    return r
+  }
+  const children = (id: string) => all.filter((c) => c.parentCategoryId === id).sort((a, b) => a.sortOrder - b.sortOrder || a.name.localeCompare(b.name))
+  const aggregate = (id: string, seen = new Set<string>()): BudgetRow => {
+    const r = { ...ownRow(id) }
+    seen.add(id)
+    for (const c of children(id)) {
+      if (c.isActive === false || seen.has(c.id)) continue
+      const x = aggregate(c.id, seen)
+      r.budgeted += x.budgeted
+      r.spent += x.spent
+      r.forecast += x.forecast
+      r.available += x.available
+    }
+    return { ...r, budgeted: round2(r.budgeted), spent: round2(r.spent), forecast: round2(r.forecast), available: round2(r.available) }
+  }
+  const shownIds = new Set(shown.map((c) => c.id))
+  const out: BudgetLine[] = []
+  const placed = new Set<string>()
+  const place = (c: Category, depth: number) => {
+    if (placed.has(c.id)) return
+    placed.add(c.id)
+    out.push({ ...aggregate(c.id), depth, own: ownRow(c.id) })
+    for (const child of children(c.id)) if (shownIds.has(child.id)) place(child, depth + 1)
+  }
+  for (const c of shown) if (!c.parentCategoryId || !shownIds.has(c.parentCategoryId)) place(c, 0)
+  for (const c of shown) place(c, 0) // in a cycle of parents: listed once, at the top
+  return out
+}
