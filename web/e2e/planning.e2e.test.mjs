@@ -294,6 +294,27 @@ test('planning screens sync between two browsers', async (t) => {
     await nav(B.page, '/planning')
     await rowWith(B.page, 'plan-row', 'Einmalig').getByTestId('delete-plan').click()
     await eventually(async () => (await tid(A.page, 'plan-row').count()) === 1, { message: 'plan deleted in A' })
+
+    // a transfer plan keeps a linked counter plan (0.4); B sees one row; deleting it removes both
+    await tid(A.page, 'plan-name').fill('Sparrate')
+    await tid(A.page, 'plan-account').selectOption({ label: 'Girokonto' })
+    await tid(A.page, 'plan-transfer-to').selectOption({ label: 'Sparbuch' })
+    await tid(A.page, 'plan-amount').fill('100')
+    await tid(A.page, 'plan-start').fill(start)
+    await tid(A.page, 'plan-pattern').selectOption('MONTHLY')
+    await tid(A.page, 'save-plan').click()
+    const sparB = rowWith(B.page, 'plan-row', 'Sparrate')
+    await eventually(async () => (await sparB.count()) === 1 && /Girokonto → Sparbuch/.test(await text(sparB)), { message: 'transfer plan in B' })
+    assert.equal(await tid(B.page, 'plan-row').count(), 2)
+    const linked = await eventually(async () => {
+      const ps = (await serverData()).planning_transactions.filter((x) => x.name.startsWith('Sparrate'))
+      return ps.length === 2 && ps.every((x) => x.counterPlanningTransactionId) ? ps : false
+    }, { message: 'transfer plan and counter plan on the server' })
+    const [main, counter] = linked.sort((a, b) => a.amount - b.amount)
+    assert.deepEqual([main.amount, main.transactionType, main.counterPlanningTransactionId], [-100, 'ACCOUNTTRANSFER', counter.id])
+    assert.deepEqual([counter.amount, counter.name, counter.accountId, counter.transferToAccountId, counter.counterPlanningTransactionId], [100, 'Sparrate (Gegenbuchung)', main.transferToAccountId, main.accountId, main.id])
+    await sparB.getByTestId('delete-plan').click()
+    await eventually(async () => (await serverData()).planning_transactions.length === 1, { message: 'both transfer plans deleted' })
   })
 
   await step(t, 'the spending chart in B updates when A adds transactions; a rule made in A sets the category', async () => {

@@ -4,7 +4,7 @@ import { accountBalance, accountBalances, monthEndBalances, reconcileTransaction
 import { addMonths, monthEnd, monthsBetween, shiftMonth } from '../src/finance/dates'
 import { accountTransferPairs, buildAccountTransfer, buildCategoryTransfer, validateAccountTransfer } from '../src/finance/transfers'
 import { budgetChange, budgetMonth, budgetRow } from '../src/finance/budget'
-import { afterBooking, applyWeekendHandling, nextDueDates, plannedBooking, occurrences, planTransactionType, validatePlan, type PlanShape } from '../src/finance/planning'
+import { afterBooking, applyWeekendHandling, counterPlan, nextDueDates, plannedBooking, occurrences, planTransactionType, validatePlan, type PlanShape } from '../src/finance/planning'
 import { applyRules, conditionHolds, ruleMatches } from '../src/rules'
 import { balanceOverTime, budgetVsActual, spendingByCategory } from '../src/finance/charts'
 
@@ -143,6 +143,16 @@ describe('planned transactions', () => {
       planningTransactionId: 'p', payee: 'Vermieter', tagIds: ['t'],
     })
     expect(plannedBooking({ ...p, amount: 5 }, '2026-12-01', null).type).toBe('INCOME')
+  })
+  it('a transfer plan has a counter plan with the accounts swapped and the amount negated', () => {
+    const main = {
+      id: 'm', name: 'Sparen', accountId: 'giro', transferToAccountId: 'spar', transactionType: 'ACCOUNTTRANSFER', amount: -100, tagIds: [],
+      amountType: 'EXACT', ...plan(),
+    } as unknown as PlanningTransaction
+    expect(counterPlan(main)).toMatchObject({
+      name: 'Sparen (Gegenbuchung)', accountId: 'spar', transferToAccountId: 'giro', amount: 100, counterPlanningTransactionId: 'm',
+      recurrencePattern: 'MONTHLY', startDate: '2026-11-15', transactionType: 'ACCOUNTTRANSFER', categoryId: null,
+    })
   })
   it('types and validation', () => {
     expect(planTransactionType({ amount: -5 })).toBe('EXPENSE')

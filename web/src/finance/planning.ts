@@ -160,3 +160,40 @@ export function plannedBooking(plan: PlanningTransaction, date: string, payee: s
     runningBalance: 0,
   }
 }
+
+/**
+ * The counter plan 0.4 keeps for a transfer plan (`createCounterPlanning`): the same schedule,
+ * `"<name> (Gegenbuchung)"`, the amount negated, the accounts (or categories) swapped, linked back
+ * by `counterPlanningTransactionId`.
+ */
+export function counterPlan(main: PlanningTransaction): Omit<PlanningTransaction, 'id' | 'updated_at'> {
+  const account = main.transactionType === 'ACCOUNTTRANSFER'
+  return {
+    name: `${main.name} (Gegenbuchung)`,
+    transactionType: main.transactionType,
+    accountId: account ? main.transferToAccountId ?? '' : main.accountId,
+    transferToAccountId: account ? main.accountId : null,
+    categoryId: account ? null : main.transferToCategoryId ?? null,
+    transferToCategoryId: account ? null : main.categoryId ?? null,
+    recipientId: null,
+    tagIds: [...(main.tagIds ?? [])],
+    amount: -main.amount,
+    amountType: main.amountType,
+    approximateAmount: main.approximateAmount ?? null,
+    minAmount: main.minAmount ?? null,
+    maxAmount: main.maxAmount ?? null,
+    note: main.note ?? null,
+    startDate: main.startDate,
+    valueDate: main.valueDate ?? null,
+    endDate: main.endDate ?? null,
+    recurrencePattern: main.recurrencePattern,
+    recurrenceEndType: main.recurrenceEndType,
+    recurrenceCount: main.recurrenceCount ?? null,
+    executionDay: main.executionDay ?? null,
+    weekendHandling: main.weekendHandling,
+    isActive: main.isActive,
+    forecastOnly: main.forecastOnly,
+    autoExecute: main.autoExecute ?? false,
+    counterPlanningTransactionId: main.id,
+  }
+}

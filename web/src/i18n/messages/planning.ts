@@ -7,6 +7,8 @@ export default {
     name: 'Name',
     account: 'Account',
     category: 'Category',
+    transferTo: 'Transfer to account',
+    noTransfer: '— none (income or expense)',
     amount: 'Amount (negative = expense)',
     startDate: 'Start date',
     recurrence: 'Repeats',
@@ -37,6 +39,7 @@ export default {
       countRequired: 'Enter how many times (at least 1).',
       endRequired: 'Enter an end date.',
       endBeforeStart: 'The end date is before the start date.',
+      sameAccount: 'The transfer needs another account.',
     },
   },
   de: {
@@ -47,6 +50,8 @@ export default {
     name: 'Name',
     account: 'Konto',
     category: 'Kategorie',
+    transferTo: 'Umbuchung auf Konto',
+    noTransfer: '— keine (Einnahme oder Ausgabe)',
     amount: 'Betrag (negativ = Ausgabe)',
     startDate: 'Startdatum',
     recurrence: 'Wiederholung',
@@ -77,6 +82,7 @@ export default {
       countRequired: 'Gib die Anzahl ein (mindestens 1).',
       endRequired: 'Gib ein Enddatum ein.',
       endBeforeStart: 'Das Enddatum liegt vor dem Startdatum.',
+      sameAccount: 'Die Umbuchung braucht ein anderes Konto.',
     },
   },
 }
