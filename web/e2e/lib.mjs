@@ -115,15 +115,24 @@ export async function newPage(browser, name, { locale = 'de-DE', viewport = { wi
   return { name, context, page, logs }
 }
 
-/** Removes the screenshots of earlier runs whose names `match` (each test file clears its own). */
-export function clearScreenshots(match = /./) {
-  mkdirSync(SHOTS_DIR, { recursive: true })
-  for (const f of readdirSync(SHOTS_DIR)) if (match.test(f)) rmSync(path.join(SHOTS_DIR, f), { force: true })
+/**
+ * Removes the screenshots of earlier runs (each test file clears its own): the files of
+ * `screenshots/<what>` when `what` is a folder name, else the files of `screenshots/` whose names
+ * `what` matches.
+ */
+export function clearScreenshots(what = /./) {
+  const [dir, match] = typeof what === 'string' ? [path.join(SHOTS_DIR, what), /./] : [SHOTS_DIR, what]
+  mkdirSync(dir, { recursive: true })
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isFile() && match.test(e.name)) rmSync(path.join(dir, e.name), { force: true })
+  }
 }
 
+/** Saves a full-page screenshot as `screenshots/<name>.png` (`name` may name a folder: `planning/budget`). */
 export async function screenshot(page, name) {
-  mkdirSync(SHOTS_DIR, { recursive: true })
-  await page.screenshot({ path: path.join(SHOTS_DIR, `${name}.png`), fullPage: true })
+  const file = path.join(SHOTS_DIR, `${name}.png`)
+  mkdirSync(path.dirname(file), { recursive: true })
+  await page.screenshot({ path: file, fullPage: true })
 }
 
 /** REST login from Node, for the WebSocket probe. */

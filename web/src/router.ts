@@ -7,6 +7,10 @@ import CategoriesView from './views/CategoriesView.vue'
 import NamedListView from './views/NamedListView.vue'
 import TransactionsView from './views/TransactionsView.vue'
 import HouseholdView from './views/HouseholdView.vue'
+import TransfersView from './views/TransfersView.vue'
+import BudgetView from './views/BudgetView.vue'
+import PlanningView from './views/PlanningView.vue'
+import RulesView from './views/RulesView.vue'
 
 export const router = createRouter({
   history: createWebHashHistory(),
@@ -22,6 +26,11 @@ export const router = createRouter({
     { path: '/tags', component: NamedListView, meta: { tenant: true, kind: 'Tag' } },
     { path: '/transactions', component: TransactionsView, meta: { tenant: true } },
     { path: '/household', component: HouseholdView, meta: { tenant: true } },
+    { path: '/transfers', component: TransfersView, meta: { tenant: true } },
+    { path: '/budget', component: BudgetView, meta: { tenant: true } },
+    { path: '/planning', component: PlanningView, meta: { tenant: true } },
+    { path: '/rules', component: RulesView, meta: { tenant: true } },
+    { path: '/reports', component: () => import('./views/ReportsView.vue'), meta: { tenant: true } },
   ],
 })
 

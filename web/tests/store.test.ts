@@ -51,3 +51,66 @@ describe('several tabs on one database', () => {
     second.close()
   })
 })
+
+describe('store hooks (the transaction store of the app)', () => {
+  it('applies active rules to a new transaction only, and removes a transfer counter leg with its leg', async () => {
+    const { useAutomationRules, useTransactions } = await import('../src/stores/entities')
+    const { engine, transport } = await makeEngine()
+    transport.online = false
+    const rules = useAutomationRules()
+    const txs = useTransactions()
+    await rules.bind(engine)
+    await txs.bind(engine)
+    await rules.save({
+      name: 'REWE', stage: 'DEFAULT', priority: 0, isActive: true, conditionLogic: 'all',
+      conditions: [{ type: 'DESCRIPTION_CONTAINS', operator: 'contains', value: 'rewe' }],
+      actions: [{ type: 'SET_CATEGORY', value: 'food' }],
+    })
+    const base = { accountId: 'a', date: '2026-11-10', valueDate: '2026-11-10', amount: -5, tagIds: [], type: 'EXPENSE', runningBalance: 0 }
+    const t = await txs.save({ ...base, description: 'REWE Markt', categoryId: null })
+    expect(t.categoryId).toBe('food')
+    // an edit is not re-ruled (0.4 applies rules on add only)
+    await txs.update(t.id, { categoryId: 'other' })
+    expect(txs.get(t.id)?.categoryId).toBe('other')
+    await txs.save({ ...txs.get(t.id)!, description: 'REWE again' })
+    expect(txs.get(t.id)?.categoryId).toBe('other')
+
+    await txs.save({ ...base, id: 'x', type: 'ACCOUNTTRANSFER', counterTransactionId: 'y', description: '' })
+    await txs.save({ ...base, id: 'y', type: 'ACCOUNTTRANSFER', amount: 5, counterTransactionId: 'x', description: '' })
+    await txs.save({ ...base, id: 'z', type: 'ACCOUNTTRANSFER', counterTransactionId: 'x', description: '' })
+    await txs.remove('y')
+    expect([txs.get('x'), txs.get('y')]).toEqual([undefined, undefined])
+    // a link that is not mutual is left alone
+    expect(txs.get('z')).toBeDefined()
+  })
+})
+
+describe('income hook of the transaction store', () => {
+  it('moves income to Verfügbare Mittel and back as a linked category transfer', async () => {
+    const { useCategories, useTransactions } = await import('../src/stores/entities')
+    const { budgetRow } = await import('../src/finance/budget')
+    const { engine, transport } = await makeEngine()
+    transport.online = false
+    const cats = useCategories()
+    const txs = useTransactions()
+    await cats.bind(engine)
+    await txs.bind(engine)
+    const base = { budgeted: 0, activity: 0, available: 0, isHidden: false, isActive: true, sortOrder: 0 }
+    const salary = await cats.save({ ...base, name: 'Gehalt', isIncomeCategory: true })
+    const t = await txs.save({
+      accountId: 'a', categoryId: salary.id, date: '2026-11-25', valueDate: '2026-11-25', amount: 3000, tagIds: [], type: 'INCOME', runningBalance: 0, description: '',
+    })
+    const funds = cats.list.find((c) => c.name === 'Verfügbare Mittel')!
+    expect(funds).toBeDefined()
+    const row = () => budgetRow(funds.id, txs.list, [], '2026-11')
+    expect(row().available).toBe(3000)
+    const legs = txs.list.filter((x) => x.type === 'CATEGORYTRANSFER')
+    expect(legs.map((x) => x.amount).sort()).toEqual([-3000, 3000])
+    expect(legs[0].counterTransactionId).toBe(legs[1].id)
+    await txs.update(t.id, { amount: 3200 })
+    expect(row().available).toBe(3200)
+    await txs.remove(t.id)
+    expect(row().available).toBe(0)
+    expect(cats.list.filter((c) => c.name === 'Verfügbare Mittel')).toHaveLength(1)
+  })
+})

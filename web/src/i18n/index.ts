@@ -19,6 +19,12 @@ import lists from './messages/lists'
 import sync from './messages/sync'
 import tenants from './messages/tenants'
 import transactions from './messages/transactions'
+import accounts from './messages/accounts'
+import transfers from './messages/transfers'
+import budget from './messages/budget'
+import planning from './messages/planning'
+import rules from './messages/rules'
+import reports from './messages/reports'
 
 export const LOCALES = ['de', 'en'] as const
 export type Locale = (typeof LOCALES)[number]
@@ -27,6 +33,7 @@ const STORAGE_KEY = 'finwise.locale'
 type Area = { en: Record<string, unknown>; de: Record<string, unknown> }
 export const AREAS: Record<string, Area> = {
   common, enums, app, auth, categories, errors, household, lists, sync, tenants, transactions,
+  accounts, transfers, budget, planning, rules, reports,
 }
 
 function messagesFor(locale: Locale): Record<string, unknown> {

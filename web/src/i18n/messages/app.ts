@@ -3,7 +3,8 @@ export default {
   en: {
     nav: {
       accounts: 'Accounts', transactions: 'Transactions', categories: 'Categories', recipients: 'Recipients',
-      tags: 'Tags', household: 'Household',
+      tags: 'Tags', household: 'Household', transfers: 'Transfers', budget: 'Budget', planning: 'Planning',
+      rules: 'Rules', reports: 'Reports',
     },
     mainNav: 'Sections',
     switchTenant: 'Households',
@@ -18,7 +19,8 @@ export default {
   de: {
     nav: {
       accounts: 'Konten', transactions: 'Buchungen', categories: 'Kategorien', recipients: 'Empfänger',
-      tags: 'Tags', household: 'Haushalt',
+      tags: 'Tags', household: 'Haushalt', transfers: 'Umbuchungen', budget: 'Budget', planning: 'Planung',
+      rules: 'Regeln', reports: 'Auswertungen',
     },
     mainNav: 'Bereiche',
     switchTenant: 'Haushalte',

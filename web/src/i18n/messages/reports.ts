@@ -1,0 +1,26 @@
+export default {
+  en: {
+    title: 'Reports',
+    month: 'Month',
+    spending: 'Spending by category',
+    budgetVsActual: 'Budget vs. actual',
+    balances: 'Balance over time',
+    budgeted: 'Budgeted',
+    spent: 'Spent',
+    other: 'Uncategorised',
+    empty: 'No data for this month.',
+    range: 'Months',
+  },
+  de: {
+    title: 'Auswertungen',
+    month: 'Monat',
+    spending: 'Ausgaben nach Kategorie',
+    budgetVsActual: 'Budget vs. Ist',
+    balances: 'Saldenverlauf',
+    budgeted: 'Budgetiert',
+    spent: 'Ausgegeben',
+    other: 'Ohne Kategorie',
+    empty: 'Keine Daten für diesen Monat.',
+    range: 'Monate',
+  },
+}
