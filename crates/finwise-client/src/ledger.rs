@@ -101,6 +101,28 @@ mod tests {
             .clone()
     }
 
+    /// The vectors the web app checks too (`web/tests/ledgerVectors.test.ts`): both clients show
+    /// the same numbers.
+    #[test]
+    fn shared_vectors() {
+        let v: Value = serde_json::from_str(include_str!("../../../testdata/ledger-vectors.json")).unwrap();
+        for case in v["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let list: Vec<Entity> =
+                case["transactions"].as_array().unwrap().iter().map(|t| t.as_object().unwrap().clone()).collect();
+            let balances = account_balances(&list, case["as_of"].as_str().unwrap());
+            let want: HashMap<String, f64> =
+                case["balances"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect();
+            assert_eq!(balances, want, "{name}");
+            let months = category_month(&list, case["month"].as_str().unwrap());
+            for (category, want) in case["categories"].as_object().unwrap() {
+                let f = |k: &str| want[k].as_f64().unwrap();
+                let want = CategoryMonth { budgeted: f("budgeted"), spent: f("spent"), available: f("available") };
+                assert_eq!(months[category], want, "{name}: {category}");
+            }
+        }
+    }
+
     #[test]
     fn balances_follow_the_04_rule() {
         let list = [
