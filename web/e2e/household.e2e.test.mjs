@@ -5,6 +5,7 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   apiRegister, clearScreenshots, cspViolations, ensureBuilt, eventually, launchBrowser, loginUi, newPage, screenshot, startServer, waitOnline,
+  stepper,
 } from './lib.mjs'
 
 const OWNER = { name: 'Olga', email: 'olga@example.com', password: 'owner-password-1' }
@@ -34,22 +35,7 @@ after(async () => {
   assert.deepEqual(cspViolations, [])
 })
 
-let failed = false
-async function step(t, name, fn) {
-  await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
-    try {
-      await fn()
-    } catch (e) {
-      for (const p of [O, P]) {
-        console.log(p.logs.slice(-30).join('\n'))
-        await screenshot(p.page, `FAILED-household-${name.replace(/\W+/g, '-')}-${p.name}`).catch(() => {})
-      }
-      console.log('server log tail:\n' + server.log().slice(-3000))
-      failed = true
-      throw e
-    }
-  })
-}
+const step = stepper({ pages: () => [O, P], server: () => server, prefix: 'household-' })
 
 const tid = (page, id) => page.getByTestId(id)
 const rowWith = (page, rowId, text) => tid(page, rowId).filter({ hasText: text }).first()

@@ -207,3 +207,29 @@ export async function loginUi(page, base, user) {
 export async function waitOnline(page, label = 'online') {
   await eventually(async () => (await page.getByTestId('sync-connection').textContent()) === 'online', { message: label, timeout: 30_000 })
 }
+
+/**
+ * The steps of one browser test file: each step a subtest; after a failure the later steps are
+ * skipped, and the failing one prints the pages' last log lines and the server's log tail and
+ * leaves a screenshot of each page, `<prefix>FAILED-<step>-<page name>`. `pages` and `server`
+ * are read when a step fails (the test creates them in `before`).
+ */
+export function stepper({ pages, server, prefix = '' }) {
+  let failed = false
+  return async function step(t, name, fn) {
+    await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
+      try {
+        await fn()
+      } catch (e) {
+        failed = true
+        for (const p of pages()) {
+          if (!p) continue
+          console.log(p.logs.slice(-40).join('\n'))
+          await screenshot(p.page, `${prefix}FAILED-${name.replace(/\W+/g, '-')}-${p.name}`).catch(() => {})
+        }
+        console.log('server log tail:\n' + (server()?.log().slice(-3000) ?? ''))
+        throw e
+      }
+    })
+  }
+}

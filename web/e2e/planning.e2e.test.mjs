@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import WebSocket from 'ws'
 import {
   apiLogin, clearScreenshots, cspViolations, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
+  stepper,
 } from './lib.mjs'
 
 const USER = { name: 'Max', email: 'max@example.com', password: 'correct-horse-battery' }
@@ -31,23 +32,7 @@ after(async () => {
   assert.deepEqual(cspViolations, [])
 })
 
-let failed = false
-async function step(t, name, fn) {
-  await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
-    try {
-      await fn()
-    } catch (e) {
-      for (const p of [A, B]) {
-        if (!p) continue
-        console.log(p.logs.slice(-40).join('\n'))
-        await screenshot(p.page, `planning/FAILED-${name.replace(/\W+/g, '-')}-${p === A ? 'A' : 'B'}`).catch(() => {})
-      }
-      console.log('server log tail:\n' + server.log().slice(-3000))
-      failed = true
-      throw e
-    }
-  })
-}
+const step = stepper({ pages: () => [A, B], server: () => server, prefix: 'planning/' })
 
 const tid = (page, id) => page.getByTestId(id)
 const nav = (page, path) => page.locator(`nav a[href="#${path}"]`).click()

@@ -3,6 +3,7 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   apiLogin, clearScreenshots, cspViolations, ensureBuilt, eventually, launchBrowser, newPage, screenshot, serverStatus, startServer,
+  stepper,
 } from './lib.mjs'
 
 const USER = { name: 'Erika', email: 'erika@example.com', password: 'correct-horse-battery' }
@@ -30,24 +31,7 @@ after(async () => {
   assert.deepEqual(cspViolations, [])
 })
 
-/** On failure, show what the pages logged; later steps are skipped. */
-let failed = false
-async function step(t, name, fn) {
-  await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
-    try {
-      await fn()
-    } catch (e) {
-      for (const p of [A, B]) {
-        if (!p) continue
-        console.log(p.logs.slice(-40).join('\n'))
-        await screenshot(p.page, `FAILED-${name.replace(/\W+/g, '-')}-${p === A ? 'A' : 'B'}`).catch(() => {})
-      }
-      console.log('server log tail:\n' + server.log().slice(-3000))
-      failed = true
-      throw e
-    }
-  })
-}
+const step = stepper({ pages: () => [A, B], server: () => server, prefix: '' })
 
 const tid = (page, id) => page.getByTestId(id)
 /** Opens a screen by its nav entry (`Accounts` → `nav-accounts`: the labels follow the locale, the test ids do not). */
