@@ -232,7 +232,13 @@ async fn soak_with_hostile_peers() {
     let secs: u64 = std::env::var("FINWISE_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let clients: usize = std::env::var("FINWISE_SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(dir.path(), &[]);
+    // The clients keep their sockets for the whole run (a disconnect fails the test), so their
+    // access token must outlive it: a one-hour soak is four default token lifetimes. Refreshing
+    // and reconnecting is the crash test's subject, not this one's.
+    let ttl = (secs + 600).to_string();
+    let mut server = ServerProcess::start_cmd(dir.path(), |c| {
+        c.env("FINWISE_ACCESS_TOKEN_TTL", &ttl);
+    });
     let (pid, addr) = (server.child.id(), server.addr.clone());
     let (token, tenants) = setup(&addr).await;
     let (busy, quiet) = (tenants[0].clone(), tenants[1].clone());
