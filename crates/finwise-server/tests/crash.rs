@@ -151,7 +151,9 @@ async fn ingest(
     // FINWISE_CRASH_PACE_MS between frames (default 0: as fast as the server acks): long runs
     // pace the load so that a thousand rounds do not build a database that takes minutes to load
     let pace: u64 = std::env::var("FINWISE_CRASH_PACE_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let sender = tokio::spawn(async move {
+    // aborted with this worker: in the PostgreSQL faults the test aborts the workers while the
+    // server (and so the socket) lives on, and a sender left running would keep writing
+    let sender = AbortOnDrop(tokio::spawn(async move {
         for n in 0.. {
             let per = if batch { 20 } else { 1 };
             let mut entries = Vec::new();
@@ -178,7 +180,7 @@ async fn ingest(
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-    });
+    }));
     while let Some(Ok(Message::Text(t))) = stream.next().await {
         let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
         let record = |id: &str, updated_at: &str| {
@@ -207,7 +209,16 @@ async fn ingest(
             _ => {}
         }
     }
-    sender.abort();
+    drop(sender);
+}
+
+/// A task that is aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Access tokens live `FINWISE_CRASH_TOKEN_TTL` seconds (default 62, refreshed with less than 60 s left): even the short
