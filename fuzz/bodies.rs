@@ -68,18 +68,22 @@ pub fn validate(data: &[u8]) {
     }
 }
 
-/// `handle`: decode, validate and apply every entry to a real tenant database (in memory, kept
+/// `handle`: decode, validate and apply every entry to a real tenant database (one file, kept
 /// across inputs), as the connection task and the writer do. Storage errors cannot come from input.
 pub fn handle(data: &[u8]) {
-    static DB: Mutex<Option<SqliteTenant>> = Mutex::new(None);
+    // one tenant file for every input, in a temp dir that lives as long as the process
+    static DB: Mutex<Option<(tempfile::TempDir, SqliteTenant)>> = Mutex::new(None);
     let Ok(text) = std::str::from_utf8(data) else { return };
     let items = items(entries(text));
     if items.is_empty() {
         return;
     }
     let mut guard = DB.lock().unwrap();
-    let db =
-        guard.get_or_insert_with(|| SqliteTenant::open(std::path::Path::new(":memory:")).expect("in-memory tenant"));
+    let (_, db) = guard.get_or_insert_with(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = SqliteTenant::open(&dir.path().join("tenant.db")).expect("tenant");
+        (dir, db)
+    });
     db.write(|txn| {
         for item in &items {
             engine::apply(txn, TENANT, item, NOW)?;
@@ -181,12 +185,12 @@ pub fn loads(data: &[u8]) {
 
 /// `legacy_import`: the 0.4 import reader. Input starting with SQLite's magic is a tenant file
 /// (read as `finwise import-legacy` and the HTTP import do: read-only, immutable); other input is a
-/// JSON object `{table: row}` of 0.4 rows. What reads is written to a tenant in memory.
+/// JSON object `{table: row}` of 0.4 rows. What reads is written to a tenant (a temp file).
 pub fn legacy_import(data: &[u8]) {
     let mut entities = Vec::new();
+    let dir = tempfile::tempdir().expect("temp dir");
     if data.starts_with(b"SQLite format 3\0") {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tenant.db");
+        let path = dir.path().join("import.db");
         std::fs::write(&path, data).expect("temp file");
         let Ok(conn) = legacy::open_ro(&path) else { return };
         let Ok(file) = legacy::read_tenant(&conn) else { return };
@@ -204,6 +208,6 @@ pub fn legacy_import(data: &[u8]) {
             }
         }
     }
-    let mut db = SqliteTenant::open(std::path::Path::new(":memory:")).expect("in-memory tenant");
+    let mut db = SqliteTenant::open(&dir.path().join("tenant.db")).expect("tenant");
     legacy::write_entities(&mut db, &entities).expect("what the reader accepts can be stored");
 }
