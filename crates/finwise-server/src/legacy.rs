@@ -65,8 +65,22 @@ pub fn rows(conn: &Connection, table: &str) -> anyhow::Result<Vec<Map<String, Va
     if !has_table(conn, table) {
         return Ok(Vec::new());
     }
+    // the names through `table_info`, as values: rusqlite's `column_names` panics on a name that
+    // is not UTF-8, which a damaged or hostile file can hold (found by the legacy_import fuzzer)
+    let mut names = Vec::new();
+    let mut info = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
+    let mut q = info.query([table])?;
+    while let Some(row) = q.next()? {
+        match row.get_ref(0)? {
+            ValueRef::Text(t) => names
+                .push(std::str::from_utf8(t).map_err(|_| anyhow::anyhow!("a column name is not UTF-8"))?.to_owned()),
+            _ => anyhow::bail!("a column without a name"),
+        }
+    }
     let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\""))?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    if stmt.column_count() != names.len() {
+        anyhow::bail!("the table's columns cannot be read");
+    }
     let mut out = Vec::new();
     let mut q = stmt.query([])?;
     while let Some(row) = q.next()? {
