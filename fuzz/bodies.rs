@@ -27,6 +27,20 @@ pub const TENANT: &str = "6f1c3a52-8f0e-4d7e-9a51-3b2f0c1d2e3f";
 const NOW: i64 = 1_790_000_000_000;
 const LIMITS: Limits = Limits { max_clock_skew_ms: 300_000 };
 
+/// A temp dir for the bodies' database files: in memory (`/dev/shm`) where the machine has it, so
+/// that the commits' fsyncs do not set the pace of a fuzz run; the system temp dir otherwise.
+/// `FINWISE_FUZZ_TMP` overrides both.
+fn scratch_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("FINWISE_FUZZ_TMP")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(std::path::PathBuf::from("/dev/shm")).filter(|p| p.is_dir()));
+    match base {
+        Some(b) => tempfile::tempdir_in(b).or_else(|_| tempfile::tempdir()),
+        None => tempfile::tempdir(),
+    }
+    .expect("temp dir")
+}
+
 /// The entries of a `process_sync_entry` or `process_sync_batch` message; none for anything else.
 fn entries(text: &str) -> Vec<SyncQueueEntry> {
     match parse_client_message(text) {
@@ -80,7 +94,7 @@ pub fn handle(data: &[u8]) {
     }
     let mut guard = DB.lock().unwrap();
     let (_, db) = guard.get_or_insert_with(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = scratch_dir();
         let db = SqliteTenant::open(&dir.path().join("tenant.db")).expect("tenant");
         (dir, db)
     });
@@ -102,7 +116,7 @@ pub fn loads(data: &[u8]) {
     let [since_byte, chunk_byte, rest @ ..] = data else { return };
     let Ok(text) = std::str::from_utf8(rest) else { return };
     let items = items(entries(text));
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = scratch_dir();
     let store = SqliteStore::open(DataDir { root: dir.path().to_path_buf() }).expect("store");
     let tenant = TenantId::parse(TENANT).expect("tenant id");
     let mut db = store.open_tenant(&tenant).expect("tenant");
@@ -140,7 +154,10 @@ pub fn loads(data: &[u8]) {
         messages.push(serde_json::from_str::<Value>(&m).expect("a load message is JSON"));
     }
     assert!(!messages.is_empty(), "a load always ends with one message");
-    let cursor = since.unwrap_or(0);
+    // A cursor above the head (a client of another timeline) gets a full load marked `reset`;
+    // nothing is compacted in a fresh tenant, so that is the only reset here.
+    let reset = since.is_some_and(|s| s > head);
+    let cursor = if reset { 0 } else { since.unwrap_or(0) };
     let type_key =
         |t: EntityType| serde_json::to_value(t).expect("type serialises").as_str().unwrap_or_default().to_owned();
     let mut got = BTreeMap::<(String, String), usize>::new();
@@ -149,6 +166,8 @@ pub fn loads(data: &[u8]) {
         let last = i + 1 == messages.len();
         assert_eq!(m["more"] == true, !last, "part {i} of {}: more = {}", messages.len(), m["more"]);
         assert_eq!(m["seq"], head, "the load's seq is the tenant's head");
+        assert_eq!(m["reset"] == true, reset, "part {i}: reset = {} for since {since:?}, head {head}", m["reset"]);
+        assert_eq!(m["delta"] == true, since.is_some() && !reset, "part {i}: delta = {}", m["delta"]);
         let mut count = 0;
         for t in EntityType::ALL {
             for e in m["payload"][t.collection()].as_array().expect("a collection per type") {
@@ -173,7 +192,7 @@ pub fn loads(data: &[u8]) {
         .map(|r| ((type_key(r.entity_type), r.id.clone()), 1))
         .collect();
     assert_eq!(got, want, "live entities newer than {cursor}");
-    if since.is_some() {
+    if since.is_some() && !reset {
         let want: BTreeSet<_> = records
             .iter()
             .filter(|r| r.deleted && r.seq > cursor)
@@ -188,7 +207,7 @@ pub fn loads(data: &[u8]) {
 /// JSON object `{table: row}` of 0.4 rows. What reads is written to a tenant (a temp file).
 pub fn legacy_import(data: &[u8]) {
     let mut entities = Vec::new();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = scratch_dir();
     if data.starts_with(b"SQLite format 3\0") {
         let path = dir.path().join("import.db");
         std::fs::write(&path, data).expect("temp file");

@@ -468,7 +468,8 @@ pub struct InitialDataLoad {
     #[ts(optional)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<std::collections::BTreeMap<EntityType, Vec<String>>>,
-    /// True when `since` was older than the kept tombstones: replace the local store.
+    /// True when `since` was older than the kept tombstones or above the tenant's `seq` (a client
+    /// of another timeline): a full load follows; replace the local store.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset: bool,
     /// True for a delta answer (`since` was given and honoured).

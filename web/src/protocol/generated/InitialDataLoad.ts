@@ -18,7 +18,8 @@ seq: number,
  */
 deleted?: { [key in EntityType]?: Array<string> }, 
 /**
- * True when `since` was older than the kept tombstones: replace the local store.
+ * True when `since` was older than the kept tombstones or above the tenant's `seq` (a client
+ * of another timeline): a full load follows; replace the local store.
  */
 reset: boolean, 
 /**
