@@ -43,8 +43,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A send to a client that takes longer than this closes the connection.
     pub send_timeout: Duration,
-    /// Broadcast messages a connection may fall behind before it is closed with 1013. Must be well
-    /// above `max_group_commit`: one commit publishes its whole group at once.
+    /// Commits a connection may fall behind the tenant's broadcast before it is closed with 1013
+    /// (each commit's changes are one event, whatever their number). The slots are allocated per
+    /// tenant with connections, about 100 bytes each: 8,192 cost 0.8 MiB per online household.
     pub outbound_queue: usize,
     /// Messages (single entries or batches) a tenant writer may have queued before `overloaded`
     /// NACKs.
@@ -128,7 +129,7 @@ impl Default for Config {
             login_window: Duration::from_secs(15 * 60),
             heartbeat_interval: Duration::from_secs(30),
             send_timeout: Duration::from_secs(30),
-            outbound_queue: 8192,
+            outbound_queue: 256,
             tenant_queue: 4096,
             max_group_commit: 1000,
             max_in_flight: 512,

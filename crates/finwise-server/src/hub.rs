@@ -1,7 +1,9 @@
 //! Per-tenant fan-out. Every connection of a tenant subscribes to one bounded broadcast channel;
-//! the writer publishes each committed change once, already serialised, and each connection
-//! forwards it unless it wrote the change itself. A connection that falls more than the channel's
-//! capacity behind is closed with 1013 and resyncs by delta.
+//! the writer publishes each commit's changes once, already serialised, as one event, and each
+//! connection forwards those it did not write itself. A connection that falls more than the
+//! channel's capacity (in commits) behind is closed with 1013 and resyncs by delta. The channel's
+//! slots are allocated when a tenant's first connection subscribes, so the capacity is memory per
+//! tenant with connections (about 100 bytes a slot).
 
 use finwise_protocol::locks::LockExt;
 use std::{
@@ -20,9 +22,11 @@ use crate::{
 /// What a tenant's connections receive.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A serialised `data_update` written by connection `origin`. Cloning it only bumps a
-    /// reference count: every listener sends the same bytes.
-    Change { origin: u64, text: Utf8Bytes, charge: Arc<OutboundCharge> },
+    /// The serialised `data_update`s of one commit, each with the connection that wrote it
+    /// (`0`: another server's). One event per commit, not per change: the channel's capacity
+    /// (`outbound_queue`) then counts commits, and a batch of 500 entries takes one slot. Cloning
+    /// it only bumps a reference count: every listener sends the same bytes.
+    Changes { changes: Arc<[(u64, Utf8Bytes)]>, charge: Arc<OutboundCharge> },
     /// The tenant was deleted: close with this code.
     Close { code: u16, reason: &'static str },
     /// The user lost access to the tenant: that user's connections close with 1008.
@@ -48,10 +52,14 @@ impl Hub {
         Hub { capacity, tenants: Mutex::new(HashMap::new()), all: broadcast::channel(4).0, buffers }
     }
 
-    /// Publishes a committed change (serialised once) to the tenant's listeners.
-    pub fn publish_change(&self, tenant: &TenantId, origin: u64, text: Utf8Bytes) {
-        let charge = self.buffers.charge_outbound(text.len());
-        self.publish(tenant, Event::Change { origin, text, charge });
+    /// Publishes the changes of one commit (each serialised once, with the connection that wrote
+    /// it) to the tenant's listeners, as one event.
+    pub fn publish_changes(&self, tenant: &TenantId, changes: Vec<(u64, Utf8Bytes)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let charge = self.buffers.charge_outbound(changes.iter().map(|(_, t)| t.len()).sum());
+        self.publish(tenant, Event::Changes { changes: changes.into(), charge });
     }
 
     /// Subscribes to a tenant's events (and to server-wide events).

@@ -149,13 +149,10 @@ impl Relay {
         let first_local = local.first().map_or(i64::MAX, |(s, _, _)| *s);
         // read what this server has not seen: everything up to its own messages
         let read_to = to.min(first_local - 1);
+        let mut changes = Vec::new();
         if start < read_to {
             match self.read_changes(tenant, start, read_to) {
-                Ok(msgs) => {
-                    for text in msgs {
-                        self.hub.publish_change(tenant, 0, text);
-                    }
-                }
+                Ok(msgs) => changes.extend(msgs.into_iter().map(|text| (0, text))),
                 Err(e) => {
                     // the safety poll retries from the unchanged cursor
                     warn!(tenant = %tenant, error = %e, "relay: cannot read changes; retrying later");
@@ -163,11 +160,9 @@ impl Relay {
                 }
             }
         }
-        for (seq, origin, text) in local {
-            if *seq > start {
-                self.hub.publish_change(tenant, *origin, text.clone());
-            }
-        }
+        changes.extend(local.iter().filter(|(seq, _, _)| *seq > start).map(|(_, origin, text)| (*origin, text.clone())));
+        // one event for what was read and this server's own commit
+        self.hub.publish_changes(tenant, changes);
         *c = Some(to.max(start));
     }
 

@@ -387,7 +387,7 @@ impl Shared {
         if let Some(relay) = &self.relay {
             relay.begin_local(tenant);
         }
-        // this group's changes for the relay, delivered after every reply of the group
+        // this group's changes, published (or handed to the relay) after every reply of the group
         let mut relayed: Vec<(i64, u64, Utf8Bytes)> = Vec::new();
         let result = db.write(|txn| {
             // one round trip for the group's lookups where the engine is across a network
@@ -437,13 +437,7 @@ impl Shared {
                                 })
                                 .collect();
                             let _ = reply.send(outs);
-                            if self.relay.is_some() {
-                                relayed.extend(texts);
-                            } else {
-                                for (_, origin, text) in texts {
-                                    self.hub.publish_change(tenant, origin, text);
-                                }
-                            }
+                            relayed.extend(texts);
                         }
                         Job::Open { reply } => {
                             let _ = reply.send(Ok(()));
@@ -469,6 +463,9 @@ impl Shared {
         if let Some(relay) = &self.relay {
             // servers sharing a database: through the tenant's delivery cursor
             relay.finish_local(tenant, &relayed);
+        } else {
+            // one event for the whole group, after every reply of it
+            self.hub.publish_changes(tenant, relayed.into_iter().map(|(_, origin, text)| (origin, text)).collect());
         }
         keep_running
     }

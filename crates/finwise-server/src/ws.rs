@@ -192,14 +192,21 @@ impl Conn {
     /// Feeds one tenant event (call [`Conn::flush`] afterwards).
     async fn feed_event(&mut self, ev: Result<Event, RecvError>, user: Option<&str>) -> Result<(), Stop> {
         match ev {
-            Ok(Event::Change { origin, text, .. }) if origin != self.id => self.feed_text(text).await,
+            Ok(Event::Changes { changes, .. }) => {
+                for (origin, text) in changes.iter() {
+                    if *origin != self.id {
+                        self.feed_text(text.clone()).await?;
+                    }
+                }
+                Ok(())
+            }
             Ok(Event::Revoke { user_id }) if user == Some(user_id.as_str()) => {
                 Err(Stop::Close(close::POLICY, "membership revoked"))
             }
             Ok(Event::Members { user_ids }) if user.is_some_and(|u| !user_ids.iter().any(|m| m == u)) => {
                 Err(Stop::Close(close::POLICY, "membership revoked"))
             }
-            Ok(Event::Change { .. }) | Ok(Event::Revoke { .. }) | Ok(Event::Members { .. }) | Ok(Event::Shutdown) => {
+            Ok(Event::Revoke { .. }) | Ok(Event::Members { .. }) | Ok(Event::Shutdown) => {
                 Ok(())
             }
             Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
