@@ -160,7 +160,8 @@ impl Relay {
                 }
             }
         }
-        changes.extend(local.iter().filter(|(seq, _, _)| *seq > start).map(|(_, origin, text)| (*origin, text.clone())));
+        changes
+            .extend(local.iter().filter(|(seq, _, _)| *seq > start).map(|(_, origin, text)| (*origin, text.clone())));
         // one event for what was read and this server's own commit
         self.hub.publish_changes(tenant, changes);
         *c = Some(to.max(start));

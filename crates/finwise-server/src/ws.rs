@@ -206,9 +206,7 @@ impl Conn {
             Ok(Event::Members { user_ids }) if user.is_some_and(|u| !user_ids.iter().any(|m| m == u)) => {
                 Err(Stop::Close(close::POLICY, "membership revoked"))
             }
-            Ok(Event::Revoke { .. }) | Ok(Event::Members { .. }) | Ok(Event::Shutdown) => {
-                Ok(())
-            }
+            Ok(Event::Revoke { .. }) | Ok(Event::Members { .. }) | Ok(Event::Shutdown) => Ok(()),
             Ok(Event::Close { code, reason }) => Err(Stop::Close(code, reason)),
             Err(RecvError::Lagged(n)) => {
                 warn!(conn = self.id, tenant = %self.tenant, missed = n, "slow consumer fell behind the broadcast; closing");
