@@ -388,7 +388,7 @@ impl Shared {
             relay.begin_local(tenant);
         }
         // this group's changes, published (or handed to the relay) after every reply of the group
-        let mut relayed: Vec<(i64, u64, Utf8Bytes)> = Vec::new();
+        let mut published: Vec<(i64, u64, Utf8Bytes)> = Vec::new();
         let result = db.write(|txn| {
             // one round trip for the group's lookups where the engine is across a network
             let items = || {
@@ -427,17 +427,13 @@ impl Shared {
                         Job::Entries { origin, reply, .. } => {
                             let outs = outcomes.next().unwrap_or_default();
                             // The texts to publish are taken before the reply goes out, and the
-                            // reply goes first: the writer's task is woken before the listeners'
+                            // replies go first: the writers' tasks are woken before the listeners'
                             // (a wake from this thread queues in FIFO order on the runtime).
-                            let texts: Vec<(i64, u64, Utf8Bytes)> = outs
-                                .iter()
-                                .filter_map(|o| match (&o.reply, &o.broadcast) {
-                                    (engine::Reply::Ack(a), Some(text)) => Some((a.seq, origin, text.clone())),
-                                    _ => None,
-                                })
-                                .collect();
+                            published.extend(outs.iter().filter_map(|o| match (&o.reply, &o.broadcast) {
+                                (engine::Reply::Ack(a), Some(text)) => Some((a.seq, origin, text.clone())),
+                                _ => None,
+                            }));
                             let _ = reply.send(outs);
-                            relayed.extend(texts);
                         }
                         Job::Open { reply } => {
                             let _ = reply.send(Ok(()));
@@ -462,10 +458,10 @@ impl Shared {
         }
         if let Some(relay) = &self.relay {
             // servers sharing a database: through the tenant's delivery cursor
-            relay.finish_local(tenant, &relayed);
+            relay.finish_local(tenant, &published);
         } else {
             // one event for the whole group, after every reply of it
-            self.hub.publish_changes(tenant, relayed.into_iter().map(|(_, origin, text)| (origin, text)).collect());
+            self.hub.publish_changes(tenant, published.into_iter().map(|(_, origin, text)| (origin, text)).collect());
         }
         keep_running
     }
