@@ -7,7 +7,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::Mutex,
+    path::Path,
+    sync::{Mutex, PoisonError},
 };
 
 use finwise_protocol::{
@@ -18,7 +19,7 @@ use finwise_server::{
     engine::{self, Item, Limits},
     legacy,
     loads::{stream_load, LoadRequest},
-    storage::{data_dir::DataDir, sqlite::SqliteStore, sqlite::SqliteTenant, Store},
+    storage::{data_dir::DataDir, sqlite::SqliteStore, sqlite::SqliteTenant, Store, TenantDb},
     TenantId,
 };
 use serde_json::Value;
@@ -39,6 +40,34 @@ fn scratch_dir() -> tempfile::TempDir {
         None => tempfile::tempdir(),
     }
     .expect("temp dir")
+}
+
+/// State a body keeps across inputs (a store, a tenant file) in a scratch dir, rebuilt from scratch
+/// every `every` inputs. Opening fresh databases for every input set the pace of a run (a few
+/// hundred inputs a second); rebuilding now and then keeps the state small, so each input stays
+/// cheap and still meets both an empty tenant and one with history.
+struct Kept<T> {
+    state: T, // dropped before its dir
+    dir: tempfile::TempDir,
+    uses: u32,
+}
+
+fn with_kept<T, R>(
+    slot: &Mutex<Option<Kept<T>>>,
+    every: u32,
+    open: impl FnOnce(&Path) -> T,
+    f: impl FnOnce(&mut T, &Path) -> R,
+) -> R {
+    let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if guard.as_ref().is_some_and(|k| k.uses >= every) {
+        *guard = None;
+    }
+    let kept = guard.get_or_insert_with(|| {
+        let dir = scratch_dir();
+        Kept { state: open(dir.path()), dir, uses: 0 }
+    });
+    kept.uses += 1;
+    f(&mut kept.state, kept.dir.path())
 }
 
 /// The entries of a `process_sync_entry` or `process_sync_batch` message; none for anything else.
@@ -108,30 +137,39 @@ pub fn handle(data: &[u8]) {
 }
 
 /// `loads`: the input's first byte picks the cursor, the second the chunk size, the rest is a
-/// sync message applied to a fresh tenant (files in a temp dir). The load is then streamed as a
-/// client would get it and checked against the stored records: every live entity newer than the
-/// cursor exactly once, a delta's `deleted` exactly the tombstones newer than the cursor, every
-/// part but the last marked `more`, and each part at most the chunk size.
+/// sync message applied to a tenant (one store in a scratch dir, rebuilt every 64 inputs). The
+/// load is then streamed as a client would get it and checked against the stored records: every
+/// live entity newer than the cursor exactly once, a delta's `deleted` exactly the tombstones newer
+/// than the cursor, every part but the last marked `more`, and each part at most the chunk size.
 pub fn loads(data: &[u8]) {
+    static STORE: Mutex<Option<Kept<(SqliteStore, Box<dyn TenantDb>)>>> = Mutex::new(None);
     let [since_byte, chunk_byte, rest @ ..] = data else { return };
     let Ok(text) = std::str::from_utf8(rest) else { return };
     let items = items(entries(text));
-    let dir = scratch_dir();
-    let store = SqliteStore::open(DataDir { root: dir.path().to_path_buf() }).expect("store");
     let tenant = TenantId::parse(TENANT).expect("tenant id");
-    let mut db = store.open_tenant(&tenant).expect("tenant");
-    db.write_dyn(&mut |txn| {
-        for item in &items {
-            engine::apply(txn, TENANT, item, NOW)?;
-        }
-        Ok(())
-    })
-    .expect("storage errors cannot come from input");
-    drop(db);
+    let open = |dir: &Path| {
+        let store = SqliteStore::open(DataDir { root: dir.to_path_buf() }).expect("store");
+        let db = store.open_tenant(&tenant).expect("tenant");
+        (store, db)
+    };
+    with_kept(&STORE, 64, open, |(store, db), _| {
+        db.write_dyn(&mut |txn| {
+            for item in &items {
+                engine::apply(txn, TENANT, item, NOW)?;
+            }
+            Ok(())
+        })
+        .expect("storage errors cannot come from input");
+        check_load(store, &tenant, *since_byte, *chunk_byte);
+    });
+}
 
+/// The `loads` oracle: a load from the cursor picked by `since_byte` (255: a full load; otherwise
+/// from 0 up to one above the head) in chunks picked by `chunk_byte`, against the stored records.
+fn check_load(store: &SqliteStore, tenant: &TenantId, since_byte: u8, chunk_byte: u8) {
     let mut records = Vec::new();
-    (&store as &dyn Store)
-        .read(&tenant, |r| {
+    (store as &dyn Store)
+        .read(tenant, |r| {
             r.records(&mut |rec| {
                 records.push(rec);
                 Ok(())
@@ -139,23 +177,23 @@ pub fn loads(data: &[u8]) {
         })
         .expect("records");
     let head = records.iter().map(|r| r.seq).max().unwrap_or(0);
-    let since = match *since_byte {
+    let since = match since_byte {
         255 => None,
-        b => Some(i64::from(b) % (head + 2)),
+        b => Some(i64::from(b) * (head + 1) / 254),
     };
-    let chunk = match *chunk_byte % 9 {
+    let chunk = match chunk_byte % 9 {
         0 => None,
         c => Some(usize::from(c)),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 16);
-    stream_load(&store, &tenant, LoadRequest { since, chunk_size: chunk }, tx).expect("load");
+    stream_load(store, tenant, LoadRequest { since, chunk_size: chunk }, tx).expect("load");
     let mut messages = Vec::new();
     while let Ok(m) = rx.try_recv() {
         messages.push(serde_json::from_str::<Value>(&m).expect("a load message is JSON"));
     }
     assert!(!messages.is_empty(), "a load always ends with one message");
     // A cursor above the head (a client of another timeline) gets a full load marked `reset`;
-    // nothing is compacted in a fresh tenant, so that is the only reset here.
+    // nothing is compacted here, so that is the only reset.
     let reset = since.is_some_and(|s| s > head);
     let cursor = if reset { 0 } else { since.unwrap_or(0) };
     let type_key =
@@ -204,29 +242,33 @@ pub fn loads(data: &[u8]) {
 
 /// `legacy_import`: the 0.4 import reader. Input starting with SQLite's magic is a tenant file
 /// (read as `finwise import-legacy` and the HTTP import do: read-only, immutable); other input is a
-/// JSON object `{table: row}` of 0.4 rows. What reads is written to a tenant (a temp file).
+/// JSON object `{table: row}` of 0.4 rows. What reads is written to a tenant (a file in a scratch
+/// dir, rebuilt every 256 inputs), as the import does: newer rows win, older ones are unchanged.
 pub fn legacy_import(data: &[u8]) {
-    let mut entities = Vec::new();
-    let dir = scratch_dir();
-    if data.starts_with(b"SQLite format 3\0") {
-        let path = dir.path().join("import.db");
-        std::fs::write(&path, data).expect("temp file");
-        let Ok(conn) = legacy::open_ro(&path) else { return };
-        let Ok(file) = legacy::read_tenant(&conn) else { return };
-        entities = file.entities;
-    } else {
-        let Ok(Value::Object(tables)) = serde_json::from_slice::<Value>(data) else { return };
-        let mut warnings = Vec::new();
-        for (table, row) in tables {
-            let (Some(t), Value::Object(row)) = (legacy::ENTITY_TYPES.iter().find(|t| t.collection() == table), row)
-            else {
-                continue;
-            };
-            if let Ok(e) = legacy::normalize(*t, &row, &mut warnings) {
-                entities.push(e);
+    static TENANT_DB: Mutex<Option<Kept<SqliteTenant>>> = Mutex::new(None);
+    let open = |dir: &Path| SqliteTenant::open(&dir.join("tenant.db")).expect("tenant");
+    with_kept(&TENANT_DB, 256, open, |db, dir| {
+        let mut entities = Vec::new();
+        if data.starts_with(b"SQLite format 3\0") {
+            let path = dir.join("import.db");
+            std::fs::write(&path, data).expect("scratch file");
+            let Ok(conn) = legacy::open_ro(&path) else { return };
+            let Ok(file) = legacy::read_tenant(&conn) else { return };
+            entities = file.entities;
+        } else {
+            let Ok(Value::Object(tables)) = serde_json::from_slice::<Value>(data) else { return };
+            let mut warnings = Vec::new();
+            for (table, row) in tables {
+                let (Some(t), Value::Object(row)) =
+                    (legacy::ENTITY_TYPES.iter().find(|t| t.collection() == table), row)
+                else {
+                    continue;
+                };
+                if let Ok(e) = legacy::normalize(*t, &row, &mut warnings) {
+                    entities.push(e);
+                }
             }
         }
-    }
-    let mut db = SqliteTenant::open(&dir.path().join("tenant.db")).expect("tenant");
-    legacy::write_entities(&mut db, &entities).expect("what the reader accepts can be stored");
+        legacy::write_entities(db, &entities).expect("what the reader accepts can be stored");
+    });
 }
