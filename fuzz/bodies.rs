@@ -142,7 +142,8 @@ pub fn handle(data: &[u8]) {
 /// live entity newer than the cursor exactly once, a delta's `deleted` exactly the tombstones newer
 /// than the cursor, every part but the last marked `more`, and each part at most the chunk size.
 pub fn loads(data: &[u8]) {
-    static STORE: Mutex<Option<Kept<(SqliteStore, Box<dyn TenantDb>)>>> = Mutex::new(None);
+    type StoreAndTenant = (SqliteStore, Box<dyn TenantDb>);
+    static STORE: Mutex<Option<Kept<StoreAndTenant>>> = Mutex::new(None);
     let [since_byte, chunk_byte, rest @ ..] = data else { return };
     let Ok(text) = std::str::from_utf8(rest) else { return };
     let items = items(entries(text));

@@ -164,12 +164,17 @@ impl Server {
     /// The release binary through the test kit, rate limit out of the way, its log on stderr;
     /// on PostgreSQL in a fresh schema.
     fn start(cli: &Cli, extra: &[&str]) -> Result<Server> {
+        Self::start_env(cli, extra, &[])
+    }
+
+    /// [`Server::start`] with configuration variables (`FINWISE_<KEY>`) over the tool's own.
+    fn start_env(cli: &Cli, extra: &[&str], env: &[(&str, String)]) -> Result<Server> {
         let database = cli.database_url.as_deref().map(fresh_schema).transpose()?;
-        Self::start_on(cli, extra, database)
+        Self::start_on(cli, extra, env, database)
     }
 
     /// [`Server::start`] on `database` (several nodes on one database).
-    fn start_on(cli: &Cli, extra: &[&str], database: Option<String>) -> Result<Server> {
+    fn start_on(cli: &Cli, extra: &[&str], env: &[(&str, String)], database: Option<String>) -> Result<Server> {
         let bin = &cli.server_bin;
         let dir = tempfile::tempdir()?;
         let process = ServerProcess::try_start_bin(bin, dir.path(), |c| {
@@ -185,6 +190,7 @@ impl Server {
                 .env("FINWISE_MAX_CONNECTIONS", "1000000")
                 .env("FINWISE_REGISTRATIONS_PER_ADDRESS", "1000000")
                 .env("FINWISE_LOGIN_ATTEMPTS_PER_ADDRESS", "1000000")
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stderr(Stdio::inherit());
         })
         .with_context(|| format!("build it with cargo build --release -p finwise-cli ({})", bin.display()))?;
@@ -755,7 +761,7 @@ async fn fanout(cli: &Cli, listeners: usize, rate: u64, seconds: u64, nodes: usi
     let server = Server::start(cli, &[])?;
     let mut servers = vec![];
     for _ in 1..nodes {
-        servers.push(Server::start_on(cli, &[], server.database.clone())?);
+        servers.push(Server::start_on(cli, &[], &[], server.database.clone())?);
     }
     servers.insert(0, server);
     let server = &servers[0];
@@ -886,7 +892,10 @@ async fn household(cli: &Cli, tenants: usize, devices: usize, rates: &[u64], sec
     if devices < 2 {
         bail!("--devices must be at least 2: a change is timed at the household's other devices");
     }
-    let server = Server::start(cli, &[])?;
+    // connections sized to the sockets, as an operator would: the file descriptors they leave
+    // are the server's budget for open tenant databases (max_open_tenants)
+    let sockets = (tenants * devices + 100).to_string();
+    let server = Server::start_env(cli, &[], &[("FINWISE_MAX_CONNECTIONS", sockets)])?;
     let (token, ids) = setup(&server.addr, tenants).await?;
     let steps: Vec<(usize, usize)> = {
         // change numbers [from, to) of each rate step

@@ -34,6 +34,10 @@ pub struct Config {
     pub tombstone_horizon: Duration,
     /// A tenant writer with no work for this long closes its file.
     pub idle_tenant_close: Duration,
+    /// Tenants open at once at most; beyond, the least recently active idle ones close first.
+    /// None: derived from the open-file limit (what `max_connections` leaves, three descriptors
+    /// per SQLite tenant; no cap on PostgreSQL, whose tenants hold no files).
+    pub max_open_tenants: Option<usize>,
     /// Per-connection message rate limit (token bucket).
     pub messages_per_second: u32,
     pub message_burst: u32,
@@ -122,6 +126,7 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(5 * 60),
             tombstone_horizon: Duration::from_secs(90 * 24 * 3600),
             idle_tenant_close: Duration::from_secs(60),
+            max_open_tenants: None,
             messages_per_second: 5_000,
             message_burst: 10_000,
             login_attempts_per_account: 5,
@@ -174,6 +179,7 @@ pub struct Settings {
     pub tombstone_days: Option<u64>,
     pub messages_per_second: Option<u32>,
     pub idle_tenant_secs: Option<u64>,
+    pub max_open_tenants: Option<usize>,
     pub heartbeat_interval: Option<u64>,
     pub send_timeout: Option<u64>,
     pub max_message_bytes: Option<usize>,
@@ -227,6 +233,7 @@ const KEYS: &[(&str, KeyKind)] = &[
     ("tombstone_days", KeyKind::Int),
     ("messages_per_second", KeyKind::Int),
     ("idle_tenant_secs", KeyKind::Int),
+    ("max_open_tenants", KeyKind::Int),
     ("heartbeat_interval", KeyKind::Int),
     ("send_timeout", KeyKind::Int),
     ("max_message_bytes", KeyKind::Int),
@@ -355,6 +362,7 @@ impl Settings {
             tombstone_days: Some(c.tombstone_horizon.as_secs() / (24 * 3600)),
             messages_per_second: Some(c.messages_per_second),
             idle_tenant_secs: Some(c.idle_tenant_close.as_secs()),
+            max_open_tenants: c.max_open_tenants,
             heartbeat_interval: Some(c.heartbeat_interval.as_secs()),
             send_timeout: Some(c.send_timeout.as_secs()),
             max_message_bytes: Some(c.max_message_bytes),
@@ -405,6 +413,7 @@ impl Settings {
             messages_per_second: mps,
             message_burst: if self.messages_per_second.is_some() { mps.saturating_mul(2) } else { base.message_burst },
             idle_tenant_close: self.idle_tenant_secs.map(secs).unwrap_or(base.idle_tenant_close),
+            max_open_tenants: self.max_open_tenants.map(|n| n.max(1)).or(base.max_open_tenants),
             heartbeat_interval: self.heartbeat_interval.map(secs).unwrap_or(base.heartbeat_interval),
             send_timeout: self.send_timeout.map(secs).unwrap_or(base.send_timeout),
             max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
@@ -453,6 +462,7 @@ impl Resolved {
                 let why = match k.as_str() {
                     "jwt_secret" => "generated and kept in <data_dir>/jwt.secret, or in the database",
                     "database_url" => "all state in the data dir's SQLite files",
+                    "max_open_tenants" => "derived from the open-file limit at start",
                     _ => "none",
                 };
                 out.push_str(&format!("# {k} is unset ({why})\n"));

@@ -129,6 +129,13 @@ impl App {
                 idle_close: config.idle_tenant_close,
                 tombstone_horizon_ms: config.tombstone_horizon.as_millis() as i64,
                 threads: config.writer_threads,
+                max_open: config.max_open_tenants.unwrap_or_else(|| {
+                    writer::tenant_cap(
+                        net::nofile_limit(),
+                        net::effective_max_connections(config.max_connections),
+                        store.files_per_tenant(),
+                    )
+                }),
             },
         );
         let window = config.login_window;
@@ -251,7 +258,7 @@ pub async fn run(
             "max_connections lowered to fit the open-file limit (ulimit -n)"
         );
     }
-    info!(%addr, storage = app.store.engine(), location = %app.store.location(), max_connections = limits.max_connections, "listening");
+    info!(%addr, storage = app.store.engine(), location = %app.store.location(), max_connections = limits.max_connections, max_open_tenants = app.writers.max_open(), "listening");
     let hub = Arc::clone(&app.hub);
     let graceful = async move {
         shutdown.await;

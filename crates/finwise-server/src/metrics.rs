@@ -4,6 +4,7 @@
 //! `finwise_messages_out_total{type}`, `finwise_acks_total`, `finwise_nacks_total{reason}`,
 //! `finwise_commit_batch_entries` (histogram), `finwise_commit_seconds` (histogram),
 //! `finwise_commit_failures_total`, `finwise_writer_queue_depth`, `finwise_open_tenants`,
+//! `finwise_tenant_evictions_total`,
 //! `finwise_tcp_connections_open`, `finwise_ws_buffered_bytes`, `finwise_ws_outbound_bytes`,
 //! `finwise_http_requests_total{status}`, `finwise_connection_closes_total{code}`.
 
@@ -38,6 +39,8 @@ pub struct Metrics {
     /// Entries queued on tenant writers and not yet taken into a commit (all tenants).
     pub writer_queue_depth: Gauge,
     pub open_tenants: Gauge,
+    /// Idle tenants closed early to stay under `max_open_tenants`.
+    pub tenant_evictions: Counter,
     /// TCP connections open now (HTTP and WebSocket).
     pub tcp_connections_open: Gauge,
     /// Bytes held in unfinished incoming WebSocket messages.
@@ -120,6 +123,7 @@ impl Metrics {
             commit_failures: Counter::default(),
             writer_queue_depth: Gauge::default(),
             open_tenants: Gauge::default(),
+            tenant_evictions: Counter::default(),
             tcp_connections_open: Gauge::default(),
             ws_buffered_bytes: Gauge::default(),
             ws_outbound_bytes: Gauge::default(),
@@ -142,6 +146,11 @@ impl Metrics {
             m.writer_queue_depth.clone(),
         );
         r.register("finwise_open_tenants", "tenant databases open (running writers)", m.open_tenants.clone());
+        r.register(
+            "finwise_tenant_evictions",
+            "idle tenants closed early to stay under max_open_tenants",
+            m.tenant_evictions.clone(),
+        );
         r.register(
             "finwise_tcp_connections_open",
             "TCP connections open (HTTP and WebSocket; see max_connections)",

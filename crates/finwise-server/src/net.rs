@@ -49,9 +49,14 @@ fn headroom(nofile: u64) -> u64 {
     (nofile / 8).max(64)
 }
 
+/// The process's open-file limit (`ulimit -n`).
+pub fn nofile_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// `max_connections` clamped to what the process's open-file limit allows.
 pub fn effective_max_connections(configured: usize) -> usize {
-    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    let nofile = nofile_limit();
     let allowed = nofile.saturating_sub(headroom(nofile)).max(16);
     configured.min(usize::try_from(allowed).unwrap_or(usize::MAX)).max(1)
 }

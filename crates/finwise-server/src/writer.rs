@@ -15,7 +15,10 @@
 use finwise_protocol::locks::LockExt;
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
     time::{Duration, Instant},
 };
 
@@ -32,7 +35,9 @@ use crate::{
     TenantId,
 };
 
-/// How often a busy tenant compacts tombstones (an idle one compacts when it reopens).
+/// How often a tenant compacts tombstones: while open, and at an open unless it did within this
+/// time (a tenant closed for room under `max_open_tenants` reopens often).
+/// (A tombstone horizon shorter than this, as in tests, shortens it.)
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Work for a tenant writer.
@@ -72,6 +77,23 @@ pub struct WriterConfig {
     pub tombstone_horizon_ms: i64,
     /// Threads that run tenant writers.
     pub threads: usize,
+    /// Tenants open at most (see [`tenant_cap`]): a tenant that needs to open first closes the
+    /// least recently active idle ones, and when every open tenant has work it waits for a slot
+    /// (its jobs stay queued). Pool threads that open at the same moment may exceed it by one each.
+    pub max_open: usize,
+}
+
+/// The default cap on open tenants: the file descriptors that `ulimit -n` leaves after the
+/// connections (`max_connections`, already fitted to the limit) and a reserve for the process's
+/// own files, at `files_per_tenant` each (a store whose tenants hold no files of their own: no cap).
+pub fn tenant_cap(nofile: u64, max_connections: usize, files_per_tenant: usize) -> usize {
+    /// Descriptors kept for the rest: `auth.db`, listeners, the runtime's own, logs.
+    const RESERVE: u64 = 128;
+    if files_per_tenant == 0 {
+        return usize::MAX;
+    }
+    let left = nofile.saturating_sub(max_connections as u64).saturating_sub(RESERVE);
+    usize::try_from(left / files_per_tenant as u64).unwrap_or(usize::MAX).max(16)
 }
 
 /// One open tenant: its queue and, while open, its database connection.
@@ -86,6 +108,23 @@ struct Tenant {
 struct Db {
     conn: Box<dyn TenantDb>,
     last_compaction: Instant,
+    _slot: OpenSlot,
+}
+
+/// One of the `max_open` slots, held by an open tenant's [`Db`] and given back when it closes.
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl OpenSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenSlot(Arc::clone(count))
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct TenantState {
@@ -110,6 +149,11 @@ struct Shared {
     cfg: WriterConfig,
     /// Registry of open tenants. Lock order: `tenants`, then a tenant's `state`.
     tenants: Mutex<HashMap<TenantId, Arc<Tenant>>>,
+    /// When each tenant last compacted its tombstones (at an open, or hourly while open): a tenant
+    /// closed and opened again within the hour does not scan its tombstones again.
+    compacted: Mutex<HashMap<TenantId, Instant>>,
+    /// Tenants with an open database (each holds an [`OpenSlot`]).
+    open_dbs: Arc<AtomicUsize>,
     ready: Mutex<Ready>,
     wake: Condvar,
 }
@@ -146,6 +190,8 @@ impl Writers {
             metrics,
             cfg,
             tenants: Mutex::new(HashMap::new()),
+            compacted: Mutex::new(HashMap::new()),
+            open_dbs: Arc::new(AtomicUsize::new(0)),
             ready: Mutex::new(Ready { tenants: VecDeque::new(), last_reap: Instant::now(), shutdown: false }),
             wake: Condvar::new(),
         });
@@ -181,9 +227,14 @@ impl Writers {
         s.enqueue(&t, &mut st, job)
     }
 
-    /// Number of open tenants (open or opening database files).
+    /// The cap on open tenants in effect.
+    pub fn max_open(&self) -> usize {
+        self.shared.cfg.max_open
+    }
+
+    /// Number of tenants with an open database.
     pub fn open_count(&self) -> usize {
-        lock(&self.shared.tenants).len()
+        self.shared.open_dbs.load(Ordering::Relaxed)
     }
 
     /// Closes one tenant after it has finished its queue.
@@ -289,9 +340,20 @@ impl Shared {
             }
         }
         let mut db = lock(&t.db);
+        if db.is_none() && self.open_dbs.load(Ordering::Relaxed) >= self.cfg.max_open {
+            drop(db);
+            if !self.make_room() {
+                // every open tenant has work: this one waits for a slot behind them
+                self.defer(t, jobs);
+                return;
+            }
+            db = lock(&t.db);
+        }
         if db.is_none() {
             match self.open(&t.id) {
-                Ok(conn) => *db = Some(Db { conn, last_compaction: Instant::now() }),
+                Ok((conn, last_compaction)) => {
+                    *db = Some(Db { conn, last_compaction, _slot: OpenSlot::take(&self.open_dbs) })
+                }
                 Err(e) => {
                     error!(tenant = %t.id, error = %e, "cannot open tenant database; refusing its writes (retryable)");
                     drop(db);
@@ -304,8 +366,9 @@ impl Shared {
             }
         }
         let open = db.as_mut().expect("opened above");
-        if open.last_compaction.elapsed() > COMPACTION_INTERVAL {
+        if open.last_compaction.elapsed() > self.compaction_interval() {
             open.last_compaction = Instant::now();
+            lock(&self.compacted).insert(t.id.clone(), open.last_compaction);
             if let Err(e) = open.conn.compact(finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms) {
                 warn!(tenant = %t.id, error = %e, "tombstone compaction failed");
             }
@@ -332,16 +395,45 @@ impl Shared {
         }
     }
 
-    fn open(&self, tenant: &TenantId) -> crate::storage::Result<Box<dyn TenantDb>> {
-        let mut conn = self.store.open_tenant(tenant)?;
-        let cutoff = finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms;
-        match conn.compact(cutoff) {
-            Ok(n) if n > 0 => info!(tenant = %tenant, tombstones = n, "compacted tombstones"),
-            Ok(_) => {}
-            Err(e) => warn!(tenant = %tenant, error = %e, "tombstone compaction failed"),
+    /// Opens a tenant's database; compacts its tombstones unless it did within the hour.
+    fn compaction_interval(&self) -> Duration {
+        COMPACTION_INTERVAL.min(Duration::from_millis(self.cfg.tombstone_horizon_ms.max(0) as u64))
+    }
+
+    /// Puts a group taken from a tenant back at the head of its queue, and the tenant at the end
+    /// of the ready queue (it stays scheduled).
+    fn defer(&self, t: &Arc<Tenant>, jobs: Vec<Job>) {
+        let mut st = lock(&t.state);
+        self.metrics.writer_queue_depth.inc_by(jobs.iter().map(|j| j.weight() as i64).sum());
+        for job in jobs.into_iter().rev() {
+            st.queue.push_front(job);
         }
+        lock(&self.ready).tenants.push_back(Arc::clone(t));
+        drop(st);
+        self.wake.notify_one();
+        // the tenants ahead of it are running; let them
+        std::thread::yield_now();
+    }
+
+    fn open(&self, tenant: &TenantId) -> crate::storage::Result<(Box<dyn TenantDb>, Instant)> {
+        let mut conn = self.store.open_tenant(tenant)?;
+        let last = lock(&self.compacted).get(tenant).copied().filter(|t| t.elapsed() < self.compaction_interval());
+        let compacted = match last {
+            Some(t) => t,
+            None => {
+                let cutoff = finwise_protocol::time::now_ms() - self.cfg.tombstone_horizon_ms;
+                match conn.compact(cutoff) {
+                    Ok(n) if n > 0 => info!(tenant = %tenant, tombstones = n, "compacted tombstones"),
+                    Ok(_) => {}
+                    Err(e) => warn!(tenant = %tenant, error = %e, "tombstone compaction failed"),
+                }
+                let now = Instant::now();
+                lock(&self.compacted).insert(tenant.clone(), now);
+                now
+            }
+        };
         debug!(tenant = %tenant, "tenant opened");
-        Ok(conn)
+        Ok((conn, compacted))
     }
 
     /// Removes a tenant from the registry; returns what was still queued (to be answered).
@@ -355,6 +447,37 @@ impl Shared {
         let jobs: Vec<Job> = st.queue.drain(..).collect();
         self.metrics.writer_queue_depth.dec_by(jobs.iter().map(|j| j.weight() as i64).sum());
         jobs
+    }
+
+    /// Makes room under `max_open` before an open: closes the least recently active idle tenants,
+    /// down to nine tenths of the cap so that the scan is paid once per many opens. Runs on the
+    /// pool thread that needs the room, so the descriptors are free before it opens. False when
+    /// no tenant is idle (every open one has work queued or running).
+    fn make_room(&self) -> bool {
+        let target = self.cfg.max_open - self.cfg.max_open / 10 - 1;
+        let evicted: Vec<Arc<Tenant>> = {
+            let mut tenants = lock(&self.tenants);
+            let mut idle: Vec<(Instant, TenantId)> = tenants
+                .values()
+                .filter_map(|t| {
+                    let st = lock(&t.state);
+                    (!st.scheduled && st.queue.is_empty()).then(|| (st.last_active, t.id.clone()))
+                })
+                .collect();
+            let excess = self.open_dbs.load(Ordering::Relaxed).saturating_sub(target).min(idle.len());
+            if excess == 0 {
+                return false;
+            }
+            idle.select_nth_unstable(excess - 1);
+            // out of the registry, a tenant gets no more jobs: its next one opens it as a new entry
+            idle.drain(..excess).filter_map(|(_, id)| tenants.remove(&id)).collect()
+        };
+        for t in &evicted {
+            lock(&t.db).take();
+        }
+        self.metrics.tenant_evictions.inc_by(evicted.len() as u64);
+        debug!(closed = evicted.len(), cap = self.cfg.max_open, "closed idle tenants to stay under max_open_tenants");
+        true
     }
 
     /// Closes the files of tenants that have had nothing to do for `idle_close`.
@@ -376,6 +499,9 @@ impl Shared {
             lock(&t.db).take();
             debug!(tenant = %t.id, "idle tenant closed");
         }
+        // a compaction older than the interval is due at the next open anyway
+        let interval = self.compaction_interval();
+        lock(&self.compacted).retain(|_, at| at.elapsed() < interval);
     }
 
     /// Applies a group of jobs in one transaction. Returns false when a `Close` was among them.
@@ -479,5 +605,22 @@ fn fail_job(job: Job, detail: &str) {
         Job::Close { reply } => {
             let _ = reply.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tenant_cap;
+
+    #[test]
+    fn the_tenant_cap_is_what_the_connections_leave_of_the_file_limit() {
+        // 20,000 descriptors, 10,000 for connections, 128 kept back, 3 per SQLite tenant
+        assert_eq!(tenant_cap(20_000, 10_000, 3), 3_290);
+        // connections fitted to the limit (an eighth left): about 790 tenants
+        assert_eq!(tenant_cap(20_000, 17_500, 3), 790);
+        // never below 16, even when the connections take everything
+        assert_eq!(tenant_cap(1_024, 1_024, 3), 16);
+        // tenants without files of their own (PostgreSQL): no cap
+        assert_eq!(tenant_cap(1_024, 1_000, 0), usize::MAX);
     }
 }

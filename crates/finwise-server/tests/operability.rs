@@ -32,6 +32,7 @@ async fn metrics_are_present_and_count() {
         "finwise_commit_seconds",
         "finwise_writer_queue_depth",
         "finwise_open_tenants",
+        "finwise_tenant_evictions",
         "finwise_commit_failures",
     ] {
         assert!(page.contains(&format!("# TYPE {name} ")), "{name} missing:\n{page}");

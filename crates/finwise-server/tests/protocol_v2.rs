@@ -353,3 +353,74 @@ async fn one_writer_thread_serves_many_busy_tenants_and_closes_idle_ones() {
         .await;
     assert_eq!(ack["seq"], 51);
 }
+
+/// Tenant database files (`<data dir>/tenants/*.db`) open in this process (the test server runs in it).
+fn open_tenant_files(dir: &std::path::Path) -> usize {
+    let dir = dir.join("tenants");
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|p| p.starts_with(&dir) && p.to_string_lossy().ends_with(".db"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn open_tenants_stay_under_max_open_tenants_and_reopen_where_they_were() {
+    let s = TestServer::start(|c| {
+        c.max_open_tenants = Some(2);
+        c.writer_threads = 1;
+    })
+    .await;
+    let (_, token, _) = s.user("many").await;
+    let mut tenants = Vec::new();
+    for i in 0..6 {
+        tenants.push(s.tenant(&token, &format!("household {i}")).await);
+    }
+    let health = || async {
+        let v: Value = s.http().get(s.url("/api/v1/websocket/health")).send().await.unwrap().json().await.unwrap();
+        v["open_tenant_databases"].as_u64().unwrap()
+    };
+    // Three rounds over six tenants with room for two: every write after the first two opens a
+    // tenant that was closed for another, and its seq goes on where it stopped.
+    for round in 0..3i64 {
+        for tenant in &tenants {
+            let mut ws = Ws::connect(&s.ws_url(tenant, Some(&token))).await;
+            let name = format!("round {round}");
+            let ack = ws
+                .entry(&entry(tenant, "Tag", "create", json!({"id": new_id(), "name": name, "updated_at": ts(-100)})))
+                .await;
+            assert_eq!(ack["type"], "sync_ack", "{ack}");
+            assert_eq!(ack["seq"], round + 1, "{ack}");
+            assert!(health().await <= 2, "more tenants open than max_open_tenants");
+        }
+    }
+    // the evicted tenants' files are closed (by the pool, right after the eviction)
+    if !backend::postgres() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // a writer's connection holds the database file once; a reader's goes with its read
+        while open_tenant_files(&s.dir) > 2 {
+            assert!(std::time::Instant::now() < deadline, "{} tenant files open", open_tenant_files(&s.dir));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for tenant in &tenants {
+        let mut ws = Ws::connect(&s.ws_url(tenant, Some(&token))).await;
+        let mut names: Vec<String> = ws.load(tenant).await["payload"]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["round 0", "round 1", "round 2"]);
+    }
+    let metrics = s.http().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let evictions: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("finwise_tenant_evictions_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no eviction counter in {metrics}"));
+    assert!(evictions >= 16.0, "{evictions} evictions for 18 writes to 6 tenants with room for 2");
+}

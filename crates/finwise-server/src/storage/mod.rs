@@ -165,6 +165,8 @@ pub trait Store: Send + Sync + 'static {
     fn jwt_secret(&self) -> Result<Vec<u8>>;
     /// Stores `secret` as the JWT signing secret unless one is stored (`finwise migrate`).
     fn adopt_jwt_secret(&self, secret: &[u8]) -> Result<()>;
+    /// File descriptors an open tenant holds (its writer's), for the cap on open tenants.
+    fn files_per_tenant(&self) -> usize;
     /// Opens (creating when needed) a tenant's data for its writer.
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>>;
     /// Runs `f` on one consistent snapshot of the tenant, without blocking its writer. A tenant

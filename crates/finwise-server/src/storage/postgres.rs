@@ -577,6 +577,9 @@ impl Store for PgStore {
             .execute("INSERT INTO settings (key, value) VALUES ('jwt_secret', $1) ON CONFLICT DO NOTHING", &[&text])?;
         Ok(())
     }
+    fn files_per_tenant(&self) -> usize {
+        0 // a tenant's writer borrows the pool's connections
+    }
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>> {
         Ok(Box::new(PgTenant { pool: Arc::clone(&self.pool), tenant: tenant_uuid(tenant) }))
     }

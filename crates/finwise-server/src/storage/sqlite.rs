@@ -233,6 +233,32 @@ pub fn open_rw(path: &Path) -> Result<Connection> {
 pub struct SqliteTenant {
     conn: Connection,
     seq: i64,
+    wal: std::path::PathBuf,
+}
+
+/// A tenant's WAL up to this size stays when the writer closes (see the `Drop` of [`SqliteTenant`]).
+const WAL_KEPT_ON_CLOSE: u64 = 256 * 1024;
+
+/// Closing the last connection makes SQLite checkpoint the WAL into the database and delete it:
+/// two `fsync`s and a file deleted and created again at the next open. A tenant that is closed
+/// to make room for others (`max_open_tenants`) and opened again soon would pay that on every
+/// round, so a small WAL is left as it is — every frame in it was `fsync`ed at its commit, and the
+/// next open recovers it — and only a WAL above 256 KiB is checkpointed (and truncated). The WAL
+/// file's size is the most it has held since its last truncation, so the check errs towards
+/// checkpointing.
+impl Drop for SqliteTenant {
+    fn drop(&mut self) {
+        let wal = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if wal > WAL_KEPT_ON_CLOSE {
+            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(wal = %self.wal.display(), error = %e, "checkpoint at close failed (the WAL stays; the next open recovers it)");
+            }
+        } else if let Err(e) =
+            self.conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        {
+            tracing::debug!(error = %e, "cannot keep the WAL at close; SQLite checkpoints it");
+        }
+    }
 }
 
 impl SqliteTenant {
@@ -242,7 +268,7 @@ impl SqliteTenant {
         register_functions(&conn)?;
         migrate(&mut conn, TENANT_MIGRATIONS)?;
         let seq = conn.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
-        Ok(SqliteTenant { conn, seq })
+        Ok(SqliteTenant { conn, seq, wal: std::path::PathBuf::from(format!("{}-wal", path.display())) })
     }
 
     /// Runs `f` inside one `BEGIN IMMEDIATE … COMMIT`; the sequence counter is persisted in the
@@ -510,6 +536,9 @@ impl Store for SqliteStore {
             return Ok(());
         }
         Ok(crate::auth::write_secret(&self.data.jwt_secret(), secret)?)
+    }
+    fn files_per_tenant(&self) -> usize {
+        3 // the database, its WAL and its shared-memory index
     }
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>> {
         Ok(Box::new(SqliteTenant::open(&self.data.tenant_db(tenant))?))
