@@ -395,7 +395,7 @@ impl Shared {
         }
     }
 
-    /// Opens a tenant's database; compacts its tombstones unless it did within the hour.
+    /// [`COMPACTION_INTERVAL`], or the tombstone horizon when that is shorter.
     fn compaction_interval(&self) -> Duration {
         COMPACTION_INTERVAL.min(Duration::from_millis(self.cfg.tombstone_horizon_ms.max(0) as u64))
     }
@@ -415,6 +415,8 @@ impl Shared {
         std::thread::yield_now();
     }
 
+    /// Opens a tenant's database; compacts its tombstones unless it did within the interval.
+    /// Returns the connection and when the tenant last compacted.
     fn open(&self, tenant: &TenantId) -> crate::storage::Result<(Box<dyn TenantDb>, Instant)> {
         let mut conn = self.store.open_tenant(tenant)?;
         let last = lock(&self.compacted).get(tenant).copied().filter(|t| t.elapsed() < self.compaction_interval());
