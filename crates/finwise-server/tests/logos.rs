@@ -98,6 +98,22 @@ async fn logos_are_resized_served_to_members_and_kept_while_used() {
         assert_eq!(status, 400, "{body}");
         assert!(body["detail"].as_str().unwrap().contains(says), "{body} should say {says}");
     }
+    // a body that is not a form at all: 0.4's 422 form naming the body, not a plain-text 400
+    for (content_type, says) in [("application/json", "multipart/form-data"), ("multipart/form-data", "boundary")] {
+        let r = s
+            .http()
+            .post(s.url("/api/v1/logos/upload"))
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{content_type}");
+        let body: Value = r.json().await.expect("a JSON error body");
+        assert_eq!(body["detail"][0]["loc"], json!(["body"]), "{body}");
+        assert!(body["detail"][0]["msg"].as_str().unwrap().contains(says), "{body} should say {says}");
+    }
     let url = s.url("/api/v1/logos/upload");
     let too_large =
         finwise_testkit::status_for_declared_body(&url, &token, "multipart/form-data; boundary=x", 300 * 1024);

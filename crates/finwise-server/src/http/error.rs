@@ -111,6 +111,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A `multipart/form-data` body whose rejections (another content type, no boundary) become 0.4's
+/// 422 form, like [`Body`], instead of axum's plain-text 400.
+pub struct Form(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for Form {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Multipart::from_request(req, state).await {
+            Ok(m) => Ok(Form(m)),
+            Err(e) => Err(ApiError::unprocessable(&["body"], e.body_text())),
+        }
+    }
+}
+
 /// Runs blocking auth-store work off the async runtime.
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AuthError> + Send + 'static,

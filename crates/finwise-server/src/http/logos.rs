@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{Multipart, Path, State},
+    extract::{Path, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::{
-    error::{blocking, ApiError, ApiResult, ErrorBody},
+    error::{blocking, ApiError, ApiResult, ErrorBody, Form},
     extract::{caller, require_member, tenant_id, SyncMember, TenantAccess},
     AppState,
 };
@@ -27,11 +27,11 @@ fn bad_image(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
-#[utoipa::path(post, path = "/api/v1/logos/upload", tag = "logos", request_body(content = Vec<u8>, content_type = "multipart/form-data", description = "`file`: a PNG or JPEG image; `tenant_id` (or the X-Tenant-Id header); `entity_id`, `entity_type` (echoed)"), security(("bearer" = [])), responses((status = 201, description = "`logo_path` (`<tenant_id>/<uuid>.png`: the image resized to 128×128 PNG), `entity_id`, `entity_type`", body = Object), (status = 400, description = "not a PNG or JPEG image, an undecodable one, or one too large in pixels", body = ErrorBody), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member of the tenant", body = ErrorBody), (status = 413, description = "larger than max_logo_bytes", body = ErrorBody), (status = 422, description = "a part is missing", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/logos/upload", tag = "logos", request_body(content = Vec<u8>, content_type = "multipart/form-data", description = "`file`: a PNG or JPEG image; `tenant_id` (or the X-Tenant-Id header); `entity_id`, `entity_type` (echoed)"), security(("bearer" = [])), responses((status = 201, description = "`logo_path` (`<tenant_id>/<uuid>.png`: the image resized to 128×128 PNG), `entity_id`, `entity_type`", body = Object), (status = 400, description = "not a PNG or JPEG image, an undecodable one, or one too large in pixels", body = ErrorBody), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member of the tenant", body = ErrorBody), (status = 413, description = "larger than max_logo_bytes", body = ErrorBody), (status = 422, description = "a part is missing, or the body is not a multipart form", body = ErrorBody)))]
 pub(super) async fn upload(
     State(app): AppState,
     headers: HeaderMap,
-    mut form: Multipart,
+    Form(mut form): Form,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let who = caller(&app, &headers)?;
     let (mut file, mut tenant, mut entity_id, mut entity_type) = (None, None, None, None);

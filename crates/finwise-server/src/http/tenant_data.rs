@@ -9,7 +9,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use axum::{
     body::Bytes,
-    extract::{Multipart, Query, State},
+    extract::{Query, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    error::{blocking, ApiError, ApiResult, ErrorBody},
+    error::{blocking, ApiError, ApiResult, ErrorBody, Form},
     extract::{caller, require_member, tenant_id, Caller},
     AppState,
 };
@@ -167,11 +167,11 @@ fn read_upload(bytes: &[u8]) -> ApiResult<legacy::TenantFile> {
     Ok(read)
 }
 
-#[utoipa::path(post, path = "/api/v1/tenant/import-database", tag = "tenants", request_body(content = Vec<u8>, content_type = "multipart/form-data", description = "`database_file`: a FinWise 0.4 tenant file (.sqlite or .db); `new_tenant_name`: the new tenant's name"), security(("bearer" = [])), responses((status = 200, description = "the new tenant: message, tenant_id, tenant_name, entities, warnings", body = Object), (status = 400, description = "the owner is not named (legacy clients)", body = ErrorBody), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 404, description = "the owner does not exist", body = ErrorBody), (status = 413, description = "the file is larger than max_import_bytes", body = ErrorBody), (status = 422, description = "not a valid 0.4 tenant file, or an invalid name; nothing was imported", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tenant/import-database", tag = "tenants", request_body(content = Vec<u8>, content_type = "multipart/form-data", description = "`database_file`: a FinWise 0.4 tenant file (.sqlite or .db); `new_tenant_name`: the new tenant's name"), security(("bearer" = [])), responses((status = 200, description = "the new tenant: message, tenant_id, tenant_name, entities, warnings", body = Object), (status = 400, description = "the owner is not named (legacy clients)", body = ErrorBody), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 404, description = "the owner does not exist", body = ErrorBody), (status = 413, description = "the file is larger than max_import_bytes", body = ErrorBody), (status = 422, description = "not a valid 0.4 tenant file, an invalid name, or a body that is not a multipart form; nothing was imported", body = ErrorBody)))]
 pub(super) async fn import_database(
     State(app): AppState,
     headers: HeaderMap,
-    mut form: Multipart,
+    Form(mut form): Form,
 ) -> ApiResult<Json<Value>> {
     let who = caller(&app, &headers)?;
     let owner = import_owner(&app, &who, &headers).await?;
