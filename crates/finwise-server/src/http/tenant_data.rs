@@ -73,7 +73,7 @@ fn attachment(name: &str) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
-#[utoipa::path(get, path = "/api/v1/tenant/export-database", tag = "tenants", params(ExportQuery), security(("bearer" = [])), responses((status = 200, description = "the tenant as a FinWise 0.4 tenant file (SQLite)", content_type = "application/octet-stream", body = Vec<u8>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member of the tenant", body = ErrorBody), (status = 404, description = "no such tenant", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tenant/export-database", tag = "tenants", params(ExportQuery), security(("bearer" = [])), responses((status = 200, description = "the tenant as a FinWise 0.4 tenant file (SQLite)", content_type = "application/octet-stream", body = Vec<u8>), (status = 401, description = "no or invalid access token", body = ErrorBody), (status = 403, description = "not a member of the tenant, or (for a token user) no such tenant", body = ErrorBody), (status = 404, description = "no such tenant (legacy clients)", body = ErrorBody)))]
 pub(super) async fn export_database(
     State(app): AppState,
     headers: HeaderMap,
@@ -81,10 +81,18 @@ pub(super) async fn export_database(
 ) -> ApiResult<Response> {
     let who = caller(&app, &headers)?;
     let id = tenant_id(&q.tenant_id)?;
+    // a token user is told "not a member" for a tenant that does not exist too, so that the
+    // answer does not reveal which tenant ids exist; a legacy client (no user) gets 404
+    let user = matches!(who, Caller::User(_));
+    if user {
+        require_member(&app, &who, &id, false).await?;
+    }
     let auth = Arc::clone(&app.auth);
     let tid = id.clone();
     let tenant = blocking(move || auth.tenant(&tid)).await?.ok_or_else(|| ApiError::not_found("Tenant not found"))?;
-    require_member(&app, &who, &id, false).await?;
+    if !user {
+        require_member(&app, &who, &id, false).await?;
+    }
     let store = Arc::clone(&app.store);
     let _turn = FILES.acquire().await.map_err(ApiError::internal)?;
     let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
