@@ -273,3 +273,18 @@ async fn openapi_document_and_browsable_page() {
     assert!(html.contains("fetch('openapi.json')"));
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "the page loads nothing from elsewhere");
 }
+
+#[tokio::test]
+async fn an_api_path_that_names_no_endpoint_is_a_json_404_not_the_web_app() {
+    let s = TestServer::start(|_| {}).await;
+    for path in ["/api/v1/no-such-endpoint", "/api/v2/tenant/export-database", "/api/"] {
+        let r = s.http().get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["detail"], "Not Found", "{path}");
+    }
+    // the endpoints under /api still answer
+    let r = s.http().get(s.url("/api/v1/websocket/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -73,7 +73,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/user/settings/{user_id}", get(settings::get_settings).put(settings::put_settings))
         .route("/api/v1/user/settings/{user_id}/reset", post(settings::reset_settings))
-        .route("/ws_finwise/ws/{tenant_id}", get(sync::ws_upgrade));
+        .route("/ws_finwise/ws/{tenant_id}", get(sync::ws_upgrade))
+        // an API path that names no endpoint is the API's 404 (JSON), not the web app's shell
+        .route("/api", axum::routing::any(api_not_found))
+        .route("/api/", axum::routing::any(api_not_found))
+        .route("/api/{*rest}", axum::routing::any(api_not_found));
     let r = crate::web::mount(r, app.config.web_dir.as_deref());
     let with_ids = axum::middleware::from_fn_with_state(Arc::clone(&app), request_span);
     // a body must arrive whole within `http_body_timeout` (408); headers and idle connections
@@ -84,6 +88,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn(crate::browser::security_headers))
         .layer(with_ids)
         .with_state(app)
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::not_found("Not Found")
 }
 
 /// Largest request body (the JSON bodies of this API are small); the tenant import takes up to
