@@ -730,11 +730,8 @@ async fn websocket_memory_is_bounded_per_user_and_in_all() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = s.http().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let buffered: usize = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("finwise_ws_buffered_bytes "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no finwise_ws_buffered_bytes in {metrics}"));
+    let buffered = metric(&metrics, "finwise_ws_buffered_bytes")
+        .unwrap_or_else(|| panic!("no finwise_ws_buffered_bytes in {metrics}")) as usize;
     assert!(buffered <= 4 * 1024 * 1024 + 2 * 1024 * 1024, "buffered {buffered} bytes, budget 4 MiB");
     assert!(health_within_1s(&s).await);
     // the refused sockets were closed: reading from them ends (close frame, then EOF)

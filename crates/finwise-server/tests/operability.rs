@@ -7,12 +7,6 @@ use finwise_testkit::*;
 use serde_json::{json, Value};
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus text page.
-fn sample(page: &str, series: &str) -> Option<f64> {
-    page.lines().find_map(|l| {
-        l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
-    })
-}
-
 async fn metrics(s: &TestServer) -> String {
     let r = s.http().get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -37,7 +31,7 @@ async fn metrics_are_present_and_count() {
     ] {
         assert!(page.contains(&format!("# TYPE {name} ")), "{name} missing:\n{page}");
     }
-    assert_eq!(sample(&page, "finwise_connections_total"), Some(0.0));
+    assert_eq!(metric(&page, "finwise_connections_total"), Some(0.0));
 
     let (_token, tenant, mut ws) = s.connected("metrics").await;
     let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
@@ -58,28 +52,28 @@ async fn metrics_are_present_and_count() {
     for name in ["finwise_messages_in", "finwise_messages_out", "finwise_nacks", "finwise_http_requests"] {
         assert!(page.contains(&format!("# TYPE {name} counter")), "{name} missing:\n{page}");
     }
-    assert_eq!(sample(&page, "finwise_connections_total"), Some(1.0), "{page}");
-    assert_eq!(sample(&page, "finwise_connections_open"), Some(1.0), "{page}");
-    assert_eq!(sample(&page, "finwise_messages_in_total{type=\"process_sync_entry\"}"), Some(4.0), "{page}");
-    assert_eq!(sample(&page, "finwise_messages_in_total{type=\"ping\"}"), Some(1.0), "{page}");
-    assert_eq!(sample(&page, "finwise_messages_out_total{type=\"sync_ack\"}"), Some(3.0), "{page}");
-    assert_eq!(sample(&page, "finwise_messages_out_total{type=\"sync_nack\"}"), Some(1.0), "{page}");
-    assert_eq!(sample(&page, "finwise_messages_out_total{type=\"pong\"}"), Some(1.0), "{page}");
-    assert_eq!(sample(&page, "finwise_acks_total"), Some(3.0), "{page}");
-    assert_eq!(sample(&page, "finwise_nacks_total{reason=\"clock_skew\"}"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "finwise_connections_total"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "finwise_connections_open"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "finwise_messages_in_total{type=\"process_sync_entry\"}"), Some(4.0), "{page}");
+    assert_eq!(metric(&page, "finwise_messages_in_total{type=\"ping\"}"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "finwise_messages_out_total{type=\"sync_ack\"}"), Some(3.0), "{page}");
+    assert_eq!(metric(&page, "finwise_messages_out_total{type=\"sync_nack\"}"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "finwise_messages_out_total{type=\"pong\"}"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "finwise_acks_total"), Some(3.0), "{page}");
+    assert_eq!(metric(&page, "finwise_nacks_total{reason=\"clock_skew\"}"), Some(1.0), "{page}");
     // Three commits of one entry each (the nack never reaches the database).
-    assert_eq!(sample(&page, "finwise_commit_batch_entries_count"), Some(3.0), "{page}");
-    assert_eq!(sample(&page, "finwise_commit_batch_entries_sum"), Some(3.0), "{page}");
-    assert!(sample(&page, "finwise_commit_seconds_count").unwrap() >= 3.0, "{page}");
-    assert_eq!(sample(&page, "finwise_writer_queue_depth"), Some(0.0), "{page}");
-    assert_eq!(sample(&page, "finwise_open_tenants"), Some(1.0), "{page}");
-    assert!(sample(&page, "finwise_http_requests_total{status=\"200\"}").unwrap() >= 2.0, "{page}");
+    assert_eq!(metric(&page, "finwise_commit_batch_entries_count"), Some(3.0), "{page}");
+    assert_eq!(metric(&page, "finwise_commit_batch_entries_sum"), Some(3.0), "{page}");
+    assert!(metric(&page, "finwise_commit_seconds_count").unwrap() >= 3.0, "{page}");
+    assert_eq!(metric(&page, "finwise_writer_queue_depth"), Some(0.0), "{page}");
+    assert_eq!(metric(&page, "finwise_open_tenants"), Some(1.0), "{page}");
+    assert!(metric(&page, "finwise_http_requests_total{status=\"200\"}").unwrap() >= 2.0, "{page}");
 
     drop(ws);
     for _ in 0..100 {
         let page = metrics(&s).await;
-        if sample(&page, "finwise_connections_open") == Some(0.0) {
-            assert_eq!(sample(&page, "finwise_connection_closes_total{code=\"peer\"}"), Some(1.0), "{page}");
+        if metric(&page, "finwise_connections_open") == Some(0.0) {
+            assert_eq!(metric(&page, "finwise_connection_closes_total{code=\"peer\"}"), Some(1.0), "{page}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -95,7 +89,7 @@ async fn closes_are_counted_by_code() {
     assert_eq!(ws.recv().await["closed"], 1009);
     for _ in 0..100 {
         let page = metrics(&s).await;
-        if sample(&page, "finwise_connection_closes_total{code=\"1009\"}") == Some(1.0) {
+        if metric(&page, "finwise_connection_closes_total{code=\"1009\"}") == Some(1.0) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

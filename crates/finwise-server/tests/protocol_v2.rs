@@ -417,10 +417,7 @@ async fn open_tenants_stay_under_max_open_tenants_and_reopen_where_they_were() {
         assert_eq!(names, ["round 0", "round 1", "round 2"]);
     }
     let metrics = s.http().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let evictions: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("finwise_tenant_evictions_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let evictions = metric(&metrics, "finwise_tenant_evictions_total")
         .unwrap_or_else(|| panic!("no eviction counter in {metrics}"));
     assert!(evictions >= 16.0, "{evictions} evictions for 18 writes to 6 tenants with room for 2");
 }

@@ -283,6 +283,14 @@ impl Ws {
 }
 
 /// A sync entry.
+/// The value of one series on a `/metrics` page, named as the page writes it (`name{labels}`;
+/// counters end in `_total`).
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
+}
+
 pub fn entry(tenant: &str, entity_type: &str, op: &str, payload: Value) -> Value {
     let entity_id = payload["id"].clone();
     json!({
