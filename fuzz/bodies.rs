@@ -18,8 +18,11 @@ use finwise_protocol::{
 use finwise_server::{
     engine::{self, Item, Limits},
     legacy,
-    loads::{stream_load, LoadRequest},
-    storage::{data_dir::DataDir, sqlite::SqliteStore, sqlite::SqliteTenant, Store, TenantDb},
+    loads::{stream_load_from, LoadRequest},
+    storage::{
+        sqlite::{SqliteReader, SqliteTenant},
+        TenantReader,
+    },
     TenantId,
 };
 use serde_json::Value;
@@ -137,46 +140,44 @@ pub fn handle(data: &[u8]) {
 }
 
 /// `loads`: the input's first byte picks the cursor, the second the chunk size, the rest is a
-/// sync message applied to a tenant (one store in a scratch dir, rebuilt every 64 inputs). The
-/// load is then streamed as a client would get it and checked against the stored records: every
+/// sync message applied to a tenant (a file in a scratch dir, kept open with one reader and rebuilt
+/// every 64 inputs). The load is then streamed as a client would get it and checked against the stored records: every
 /// live entity newer than the cursor exactly once, a delta's `deleted` exactly the tombstones newer
 /// than the cursor, every part but the last marked `more`, and each part at most the chunk size.
 pub fn loads(data: &[u8]) {
-    type StoreAndTenant = (SqliteStore, Box<dyn TenantDb>);
-    static STORE: Mutex<Option<Kept<StoreAndTenant>>> = Mutex::new(None);
+    // the tenant's writer and one read connection, both kept: a WAL reader sees every commit
+    // made before its read transaction begins, as a fresh connection would
+    static TENANT_DB: Mutex<Option<Kept<(SqliteTenant, SqliteReader)>>> = Mutex::new(None);
     let [since_byte, chunk_byte, rest @ ..] = data else { return };
     let Ok(text) = std::str::from_utf8(rest) else { return };
     let items = items(entries(text));
-    let tenant = TenantId::parse(TENANT).expect("tenant id");
     let open = |dir: &Path| {
-        let store = SqliteStore::open(DataDir { root: dir.to_path_buf() }).expect("store");
-        let db = store.open_tenant(&tenant).expect("tenant");
-        (store, db)
+        let path = dir.join("tenant.db");
+        let db = SqliteTenant::open(&path).expect("tenant");
+        (db, SqliteReader::open(&path).expect("reader"))
     };
-    with_kept(&STORE, 64, open, |(store, db), _| {
-        db.write_dyn(&mut |txn| {
+    with_kept(&TENANT_DB, 64, open, |(db, reader), _| {
+        db.write(|txn| {
             for item in &items {
                 engine::apply(txn, TENANT, item, NOW)?;
             }
             Ok(())
         })
         .expect("storage errors cannot come from input");
-        check_load(store, &tenant, *since_byte, *chunk_byte);
+        reader.read(|r| check_load(r, *since_byte, *chunk_byte)).expect("load");
     });
 }
 
 /// The `loads` oracle: a load from the cursor picked by `since_byte` (255: a full load; otherwise
-/// from 0 up to one above the head) in chunks picked by `chunk_byte`, against the stored records.
-fn check_load(store: &SqliteStore, tenant: &TenantId, since_byte: u8, chunk_byte: u8) {
+/// from 0 up to one above the head) in chunks picked by `chunk_byte`, against the stored records
+/// of the same snapshot.
+fn check_load(r: &mut dyn TenantReader, since_byte: u8, chunk_byte: u8) -> finwise_server::storage::Result<()> {
+    let tenant = TenantId::parse(TENANT).expect("tenant id");
     let mut records = Vec::new();
-    (store as &dyn Store)
-        .read(tenant, |r| {
-            r.records(&mut |rec| {
-                records.push(rec);
-                Ok(())
-            })
-        })
-        .expect("records");
+    r.records(&mut |rec| {
+        records.push(rec);
+        Ok(())
+    })?;
     let head = records.iter().map(|r| r.seq).max().unwrap_or(0);
     let since = match since_byte {
         255 => None,
@@ -187,7 +188,7 @@ fn check_load(store: &SqliteStore, tenant: &TenantId, since_byte: u8, chunk_byte
         c => Some(usize::from(c)),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 16);
-    stream_load(store, tenant, LoadRequest { since, chunk_size: chunk }, tx).expect("load");
+    stream_load_from(r, &tenant, LoadRequest { since, chunk_size: chunk }, tx)?;
     let mut messages = Vec::new();
     while let Ok(m) = rx.try_recv() {
         messages.push(serde_json::from_str::<Value>(&m).expect("a load message is JSON"));
@@ -239,6 +240,7 @@ fn check_load(store: &SqliteStore, tenant: &TenantId, since_byte: u8, chunk_byte
             .collect();
         assert_eq!(deleted, want, "tombstones newer than {cursor}");
     }
+    Ok(())
 }
 
 /// `legacy_import`: the 0.4 import reader. Input starting with SQLite's magic is a tenant file

@@ -67,27 +67,34 @@ impl Collections {
 /// many entities are held at once, and the bounded channel keeps a slow client from making the
 /// server buffer the tenant: memory stays proportional to the chunk, not the tenant.
 pub fn stream_load(store: &dyn Store, tenant: &TenantId, req: LoadRequest, out: mpsc::Sender<String>) -> Result<()> {
-    store.read(tenant, |r| {
-        let snap = r.snapshot()?;
-        let (since, reset) = match req.since {
-            Some(n) if n < snap.tombstone_floor || n > snap.seq => (0, true),
-            Some(n) => (n, false),
-            None => (0, false),
-        };
-        let delta = req.since.is_some() && !reset;
-        let deleted = if delta {
-            let mut map: BTreeMap<EntityType, Vec<String>> = BTreeMap::new();
-            for (t, id) in r.deleted_since(since)? {
-                map.entry(t).or_default().push(id);
-            }
-            Some(map)
-        } else {
-            None
-        };
-        let make = |payload: Box<RawValue>,
-                    part: Option<u32>,
-                    more: bool,
-                    deleted: Option<BTreeMap<EntityType, Vec<String>>>| {
+    store.read(tenant, |r| stream_load_from(r, tenant, req, out))
+}
+
+/// [`stream_load`] from a reader already inside its read transaction (one snapshot).
+pub fn stream_load_from(
+    r: &mut dyn TenantReader,
+    tenant: &TenantId,
+    req: LoadRequest,
+    out: mpsc::Sender<String>,
+) -> Result<()> {
+    let snap = r.snapshot()?;
+    let (since, reset) = match req.since {
+        Some(n) if n < snap.tombstone_floor || n > snap.seq => (0, true),
+        Some(n) => (n, false),
+        None => (0, false),
+    };
+    let delta = req.since.is_some() && !reset;
+    let deleted = if delta {
+        let mut map: BTreeMap<EntityType, Vec<String>> = BTreeMap::new();
+        for (t, id) in r.deleted_since(since)? {
+            map.entry(t).or_default().push(id);
+        }
+        Some(map)
+    } else {
+        None
+    };
+    let make =
+        |payload: Box<RawValue>, part: Option<u32>, more: bool, deleted: Option<BTreeMap<EntityType, Vec<String>>>| {
             let msg = InitialDataLoad {
                 event_type: "initial_data_load".into(),
                 tenant_id: tenant.as_str().into(),
@@ -101,29 +108,28 @@ pub fn stream_load(store: &dyn Store, tenant: &TenantId, req: LoadRequest, out: 
             };
             serde_json::to_string(&msg).expect("load serialises")
         };
-        let mut cols = Collections::new();
-        let mut part = 0u32;
-        let mut failed = false;
-        let chunk = req.chunk_size;
-        r.live_since(since, &mut |t, json| {
-            cols.push(t, json);
-            if chunk.is_some_and(|c| cols.count >= c) {
-                let msg = make(cols.take_payload(), Some(part), true, None);
-                part += 1;
-                if out.blocking_send(msg).is_err() {
-                    failed = true;
-                    return false;
-                }
+    let mut cols = Collections::new();
+    let mut part = 0u32;
+    let mut failed = false;
+    let chunk = req.chunk_size;
+    r.live_since(since, &mut |t, json| {
+        cols.push(t, json);
+        if chunk.is_some_and(|c| cols.count >= c) {
+            let msg = make(cols.take_payload(), Some(part), true, None);
+            part += 1;
+            if out.blocking_send(msg).is_err() {
+                failed = true;
+                return false;
             }
-            true
-        })?;
-        if failed {
-            return Err(StorageError::Other("client went away during the load".into()));
         }
-        let last = make(cols.take_payload(), chunk.map(|_| part), false, deleted);
-        let _ = out.blocking_send(last);
-        Ok(())
-    })
+        true
+    })?;
+    if failed {
+        return Err(StorageError::Other("client went away during the load".into()));
+    }
+    let last = make(cols.take_payload(), chunk.map(|_| part), false, deleted);
+    let _ = out.blocking_send(last);
+    Ok(())
 }
 
 /// Computes `data_status_response`: 0.4 per-row checksums for the requested types, plus the
