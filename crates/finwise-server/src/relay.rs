@@ -1,8 +1,8 @@
 //! Cross-node fan-out for servers sharing one PostgreSQL database.
 //!
-//! Every commit raises its tenant's row in `tenant_heads`; a trigger sends
-//! `NOTIFY finwise_heads, '<tenant>:<old seq>:<new seq>'` (ids and numbers only, never data; the
-//! notification is delivered at commit, in commit order). Each server keeps, per tenant with
+//! Every commit raises its tenant's row in `tenant_heads`; after the commit the store's announcer
+//! sends `NOTIFY finwise_heads, '<tenant>:<old seq>:<new seq>'` (ids and numbers only, never data;
+//! batched, so one server's heads of a tenant arrive in commit order, other servers' in any). Each server keeps, per tenant with
 //! local sockets, the last seq it delivered (its *cursor*). All deliveries of a tenant go through
 //! [`Relay::deliver`] under the tenant's lock: what is missing between the cursor and the new
 //! head is read from the database once (by seq, so in order, no gaps) and published to the local

@@ -168,6 +168,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, name)
     );
 "#,
+    r#"
+    -- v8: raised heads are announced by each server after its commits, many per transaction
+    -- (`Announcer`), no longer by the v3 trigger inside every writing transaction: a transaction
+    -- that notifies holds a database-wide lock until its commit is flushed, which serialised the
+    -- commits of all tenants (docs/PERFORMANCE.md, Households on PostgreSQL)
+    DROP TRIGGER tenant_heads_notify ON tenant_heads;
+    DROP FUNCTION finwise_head_notify();
+    CREATE FUNCTION finwise_announce_heads(heads text[]) RETURNS void LANGUAGE plpgsql AS $fn$
+    DECLARE h text;
+    BEGIN
+        FOREACH h IN ARRAY heads LOOP
+            PERFORM pg_notify('finwise_heads', h);
+        END LOOP;
+    END
+    $fn$;
+"#,
 ];
 
 /// Number of schema migrations of a FinWise PostgreSQL database.
@@ -446,6 +462,54 @@ impl SqlDb for PgPool {
 /// All server state in one PostgreSQL database.
 pub struct PgStore {
     pool: Arc<PgPool>,
+    announcer: Announcer,
+}
+
+/// Most raised heads waiting to be announced; beyond it a head is not announced and the other
+/// servers' safety poll (2 s) delivers it.
+const ANNOUNCE_QUEUE: usize = 16_384;
+/// Most heads announced in one transaction.
+const ANNOUNCE_BATCH: usize = 1_000;
+
+/// Announces raised heads (`tenant:from:to` on `finwise_heads`) to every server on the database,
+/// after their commits and many per transaction, from one thread per store. The announcing
+/// transaction commits asynchronously (`synchronous_commit` off): a notification is a hint, and
+/// a transaction that notifies holds PostgreSQL's database-wide notify lock until its commit
+/// returns, so it must not wait for a WAL flush, and no data commit may hold that lock at all.
+/// Heads of one tenant from this server are announced in commit order (its writer sends them).
+#[derive(Clone)]
+struct Announcer(std::sync::mpsc::SyncSender<String>);
+
+impl Announcer {
+    fn start(pool: &Arc<PgPool>) -> Announcer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(ANNOUNCE_QUEUE);
+        // the thread ends when the store and its tenants (every sender) are gone
+        let pool = Arc::clone(pool);
+        std::thread::Builder::new()
+            .name("pg-announce".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut heads = vec![first];
+                    heads.extend(rx.try_iter().take(ANNOUNCE_BATCH - 1));
+                    let sent = pool.get().and_then(|mut c| {
+                        c.in_tx("BEGIN; SET LOCAL synchronous_commit TO off", |c| {
+                            c.execute("SELECT finwise_announce_heads($1::text[])", &[&heads])
+                        })
+                    });
+                    if let Err(e) = sent {
+                        tracing::warn!(heads = heads.len(), error = %e,
+                            "cannot announce heads to the other servers; their safety poll delivers them");
+                    }
+                }
+            })
+            .expect("spawn the announcer thread");
+        Announcer(tx)
+    }
+
+    /// Queues `tenant`'s head raised from `from` to `to` (never blocks a writer).
+    fn raised(&self, tenant: &Uuid, from: i64, to: i64) {
+        let _ = self.0.try_send(format!("{tenant}:{from}:{to}"));
+    }
 }
 
 fn tenant_uuid(t: &TenantId) -> Uuid {
@@ -464,14 +528,16 @@ impl PgStore {
         let mut conn = pool.connect()?;
         check_server(&mut conn)?;
         migrate(&mut conn)?;
-        Ok(PgStore { pool })
+        let announcer = Announcer::start(&pool);
+        Ok(PgStore { pool, announcer })
     }
 
     /// Connects to a database without migrating it (`finwise doctor` only looks).
     pub fn attach(url: &str) -> Result<Self> {
         let pool = Arc::new(PgPool::new(url, 2, Duration::from_secs(10))?);
         check_server(&mut *pool.get()?)?;
-        Ok(PgStore { pool })
+        let announcer = Announcer::start(&pool);
+        Ok(PgStore { pool, announcer })
     }
 
     pub fn pool(&self) -> &Arc<PgPool> {
@@ -581,7 +647,11 @@ impl Store for PgStore {
         0 // a tenant's writer borrows the pool's connections
     }
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>> {
-        Ok(Box::new(PgTenant { pool: Arc::clone(&self.pool), tenant: tenant_uuid(tenant) }))
+        Ok(Box::new(PgTenant {
+            pool: Arc::clone(&self.pool),
+            tenant: tenant_uuid(tenant),
+            announcer: self.announcer.clone(),
+        }))
     }
     fn read_dyn(&self, tenant: &TenantId, f: &mut dyn FnMut(&mut dyn TenantReader) -> Result<()>) -> Result<()> {
         let mut conn = self.pool.get()?;
@@ -640,6 +710,7 @@ impl Store for PgStore {
 struct PgTenant {
     pool: Arc<PgPool>,
     tenant: Uuid,
+    announcer: Announcer,
 }
 
 /// Locks the tenant's head row (creating it on the first write) and returns its seq. A deleted
@@ -668,7 +739,7 @@ impl TenantDb for PgTenant {
     fn write_dyn(&mut self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()> {
         let mut conn = self.pool.get()?;
         let tenant = self.tenant;
-        conn.in_tx("BEGIN", |c| {
+        let raised = conn.in_tx("BEGIN", |c| {
             let seq = lock_head(c, &tenant)?;
             let mut txn = PgTxn {
                 conn: c,
@@ -682,7 +753,11 @@ impl TenantDb for PgTenant {
             };
             f(&mut txn)?;
             txn.flush()
-        })
+        })?;
+        if let Some((from, to)) = raised {
+            self.announcer.raised(&tenant, from, to);
+        }
+        Ok(())
     }
 
     fn compact(&mut self, cutoff_ms: i64) -> Result<usize> {
@@ -755,11 +830,12 @@ fn entry_row(r: &postgres::Row) -> AppliedEntry {
 }
 
 impl PgTxn<'_> {
-    /// Writes the group's rows and the new head in one statement (one round trip).
-    fn flush(self) -> Result<()> {
+    /// Writes the group's rows and the new head in one statement (one round trip). Returns the
+    /// head's rise (`from`, `to`), if any, to be announced after the commit.
+    fn flush(self) -> Result<Option<(i64, i64)>> {
         let PgTxn { conn, tenant, start_seq, seq, puts, records, .. } = self;
         if puts.is_empty() && records.is_empty() && seq == start_seq {
-            return Ok(());
+            return Ok(None);
         }
         let recs: Vec<&EntityRecord> = puts.values().collect();
         let types: Vec<&str> = recs.iter().map(|r| r.entity_type.as_str()).collect();
@@ -796,7 +872,7 @@ impl PgTxn<'_> {
                 &applied, &updated, &at, &seq, &stamps, &created,
             ],
         )?;
-        Ok(())
+        Ok((seq > start_seq).then_some((start_seq, seq)))
     }
 }
 
