@@ -372,6 +372,48 @@ fn admin_exec(sql: String) {
     .unwrap();
 }
 
+/// Every commit that raises a head is announced on `finwise_heads` as `tenant:from:to`, in the
+/// tenant's commit order: the hint the other servers' relays act on (their 2 s poll only backs it
+/// up, so without this test a broken announcer would pass every other one, only slower).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_raised_head_is_announced_in_commit_order() {
+    use postgres::fallible_iterator::FallibleIterator;
+    if backend::postgres_only("announcements exist on PostgreSQL only") {
+        return;
+    }
+    let a = TestServer::start(|_| {}).await;
+    let url = a.config.database_url.clone().unwrap();
+    let (_, token, _) = a.user("announced").await;
+    let tenant = a.tenant(&token, "Announced").await;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let prefix = format!("{tenant}:");
+    // other tests on the same PostgreSQL announce too: only this tenant's heads count
+    let listener = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute("LISTEN finwise_heads").unwrap();
+        ready_tx.send(()).unwrap();
+        let mut got = Vec::new();
+        let mut notes = c.notifications();
+        let mut it = notes.timeout_iter(Duration::from_secs(10));
+        while got.len() < 3 {
+            match it.next() {
+                Ok(Some(n)) if n.payload().starts_with(&prefix) => got.push(n.payload().to_owned()),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        got
+    });
+    tokio::task::spawn_blocking(move || ready_rx.recv().unwrap()).await.unwrap();
+    let mut writer = finwise_testkit::Ws::connect(&a.ws_url(&tenant, Some(&token))).await;
+    for i in 0..3i64 {
+        let e = finwise_testkit::entry(&tenant, "Tag", "create", json!({"id": finwise_testkit::new_id(), "name": "t"}));
+        assert_eq!(writer.entry(&e).await["seq"], i + 1);
+    }
+    let got = tokio::task::spawn_blocking(move || listener.join().unwrap()).await.unwrap();
+    assert_eq!(got, (0..3).map(|i| format!("{tenant}:{i}:{}", i + 1)).collect::<Vec<_>>());
+}
+
 /// The notifier fails in both known ways, and changes still cross: (1) the other server's
 /// listening connection is killed: it reconnects and catches up what it missed; (2) the
 /// notifications silently stop (the announcing function is replaced by one that does nothing):
