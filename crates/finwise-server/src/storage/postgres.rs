@@ -462,7 +462,8 @@ impl SqlDb for PgPool {
 /// All server state in one PostgreSQL database.
 pub struct PgStore {
     pool: Arc<PgPool>,
-    announcer: Announcer,
+    /// Started by the first tenant opened for writing (`finwise doctor` never starts it).
+    announcer: std::sync::OnceLock<Announcer>,
 }
 
 /// Most raised heads waiting to be announced; beyond it a head is not announced and the other
@@ -528,16 +529,14 @@ impl PgStore {
         let mut conn = pool.connect()?;
         check_server(&mut conn)?;
         migrate(&mut conn)?;
-        let announcer = Announcer::start(&pool);
-        Ok(PgStore { pool, announcer })
+        Ok(PgStore { pool, announcer: Default::default() })
     }
 
     /// Connects to a database without migrating it (`finwise doctor` only looks).
     pub fn attach(url: &str) -> Result<Self> {
         let pool = Arc::new(PgPool::new(url, 2, Duration::from_secs(10))?);
         check_server(&mut *pool.get()?)?;
-        let announcer = Announcer::start(&pool);
-        Ok(PgStore { pool, announcer })
+        Ok(PgStore { pool, announcer: Default::default() })
     }
 
     pub fn pool(&self) -> &Arc<PgPool> {
@@ -650,7 +649,7 @@ impl Store for PgStore {
         Ok(Box::new(PgTenant {
             pool: Arc::clone(&self.pool),
             tenant: tenant_uuid(tenant),
-            announcer: self.announcer.clone(),
+            announcer: self.announcer.get_or_init(|| Announcer::start(&self.pool)).clone(),
         }))
     }
     fn read_dyn(&self, tenant: &TenantId, f: &mut dyn FnMut(&mut dyn TenantReader) -> Result<()>) -> Result<()> {
