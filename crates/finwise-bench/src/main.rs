@@ -504,13 +504,14 @@ fn ceiling_rows(rows: usize) -> Vec<(String, String)> {
 }
 
 /// The raw SQLite ceiling: the same rows upserted in batched transactions, same pragmas.
-fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
+/// Returns rows/s and the CPU time per row of the thread that wrote them, in µs.
+fn sqlite_ceiling(rows: usize, batch: usize) -> Result<(f64, Option<f64>)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("ceiling.db");
     drop(finwise_server::storage::sqlite::SqliteTenant::open(&path)?);
     let mut conn = finwise_server::storage::sqlite::open_rw(&path)?;
     let data = ceiling_rows(rows);
-    let start = Instant::now();
+    let (start, cpu0) = (Instant::now(), proc_cpu_secs("/proc/thread-self/stat"));
     for (n, chunk) in data.chunks(batch).enumerate() {
         let tx = conn.transaction()?;
         {
@@ -524,7 +525,8 @@ fn sqlite_ceiling(rows: usize, batch: usize) -> Result<f64> {
         }
         tx.commit()?;
     }
-    Ok(rows as f64 / start.elapsed().as_secs_f64())
+    let cpu_us = 1e6 * (proc_cpu_secs("/proc/thread-self/stat") - cpu0) / rows as f64;
+    Ok((rows as f64 / start.elapsed().as_secs_f64(), Some(cpu_us)))
 }
 
 /// A URL of `base` whose connections use a new, empty schema.
@@ -545,7 +547,7 @@ fn fresh_schema(base: &str) -> Result<String> {
 /// The raw PostgreSQL ceiling: the same rows upserted into the server's own `entities` table
 /// (a fresh schema, migrated by the server's code) with one `INSERT … SELECT FROM unnest(…) ON
 /// CONFLICT` per batch of `batch` rows, each batch its own transaction, spread over `tenants`.
-fn postgres_ceiling(base: &str, rows: usize, batch: usize, tenants: usize) -> Result<f64> {
+fn postgres_ceiling(base: &str, rows: usize, batch: usize, tenants: usize) -> Result<(f64, Option<f64>)> {
     use finwise_server::storage::postgres::PgStore;
     let url = fresh_schema(base)?;
     let store = PgStore::open(&url, 2, Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -569,7 +571,8 @@ fn postgres_ceiling(base: &str, rows: usize, batch: usize, tenants: usize) -> Re
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    Ok(rows as f64 / start.elapsed().as_secs_f64())
+    // the writing happens in PostgreSQL's processes: no CPU figure of our own to give
+    Ok((rows as f64 / start.elapsed().as_secs_f64(), None))
 }
 
 /// `pgbench -N` (TPC-B without the contended branch/teller updates: 3 writes and a select per
@@ -627,22 +630,22 @@ async fn ingest(
             .await??,
         );
     }
-    runs.sort_by(f64::total_cmp);
-    let sqlite = runs[1];
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (sqlite, ceiling_cpu) = runs[1];
     let engine = if cli.database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     match &cli.database_url {
         Some(url) => {
             println!(
                 "  raw PostgreSQL upserts  : {sqlite:>10.0} rows/s  (median of {:.0} / {:.0} / {:.0}; unnest batches of 1000 into the server's schema, {tenant_count} tenant(s))",
-                runs[0], runs[1], runs[2]
+                runs[0].0, runs[1].0, runs[2].0
             );
             let url = url.clone();
             let tps = tokio::task::spawn_blocking(move || pgbench(&url, conns)).await??;
             println!("  pgbench -N, {conns} clients : {tps:>10.0} transactions/s  (3 writes + 1 read each, one commit each)");
         }
         None => println!(
-            "  raw SQLite upserts      : {sqlite:>10.0} rows/s  (median of {:.0} / {:.0} / {:.0}; batches of 1000, WAL, synchronous=FULL)",
-            runs[0], runs[1], runs[2]
+            "  raw SQLite upserts      : {sqlite:>10.0} rows/s  (median of {:.0} / {:.0} / {:.0}; batches of 1000, WAL, synchronous=FULL); CPU {:.2} us per row",
+            runs[0].0, runs[1].0, runs[2].0, ceiling_cpu.unwrap_or(0.0)
         ),
     }
 
@@ -650,11 +653,28 @@ async fn ingest(
     // Singles and batches each get their own fresh tenants: both start from empty databases.
     let (token, all_tenants) = setup(&server.addr, 2 * tenant_count).await?;
     let (tenants, batch_tenants) = all_tenants.split_at(tenant_count);
+    // Server CPU per entry next to the ceiling's CPU per row: unlike the rates, it does not move
+    // with the disk's fsync latency from run to run.
+    let cpu_line = |cpu_s: f64, n: usize| match ceiling_cpu {
+        Some(c) => format!(
+            "server CPU {:.2} us per entry ({:.2}x the ceiling's per row)",
+            1e6 * cpu_s / n as f64,
+            1e6 * cpu_s / n as f64 / c
+        ),
+        None => format!("server CPU {:.2} us per entry", 1e6 * cpu_s / n as f64),
+    };
     let frames = entry_frames(tenants, conns, per_conn);
+    let cpu0 = server.cpu_secs();
     let (rate, lat) = pipeline(&server.addr, tenants, &token, conns, window, frames, 1, "single entries").await?;
+    let cpu_single = server.cpu_secs() - cpu0;
     let (p50, p99, max) = percentiles(lat);
     println!("  server, single entries  : {rate:>10.0} acks/s  p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms  RSS {} KiB", server.rss_kib());
-    println!("    = {:.2} of the trivial server, {:.2} of raw {engine}", rate / ceiling, rate / sqlite);
+    println!(
+        "    = {:.2} of the trivial server, {:.2} of raw {engine}; {}",
+        rate / ceiling,
+        rate / sqlite,
+        cpu_line(cpu_single, conns * per_conn)
+    );
 
     let batches: Vec<Vec<String>> = (0..conns)
         .map(|c| {
@@ -668,10 +688,16 @@ async fn ingest(
                 .collect()
         })
         .collect();
+    let cpu0 = server.cpu_secs();
     let (brate, lat) = pipeline(&server.addr, batch_tenants, &token, conns, 8, batches, batch_size, "batches").await?;
+    let cpu_batches = server.cpu_secs() - cpu0;
     let (p50, p99, max) = percentiles(lat);
     println!("  server, batches of {batch_size:<4} : {brate:>10.0} entries/s  (per batch: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms)");
-    println!("    batches / single = {:.2}", brate / rate);
+    println!(
+        "    batches / single = {:.2}; {}",
+        brate / rate,
+        cpu_line(cpu_batches, conns * (per_conn / batch_size) * batch_size)
+    );
     Ok(())
 }
 
