@@ -115,6 +115,13 @@ impl App {
         let buffers = net::Buffers::new(config.ws_buffer_budget);
         let hub = Arc::new(hub::Hub::new(config.outbound_queue, Arc::clone(&buffers)));
         let metrics = Arc::new(metrics::Metrics::new());
+        if let Some(unannounced) = store.unannounced_heads() {
+            metrics.register_counter(
+                "finwise_unannounced_heads",
+                "raised heads not announced to the other servers (queue full or the announcement failed; their 2 s poll delivers them)",
+                unannounced,
+            );
+        }
         let relay = store
             .shared_pool()
             .map(|pool| relay::Relay::start(Arc::clone(&store), pool, Arc::clone(&hub), relay::POLL_INTERVAL));

@@ -6,7 +6,8 @@
 //! `finwise_commit_failures_total`, `finwise_writer_queue_depth`, `finwise_open_tenants`,
 //! `finwise_tenant_evictions_total`,
 //! `finwise_tcp_connections_open`, `finwise_ws_buffered_bytes`, `finwise_ws_outbound_bytes`,
-//! `finwise_http_requests_total{status}`, `finwise_connection_closes_total{code}`.
+//! `finwise_http_requests_total{status}`, `finwise_connection_closes_total{code}`, and on
+//! PostgreSQL `finwise_unannounced_heads_total`.
 
 use finwise_protocol::locks::LockExt;
 use std::sync::Mutex;
@@ -174,6 +175,11 @@ impl Metrics {
         );
         *m.registry.locked() = r;
         m
+    }
+
+    /// Registers a counter kept by another part of the server (e.g. the storage).
+    pub fn register_counter(&self, name: &str, help: &str, counter: Counter) {
+        self.registry.locked().register(name, help, counter);
     }
 
     pub fn message_in(&self, kind: &str) {

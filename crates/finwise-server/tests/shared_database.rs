@@ -414,10 +414,11 @@ async fn every_raised_head_is_announced_in_commit_order() {
     assert_eq!(got, (0..3).map(|i| format!("{tenant}:{i}:{}", i + 1)).collect::<Vec<_>>());
 }
 
-/// The notifier fails in both known ways, and changes still cross: (1) the other server's
+/// The notifier fails in the three known ways, and changes still cross: (1) the other server's
 /// listening connection is killed: it reconnects and catches up what it missed; (2) the
 /// notifications silently stop (the announcing function is replaced by one that does nothing):
-/// the safety poll delivers within seconds, in order.
+/// the safety poll delivers within seconds, in order; (3) announcing fails with an error: the
+/// poll delivers, and the writing server counts the heads in `finwise_unannounced_heads_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
     if backend::postgres_only("one server per data dir") {
@@ -474,6 +475,34 @@ async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
     }
     println!("without notifications, delivered after {:?}", started.elapsed());
     reader.assert_silent(300).await;
+
+    // (3) announcing fails: counted on the writing server, delivered by the poll
+    let unannounced = || async {
+        let text = a.http().get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("finwise_unannounced_heads_total "))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .expect("the counter is exported on PostgreSQL")
+    };
+    assert_eq!(unannounced().await, 0.0);
+    admin_exec(format!(
+        "CREATE OR REPLACE FUNCTION {schema}.finwise_announce_heads(heads text[]) RETURNS void \
+         LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'announcing is broken'; END $$"
+    ));
+    for i in 7..10 {
+        let e = write(i);
+        assert_eq!(writer.entry(&e).await["type"], "sync_ack");
+    }
+    for seq in 8..=10 {
+        let v = next_update(&mut reader, 10_000).await.expect("delivered by the safety poll");
+        assert_eq!(v["seq"], seq, "{v}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while unannounced().await < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "3 failed announcements were not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(unannounced().await, 3.0);
 }
 
 /// A plain round-robin TCP balancer on 127.0.0.1 (no stickiness): each connection goes to the

@@ -178,6 +178,11 @@ pub trait Store: Send + Sync + 'static {
     fn tenants_with_data(&self) -> Result<Vec<TenantId>>;
     /// Whether the store can take writes, with the schema version: `(writable, schema, expected)`.
     fn readiness(&self) -> Readiness;
+    /// Raised heads this store could not announce to the other servers (they got them by their
+    /// safety poll instead), when it announces at all; exported as `finwise_unannounced_heads`.
+    fn unannounced_heads(&self) -> Option<prometheus_client::metrics::counter::Counter> {
+        None
+    }
     /// The PostgreSQL pool, when the store is shared by several servers (cross-node fan-out).
     fn shared_pool(&self) -> Option<Arc<postgres::PgPool>> {
         None

@@ -31,6 +31,7 @@ use postgres::{
     types::{ToSql, Type},
     Client, NoTls, Statement,
 };
+use prometheus_client::metrics::counter::Counter;
 use uuid::Uuid;
 
 use super::{
@@ -464,6 +465,8 @@ pub struct PgStore {
     pool: Arc<PgPool>,
     /// Started by the first tenant opened for writing (`finwise doctor` never starts it).
     announcer: std::sync::OnceLock<Announcer>,
+    /// Raised heads that were never announced (queue full, or the announcing transaction failed).
+    unannounced: Counter,
 }
 
 /// Most raised heads waiting to be announced; beyond it a head is not announced and the other
@@ -478,14 +481,19 @@ const ANNOUNCE_BATCH: usize = 1_000;
 /// a transaction that notifies holds PostgreSQL's database-wide notify lock until its commit
 /// returns, so it must not wait for a WAL flush, and no data commit may hold that lock at all.
 /// Heads of one tenant from this server are announced in commit order (its writer sends them).
+/// Every head it could not announce is counted in `unannounced`.
 #[derive(Clone)]
-struct Announcer(std::sync::mpsc::SyncSender<String>);
+struct Announcer {
+    queue: std::sync::mpsc::SyncSender<String>,
+    unannounced: Counter,
+}
 
 impl Announcer {
-    fn start(pool: &Arc<PgPool>) -> Announcer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(ANNOUNCE_QUEUE);
+    fn start(pool: &Arc<PgPool>, unannounced: &Counter) -> Announcer {
+        let (queue, rx) = std::sync::mpsc::sync_channel::<String>(ANNOUNCE_QUEUE);
         // the thread ends when the store and its tenants (every sender) are gone
         let pool = Arc::clone(pool);
+        let failed = unannounced.clone();
         std::thread::Builder::new()
             .name("pg-announce".into())
             .spawn(move || {
@@ -498,18 +506,21 @@ impl Announcer {
                         })
                     });
                     if let Err(e) = sent {
+                        failed.inc_by(heads.len() as u64);
                         tracing::warn!(heads = heads.len(), error = %e,
                             "cannot announce heads to the other servers; their safety poll delivers them");
                     }
                 }
             })
             .expect("spawn the announcer thread");
-        Announcer(tx)
+        Announcer { queue, unannounced: unannounced.clone() }
     }
 
     /// Queues `tenant`'s head raised from `from` to `to` (never blocks a writer).
     fn raised(&self, tenant: &Uuid, from: i64, to: i64) {
-        let _ = self.0.try_send(format!("{tenant}:{from}:{to}"));
+        if self.queue.try_send(format!("{tenant}:{from}:{to}")).is_err() {
+            self.unannounced.inc();
+        }
     }
 }
 
@@ -529,14 +540,14 @@ impl PgStore {
         let mut conn = pool.connect()?;
         check_server(&mut conn)?;
         migrate(&mut conn)?;
-        Ok(PgStore { pool, announcer: Default::default() })
+        Ok(PgStore { pool, announcer: Default::default(), unannounced: Counter::default() })
     }
 
     /// Connects to a database without migrating it (`finwise doctor` only looks).
     pub fn attach(url: &str) -> Result<Self> {
         let pool = Arc::new(PgPool::new(url, 2, Duration::from_secs(10))?);
         check_server(&mut *pool.get()?)?;
-        Ok(PgStore { pool, announcer: Default::default() })
+        Ok(PgStore { pool, announcer: Default::default(), unannounced: Counter::default() })
     }
 
     pub fn pool(&self) -> &Arc<PgPool> {
@@ -613,6 +624,9 @@ impl Store for PgStore {
     fn engine(&self) -> &'static str {
         "postgres"
     }
+    fn unannounced_heads(&self) -> Option<Counter> {
+        Some(self.unannounced.clone())
+    }
     fn shared_pool(&self) -> Option<Arc<PgPool>> {
         Some(Arc::clone(&self.pool))
     }
@@ -649,7 +663,7 @@ impl Store for PgStore {
         Ok(Box::new(PgTenant {
             pool: Arc::clone(&self.pool),
             tenant: tenant_uuid(tenant),
-            announcer: self.announcer.get_or_init(|| Announcer::start(&self.pool)).clone(),
+            announcer: self.announcer.get_or_init(|| Announcer::start(&self.pool, &self.unannounced)).clone(),
         }))
     }
     fn read_dyn(&self, tenant: &TenantId, f: &mut dyn FnMut(&mut dyn TenantReader) -> Result<()>) -> Result<()> {
