@@ -160,53 +160,145 @@ impl Default for Config {
 // ---------------------------------------------------------------------------------------------
 // Layered configuration: defaults < file (TOML) < environment < command-line flags.
 
-/// One layer of settings (a TOML file, the environment, the flags): every key optional.
-/// Durations are whole seconds; `tombstone_days` is days.
-#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    pub addr: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub database_pool_size: Option<usize>,
-    pub database_pool_wait: Option<u64>,
-    pub allow_legacy_clients: Option<bool>,
-    pub jwt_secret: Option<String>,
-    pub access_token_ttl: Option<u64>,
-    pub refresh_token_ttl: Option<u64>,
-    pub registration_enabled: Option<bool>,
-    pub max_clock_skew: Option<u64>,
-    pub tombstone_days: Option<u64>,
-    pub messages_per_second: Option<u32>,
-    pub idle_tenant_secs: Option<u64>,
-    pub max_open_tenants: Option<usize>,
-    pub heartbeat_interval: Option<u64>,
-    pub send_timeout: Option<u64>,
-    pub max_message_bytes: Option<usize>,
-    pub max_import_bytes: Option<usize>,
-    pub max_logo_bytes: Option<usize>,
-    pub max_batch_bytes: Option<usize>,
-    pub outbound_queue: Option<usize>,
-    pub tenant_queue: Option<usize>,
-    pub max_group_commit: Option<usize>,
-    pub max_in_flight: Option<usize>,
-    pub writer_threads: Option<usize>,
-    pub web_dir: Option<PathBuf>,
-    pub cors_origins: Option<Vec<String>>,
-    pub trusted_proxies: Option<Vec<String>>,
-    pub login_attempts_per_account: Option<u32>,
-    pub login_attempts_per_address: Option<u32>,
-    pub login_window: Option<u64>,
-    pub login_address_delay: Option<u64>,
-    pub registrations_per_address: Option<u32>,
-    pub password_hash_concurrency: Option<usize>,
-    pub password_hash_wait: Option<u64>,
-    pub http_header_timeout: Option<u64>,
-    pub http_body_timeout: Option<u64>,
-    pub http_idle_timeout: Option<u64>,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_user: Option<usize>,
-    pub ws_buffer_budget: Option<usize>,
+/// The keys of a settings layer (a TOML file, the environment, the flags), in the order
+/// `finwise config` prints them: `key: type of its value => the Config field, conversion;`.
+/// One line per key generates the [`Settings`] field, its entry in `KEYS` (its kind follows from
+/// its type) and both directions between a layer and a [`Config`] (see [`conv`]).
+macro_rules! settings_keys {
+    ($($key:ident: $ty:ty => $field:ident, $conv:ident;)*) => {
+        /// One layer of settings (a TOML file, the environment, the flags): every key optional.
+        /// Durations are whole seconds; `tombstone_days` is days.
+        #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $(pub $key: Option<$ty>,)*
+        }
+
+        /// Every key with its kind; the environment variable is `FINWISE_<KEY>` (upper case).
+        const KEYS: &[(&str, KeyKind)] = &[$((stringify!($key), <$ty as Kind>::KIND),)*];
+
+        impl Settings {
+            /// Every key set from a full configuration (what the defaults layer looks like).
+            pub fn from_config(c: &Config) -> Settings {
+                Settings { $($key: conv::$conv::setting(&c.$field),)* }
+            }
+
+            /// The keys that are set, applied over `base`.
+            fn apply_keys(&self, base: Config) -> Config {
+                Config { $($field: conv::$conv::over(self.$key.clone(), base.$field),)* ..base }
+            }
+        }
+    };
+}
+
+settings_keys! {
+    addr: SocketAddr => addr, plain;
+    data_dir: PathBuf => data_dir, plain;
+    database_url: String => database_url, optional;
+    database_pool_size: usize => database_pool_size, at_least_one;
+    database_pool_wait: u64 => database_pool_wait, secs;
+    allow_legacy_clients: bool => allow_legacy_clients, plain;
+    jwt_secret: String => jwt_secret, optional;
+    access_token_ttl: u64 => access_token_ttl, secs;
+    refresh_token_ttl: u64 => refresh_token_ttl, secs;
+    registration_enabled: bool => registration_enabled, plain;
+    max_clock_skew: u64 => max_clock_skew, secs;
+    tombstone_days: u64 => tombstone_horizon, days;
+    messages_per_second: u32 => messages_per_second, plain;
+    idle_tenant_secs: u64 => idle_tenant_close, secs;
+    max_open_tenants: usize => max_open_tenants, optional_at_least_one;
+    heartbeat_interval: u64 => heartbeat_interval, secs;
+    send_timeout: u64 => send_timeout, secs;
+    max_message_bytes: usize => max_message_bytes, plain;
+    max_import_bytes: usize => max_import_bytes, plain;
+    max_logo_bytes: usize => max_logo_bytes, plain;
+    max_batch_bytes: usize => max_batch_bytes, plain;
+    outbound_queue: usize => outbound_queue, plain;
+    tenant_queue: usize => tenant_queue, plain;
+    max_group_commit: usize => max_group_commit, plain;
+    max_in_flight: usize => max_in_flight, plain;
+    writer_threads: usize => writer_threads, at_least_one;
+    web_dir: PathBuf => web_dir, optional;
+    cors_origins: Vec<String> => cors_origins, plain;
+    trusted_proxies: Vec<String> => trusted_proxies, plain;
+    login_attempts_per_account: u32 => login_attempts_per_account, plain;
+    login_attempts_per_address: u32 => login_attempts_per_address, plain;
+    login_window: u64 => login_window, secs;
+    login_address_delay: u64 => login_address_delay, secs;
+    registrations_per_address: u32 => registrations_per_address, plain;
+    password_hash_concurrency: usize => password_hash_concurrency, at_least_one;
+    password_hash_wait: u64 => password_hash_wait, secs;
+    http_header_timeout: u64 => http_header_timeout, secs;
+    http_body_timeout: u64 => http_body_timeout, secs;
+    http_idle_timeout: u64 => http_idle_timeout, secs;
+    max_connections: usize => max_connections, at_least_one;
+    max_connections_per_user: usize => max_connections_per_user, at_least_one;
+    ws_buffer_budget: usize => ws_buffer_budget, plain;
+}
+
+/// How a key's value maps to its `Config` field and back: `setting` is the field as a key's
+/// value (the defaults layer), `over` applies a layer's value (when set) over the field.
+mod conv {
+    use std::time::Duration;
+
+    /// The value is the field.
+    pub mod plain {
+        pub fn setting<T: Clone>(field: &T) -> Option<T> {
+            Some(field.clone())
+        }
+        pub fn over<T>(value: Option<T>, field: T) -> T {
+            value.unwrap_or(field)
+        }
+    }
+
+    /// The value is the field; 0 counts as 1 (a pool, a thread count, a connection limit).
+    pub mod at_least_one {
+        pub use super::plain::setting;
+        pub fn over(value: Option<usize>, field: usize) -> usize {
+            value.unwrap_or(field).max(1)
+        }
+    }
+
+    /// An optional field: unset unless some layer sets it.
+    pub mod optional {
+        pub fn setting<T: Clone>(field: &Option<T>) -> Option<T> {
+            field.clone()
+        }
+        pub fn over<T>(value: Option<T>, field: Option<T>) -> Option<T> {
+            value.or(field)
+        }
+    }
+
+    /// An optional count; 0 counts as 1.
+    pub mod optional_at_least_one {
+        pub use super::optional::setting;
+        pub fn over(value: Option<usize>, field: Option<usize>) -> Option<usize> {
+            value.map(|n| n.max(1)).or(field)
+        }
+    }
+
+    /// A duration given in whole seconds.
+    pub mod secs {
+        use super::Duration;
+        pub fn setting(field: &Duration) -> Option<u64> {
+            Some(field.as_secs())
+        }
+        pub fn over(value: Option<u64>, field: Duration) -> Duration {
+            value.map_or(field, Duration::from_secs)
+        }
+    }
+
+    /// A duration given in whole days.
+    pub mod days {
+        use super::Duration;
+        const DAY: u64 = 24 * 3600;
+        pub fn setting(field: &Duration) -> Option<u64> {
+            Some(field.as_secs() / DAY)
+        }
+        pub fn over(value: Option<u64>, field: Duration) -> Duration {
+            value.map_or(field, |d| Duration::from_secs(d.saturating_mul(DAY)))
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -217,51 +309,22 @@ enum KeyKind {
     List,
 }
 
-/// Every key with its kind; the environment variable is `FINWISE_<KEY>` (upper case).
-const KEYS: &[(&str, KeyKind)] = &[
-    ("addr", KeyKind::Str),
-    ("data_dir", KeyKind::Str),
-    ("database_url", KeyKind::Str),
-    ("database_pool_size", KeyKind::Int),
-    ("database_pool_wait", KeyKind::Int),
-    ("allow_legacy_clients", KeyKind::Bool),
-    ("jwt_secret", KeyKind::Str),
-    ("access_token_ttl", KeyKind::Int),
-    ("refresh_token_ttl", KeyKind::Int),
-    ("registration_enabled", KeyKind::Bool),
-    ("max_clock_skew", KeyKind::Int),
-    ("tombstone_days", KeyKind::Int),
-    ("messages_per_second", KeyKind::Int),
-    ("idle_tenant_secs", KeyKind::Int),
-    ("max_open_tenants", KeyKind::Int),
-    ("heartbeat_interval", KeyKind::Int),
-    ("send_timeout", KeyKind::Int),
-    ("max_message_bytes", KeyKind::Int),
-    ("max_import_bytes", KeyKind::Int),
-    ("max_logo_bytes", KeyKind::Int),
-    ("max_batch_bytes", KeyKind::Int),
-    ("outbound_queue", KeyKind::Int),
-    ("tenant_queue", KeyKind::Int),
-    ("max_group_commit", KeyKind::Int),
-    ("max_in_flight", KeyKind::Int),
-    ("writer_threads", KeyKind::Int),
-    ("web_dir", KeyKind::Str),
-    ("cors_origins", KeyKind::List),
-    ("trusted_proxies", KeyKind::List),
-    ("login_attempts_per_account", KeyKind::Int),
-    ("login_attempts_per_address", KeyKind::Int),
-    ("login_window", KeyKind::Int),
-    ("login_address_delay", KeyKind::Int),
-    ("registrations_per_address", KeyKind::Int),
-    ("password_hash_concurrency", KeyKind::Int),
-    ("password_hash_wait", KeyKind::Int),
-    ("http_header_timeout", KeyKind::Int),
-    ("http_body_timeout", KeyKind::Int),
-    ("http_idle_timeout", KeyKind::Int),
-    ("max_connections", KeyKind::Int),
-    ("max_connections_per_user", KeyKind::Int),
-    ("ws_buffer_budget", KeyKind::Int),
-];
+/// How a key of this type is written in an environment variable.
+trait Kind {
+    const KIND: KeyKind;
+}
+
+macro_rules! kind {
+    ($kind:ident: $($ty:ty),*) => {
+        $(impl Kind for $ty {
+            const KIND: KeyKind = KeyKind::$kind;
+        })*
+    };
+}
+kind!(Str: SocketAddr, PathBuf, String);
+kind!(Int: u32, u64, usize);
+kind!(Bool: bool);
+kind!(List: Vec<String>);
 
 /// Keys whose values are secrets: masked when printed.
 pub const SECRET_KEYS: &[&str] = &["jwt_secret", "database_url"];
@@ -345,104 +408,14 @@ impl Settings {
         }
     }
 
-    /// Every key set from a full configuration (what the defaults layer looks like).
-    pub fn from_config(c: &Config) -> Settings {
-        Settings {
-            addr: Some(c.addr),
-            data_dir: Some(c.data_dir.clone()),
-            database_url: c.database_url.clone(),
-            database_pool_size: Some(c.database_pool_size),
-            database_pool_wait: Some(c.database_pool_wait.as_secs()),
-            allow_legacy_clients: Some(c.allow_legacy_clients),
-            jwt_secret: c.jwt_secret.clone(),
-            access_token_ttl: Some(c.access_token_ttl.as_secs()),
-            refresh_token_ttl: Some(c.refresh_token_ttl.as_secs()),
-            registration_enabled: Some(c.registration_enabled),
-            max_clock_skew: Some(c.max_clock_skew.as_secs()),
-            tombstone_days: Some(c.tombstone_horizon.as_secs() / (24 * 3600)),
-            messages_per_second: Some(c.messages_per_second),
-            idle_tenant_secs: Some(c.idle_tenant_close.as_secs()),
-            max_open_tenants: c.max_open_tenants,
-            heartbeat_interval: Some(c.heartbeat_interval.as_secs()),
-            send_timeout: Some(c.send_timeout.as_secs()),
-            max_message_bytes: Some(c.max_message_bytes),
-            max_import_bytes: Some(c.max_import_bytes),
-            max_logo_bytes: Some(c.max_logo_bytes),
-            max_batch_bytes: Some(c.max_batch_bytes),
-            outbound_queue: Some(c.outbound_queue),
-            tenant_queue: Some(c.tenant_queue),
-            max_group_commit: Some(c.max_group_commit),
-            max_in_flight: Some(c.max_in_flight),
-            writer_threads: Some(c.writer_threads),
-            web_dir: c.web_dir.clone(),
-            cors_origins: Some(c.cors_origins.clone()),
-            trusted_proxies: Some(c.trusted_proxies.clone()),
-            login_attempts_per_account: Some(c.login_attempts_per_account),
-            login_attempts_per_address: Some(c.login_attempts_per_address),
-            login_window: Some(c.login_window.as_secs()),
-            login_address_delay: Some(c.login_address_delay.as_secs()),
-            registrations_per_address: Some(c.registrations_per_address),
-            password_hash_concurrency: Some(c.password_hash_concurrency),
-            password_hash_wait: Some(c.password_hash_wait.as_secs()),
-            http_header_timeout: Some(c.http_header_timeout.as_secs()),
-            http_body_timeout: Some(c.http_body_timeout.as_secs()),
-            http_idle_timeout: Some(c.http_idle_timeout.as_secs()),
-            max_connections: Some(c.max_connections),
-            max_connections_per_user: Some(c.max_connections_per_user),
-            ws_buffer_budget: Some(c.ws_buffer_budget),
-        }
-    }
-
-    /// Applies the keys that are set over `base`.
+    /// Applies the keys that are set over `base`. Setting `messages_per_second` also sets the
+    /// burst to twice the rate.
     pub fn apply(&self, base: Config) -> Config {
-        let secs = Duration::from_secs;
-        let mps = self.messages_per_second.unwrap_or(base.messages_per_second);
-        Config {
-            addr: self.addr.unwrap_or(base.addr),
-            data_dir: self.data_dir.clone().unwrap_or(base.data_dir),
-            database_url: self.database_url.clone().or(base.database_url),
-            database_pool_size: self.database_pool_size.unwrap_or(base.database_pool_size).max(1),
-            database_pool_wait: self.database_pool_wait.map(secs).unwrap_or(base.database_pool_wait),
-            allow_legacy_clients: self.allow_legacy_clients.unwrap_or(base.allow_legacy_clients),
-            jwt_secret: self.jwt_secret.clone().or(base.jwt_secret),
-            access_token_ttl: self.access_token_ttl.map(secs).unwrap_or(base.access_token_ttl),
-            refresh_token_ttl: self.refresh_token_ttl.map(secs).unwrap_or(base.refresh_token_ttl),
-            registration_enabled: self.registration_enabled.unwrap_or(base.registration_enabled),
-            max_clock_skew: self.max_clock_skew.map(secs).unwrap_or(base.max_clock_skew),
-            tombstone_horizon: self.tombstone_days.map(|d| secs(d * 24 * 3600)).unwrap_or(base.tombstone_horizon),
-            messages_per_second: mps,
-            message_burst: if self.messages_per_second.is_some() { mps.saturating_mul(2) } else { base.message_burst },
-            idle_tenant_close: self.idle_tenant_secs.map(secs).unwrap_or(base.idle_tenant_close),
-            max_open_tenants: self.max_open_tenants.map(|n| n.max(1)).or(base.max_open_tenants),
-            heartbeat_interval: self.heartbeat_interval.map(secs).unwrap_or(base.heartbeat_interval),
-            send_timeout: self.send_timeout.map(secs).unwrap_or(base.send_timeout),
-            max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
-            max_import_bytes: self.max_import_bytes.unwrap_or(base.max_import_bytes),
-            max_logo_bytes: self.max_logo_bytes.unwrap_or(base.max_logo_bytes),
-            max_batch_bytes: self.max_batch_bytes.unwrap_or(base.max_batch_bytes),
-            outbound_queue: self.outbound_queue.unwrap_or(base.outbound_queue),
-            tenant_queue: self.tenant_queue.unwrap_or(base.tenant_queue),
-            max_group_commit: self.max_group_commit.unwrap_or(base.max_group_commit),
-            max_in_flight: self.max_in_flight.unwrap_or(base.max_in_flight),
-            writer_threads: self.writer_threads.unwrap_or(base.writer_threads).max(1),
-            web_dir: self.web_dir.clone().or(base.web_dir),
-            cors_origins: self.cors_origins.clone().unwrap_or(base.cors_origins),
-            trusted_proxies: self.trusted_proxies.clone().unwrap_or(base.trusted_proxies),
-            login_attempts_per_account: self.login_attempts_per_account.unwrap_or(base.login_attempts_per_account),
-            login_attempts_per_address: self.login_attempts_per_address.unwrap_or(base.login_attempts_per_address),
-            login_window: self.login_window.map(secs).unwrap_or(base.login_window),
-            login_address_delay: self.login_address_delay.map(secs).unwrap_or(base.login_address_delay),
-            registrations_per_address: self.registrations_per_address.unwrap_or(base.registrations_per_address),
-            password_hash_concurrency: self.password_hash_concurrency.unwrap_or(base.password_hash_concurrency).max(1),
-            password_hash_wait: self.password_hash_wait.map(secs).unwrap_or(base.password_hash_wait),
-            http_header_timeout: self.http_header_timeout.map(secs).unwrap_or(base.http_header_timeout),
-            http_body_timeout: self.http_body_timeout.map(secs).unwrap_or(base.http_body_timeout),
-            http_idle_timeout: self.http_idle_timeout.map(secs).unwrap_or(base.http_idle_timeout),
-            max_connections: self.max_connections.unwrap_or(base.max_connections).max(1),
-            max_connections_per_user: self.max_connections_per_user.unwrap_or(base.max_connections_per_user).max(1),
-            ws_buffer_budget: self.ws_buffer_budget.unwrap_or(base.ws_buffer_budget),
-            ..base
+        let mut c = self.apply_keys(base);
+        if self.messages_per_second.is_some() {
+            c.message_burst = c.messages_per_second.saturating_mul(2);
         }
+        c
     }
 }
 
@@ -548,6 +521,33 @@ mod tests {
         assert_eq!(again.refresh_token_ttl, r.config.refresh_token_ttl);
         assert_eq!(again.tombstone_horizon, r.config.tombstone_horizon);
         assert!(back.jwt_secret.is_none(), "an unset secret stays unset");
+    }
+
+    /// Every key, set to a value of its own in the environment, reaches its own `Config` field
+    /// and comes back unchanged: no two keys share a field, no conversion loses a value.
+    #[test]
+    fn every_key_round_trips_through_its_own_field() {
+        let value = |i: usize, key: &str, kind: KeyKind| match (key, kind) {
+            ("addr", _) => format!("127.0.0.1:{}", 9000 + i),
+            ("allow_legacy_clients", _) => "true".into(),
+            ("registration_enabled", _) => "false".into(),
+            (_, KeyKind::Int) => (i + 2).to_string(),
+            (_, KeyKind::List) => format!("https://{key}.example, https://{i}.example"),
+            (_, _) => format!("/{key}/{i}"),
+        };
+        let vars: Vec<(String, String)> = KEYS
+            .iter()
+            .enumerate()
+            .map(|(i, (key, kind))| (format!("FINWISE_{}", key.to_ascii_uppercase()), value(i, key, *kind)))
+            .collect();
+        let env = Settings::from_env(|k| vars.iter().find(|(v, _)| v == k).map(|(_, x)| x.clone())).unwrap();
+        let table = env.to_table();
+        for (key, _) in KEYS {
+            assert!(table.contains_key(*key), "{key} was not read from the environment");
+        }
+        let config = env.apply(Config::default());
+        assert_eq!(Settings::from_config(&config), env);
+        assert_eq!(config.message_burst, config.messages_per_second * 2);
     }
 
     #[test]
