@@ -53,6 +53,11 @@ fn parse_value(s: &str) -> Value {
     }
 }
 
+/// The string field `key` of an entity.
+fn text_field<'a>(e: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    e.get(key).and_then(Value::as_str)
+}
+
 /// Finds one entity by id, unique id prefix (4+ characters) or name (case-insensitive; for
 /// transactions also the description or payee).
 fn find(client: &Client, t: EntityType, key: &str) -> Result<Map<String, Value>> {
@@ -60,19 +65,13 @@ fn find(client: &Client, t: EntityType, key: &str) -> Result<Map<String, Value>>
         return Ok(e);
     }
     let all = client.list(t)?;
-    let by_prefix: Vec<_> =
-        all.iter().filter(|e| key.len() >= 4 && e["id"].as_str().is_some_and(|id| id.starts_with(key))).collect();
-    let named = |e: &Map<String, Value>| {
-        ["name", "description", "payee"]
-            .iter()
-            .any(|k| e.get(*k).and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(key)))
-    };
-    let by_name: Vec<_> = all.iter().filter(|e| named(e)).collect();
     let (one, plural) = noun(t);
-    match (by_prefix.as_slice(), by_name.as_slice()) {
-        ([e], _) | ([], [e]) => Ok((*e).clone()),
-        ([], []) => bail!("no {one} matches '{key}': run `finwise {plural} ls`"),
-        _ => bail!("'{key}' matches several {plural}: use the id (see `finwise {plural} ls`)"),
+    let id = |e| text_field(e, "id").unwrap_or_default();
+    let names = |e| ["name", "description", "payee"].iter().filter_map(|k| text_field(e, k)).collect();
+    match super::the_one(&all, key, id, names) {
+        Ok(e) => Ok(e.clone()),
+        Err(0) => bail!("no {one} matches '{key}': run `finwise {plural} ls`"),
+        Err(_) => bail!("'{key}' matches several {plural}: use the id (see `finwise {plural} ls`)"),
     }
 }
 

@@ -81,19 +81,10 @@ fn print_members(ctx: &Ctx, me: &str, members: &[Member]) -> Result<()> {
 
 /// The member `who` names: e-mail or name (any case), user id, or a user id prefix of four or more.
 fn find_member<'a>(members: &'a [Member], who: &str, tenant: &str) -> Result<&'a Member> {
-    let matches: Vec<_> = members
-        .iter()
-        .filter(|m| {
-            m.email.eq_ignore_ascii_case(who)
-                || m.name.eq_ignore_ascii_case(who)
-                || m.user_id == who
-                || (who.len() >= 4 && m.user_id.starts_with(who))
-        })
-        .collect();
-    match matches.as_slice() {
-        [m] => Ok(*m),
-        [] => bail!("'{who}' is not a member of {tenant}: run `finwise member list`"),
-        _ => bail!("'{who}' matches several members of {tenant}: use the e-mail"),
+    match super::the_one(members, who, |m| &m.user_id, |m| vec![&m.email, &m.name]) {
+        Ok(m) => Ok(m),
+        Err(0) => bail!("'{who}' is not a member of {tenant}: run `finwise member list`"),
+        Err(_) => bail!("'{who}' matches several members of {tenant}: use the e-mail"),
     }
 }
 

@@ -411,17 +411,65 @@ async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<()> {
     Ok(())
 }
 
-/// The tenant `wanted` names: its id, its name (any case) or an id prefix of four or more.
-fn find_tenant<'a>(list: &'a [finwise_client::Tenant], wanted: &str) -> Result<&'a finwise_client::Tenant> {
-    let matches: Vec<_> = list
+/// The one item of `items` that `key` names, the way every command takes a name: the item's id,
+/// an id prefix of four or more characters, or one of its `names` (any case). `Err(n)`: `n`
+/// items match, none or several.
+fn the_one<'a, T>(
+    items: &'a [T],
+    key: &str,
+    id: impl Fn(&'a T) -> &'a str,
+    names: impl Fn(&'a T) -> Vec<&'a str>,
+) -> std::result::Result<&'a T, usize> {
+    let matches: Vec<&T> = items
         .iter()
-        .filter(|t| {
-            t.uuid == wanted || t.name.eq_ignore_ascii_case(wanted) || (wanted.len() >= 4 && t.uuid.starts_with(wanted))
+        .filter(|item| {
+            let id = id(item);
+            id == key
+                || (key.len() >= 4 && id.starts_with(key))
+                || names(item).iter().any(|n| n.eq_ignore_ascii_case(key))
         })
         .collect();
     match matches.as_slice() {
-        [t] => Ok(*t),
-        [] => bail!("no tenant matches '{wanted}': run `finwise tenant list`"),
-        _ => bail!("'{wanted}' matches several tenants: use the id (see `finwise tenant list`)"),
+        [one] => Ok(one),
+        _ => Err(matches.len()),
+    }
+}
+
+/// The tenant `wanted` names: its id, its name (any case) or an id prefix of four or more.
+fn find_tenant<'a>(list: &'a [finwise_client::Tenant], wanted: &str) -> Result<&'a finwise_client::Tenant> {
+    match the_one(list, wanted, |t| &t.uuid, |t| vec![&t.name]) {
+        Ok(t) => Ok(t),
+        Err(0) => bail!("no tenant matches '{wanted}': run `finwise tenant list`"),
+        Err(_) => bail!("'{wanted}' matches several tenants: use the id (see `finwise tenant list`)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::the_one;
+
+    struct Item(&'static str, &'static str, &'static str);
+
+    fn pick(items: &[Item], key: &str) -> Result<&'static str, usize> {
+        the_one(items, key, |i| i.0, |i| vec![i.1, i.2]).map(|i| i.0)
+    }
+
+    #[test]
+    fn one_item_by_id_prefix_or_any_name() {
+        let items = [
+            Item("0a1b2c3d-aaaa", "Girokonto", "giro@example.org"),
+            Item("0a1b9999-bbbb", "Sparbuch", "spar@example.org"),
+        ];
+        assert_eq!(pick(&items, "0a1b9999-bbbb"), Ok("0a1b9999-bbbb"));
+        assert_eq!(pick(&items, "0a1b2"), Ok("0a1b2c3d-aaaa"));
+        assert_eq!(pick(&items, "GIROKONTO"), Ok("0a1b2c3d-aaaa"));
+        assert_eq!(pick(&items, "Spar@Example.org"), Ok("0a1b9999-bbbb"));
+        // a prefix needs four characters, and one that fits both is ambiguous
+        assert_eq!(pick(&items, "0a1"), Err(0));
+        assert_eq!(pick(&items, "0a1b"), Err(2));
+        assert_eq!(pick(&items, "Haushaltskasse"), Err(0));
+        // a prefix of one item and the name of another: ambiguous, not the first rule that fits
+        let clash = [Item("beef0001", "x", "y"), Item("cafe0002", "beef", "z")];
+        assert_eq!(pick(&clash, "beef"), Err(2));
     }
 }
