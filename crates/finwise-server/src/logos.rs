@@ -149,16 +149,18 @@ pub fn users_of(store: &dyn Store, tenant: &TenantId, path: &str) -> crate::stor
     use finwise_protocol::EntityType;
     store.read(tenant, |r| {
         let mut names = Vec::new();
-        r.live_since(0, &mut |t, json| {
-            if matches!(t, EntityType::Account | EntityType::AccountGroup) && json.contains(path) {
-                if let Ok(v) = serde_json::from_str::<Value>(json) {
-                    if v["logo_path"] == path {
-                        names.push(format!("{} '{}'", t, v["name"].as_str().unwrap_or_default()));
+        for t in [EntityType::Account, EntityType::AccountGroup] {
+            r.live_of_type(t, &mut |json| {
+                if json.contains(path) {
+                    if let Ok(v) = serde_json::from_str::<Value>(json) {
+                        if v["logo_path"] == path {
+                            names.push(format!("{} '{}'", t, v["name"].as_str().unwrap_or_default()));
+                        }
                     }
                 }
-            }
-            true
-        })?;
+                true
+            })?;
+        }
         Ok(names)
     })
 }

@@ -132,6 +132,15 @@ async fn logos_are_resized_served_to_members_and_kept_while_used() {
     without["logo_path"] = Value::Null;
     without["updated_at"] = json!(ts(-1000));
     ws.entry(&entry(&tenant, "Account", "update", without)).await;
+    // in use by an account group: 409 until the group is deleted
+    let group_id = new_id();
+    let group = json!({"id": group_id, "name": "Banken", "sortOrder": 1, "logo_path": path, "updated_at": ts(-2000)});
+    ws.entry(&entry(&tenant, "AccountGroup", "create", group)).await;
+    let r = delete().await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("Banken"));
+    let gone = json!({"id": group_id, "updated_at": ts(-1000)});
+    ws.entry(&entry(&tenant, "AccountGroup", "delete", gone)).await;
     assert_eq!(delete().await.unwrap().status(), 204);
     assert_eq!(delete().await.unwrap().status(), 404);
     let r = s.http().get(s.url(&format!("/api/v1/logos/{path}"))).bearer_auth(&token).send().await.unwrap();

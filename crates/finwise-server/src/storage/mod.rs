@@ -115,6 +115,9 @@ pub trait TenantReader {
     /// Live entities changed after `since` (all when `since` is 0), in no particular order, as
     /// `(type, canonical JSON)`; `visit` returns false to stop.
     fn live_since(&mut self, since: i64, visit: &mut dyn FnMut(EntityType, &str) -> bool) -> Result<()>;
+    /// The live entities of one type as canonical JSON, through the `(type, id)` key: the cost
+    /// is that type's entities, not the tenant's. `visit` returns false to stop.
+    fn live_of_type(&mut self, t: EntityType, visit: &mut dyn FnMut(&str) -> bool) -> Result<()>;
     /// Ids deleted after `since`.
     fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>>;
     /// `(type, id, updated_at_ms)` of every live entity (for the digest).

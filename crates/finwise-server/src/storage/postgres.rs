@@ -997,6 +997,11 @@ impl TenantReader for PgReader<'_> {
         self.conn.stream(sql, &[&self.tenant, &since], &mut |r| Ok(visit(parse_type(r.get(0))?, r.get(1))))
     }
 
+    fn live_of_type(&mut self, t: EntityType, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
+        let sql = "SELECT data FROM entities WHERE tenant_id = $1 AND entity_type = $2 AND NOT deleted";
+        self.conn.stream(sql, &[&self.tenant, &t.as_str()], &mut |r| Ok(visit(r.get(0))))
+    }
+
     fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>> {
         let rows = self.conn.query(
             "SELECT entity_type, id FROM entities WHERE tenant_id = $1 AND seq > $2 AND deleted ORDER BY seq",

@@ -674,6 +674,20 @@ impl TenantReader for SqliteReader {
         Ok(())
     }
 
+    fn live_of_type(&mut self, t: EntityType, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
+        let Some(c) = &self.conn else { return Ok(()) };
+        let mut stmt = c.prepare_cached(
+            "SELECT data FROM entities INDEXED BY entities_by_key WHERE entity_type = ?1 AND deleted = 0",
+        )?;
+        let mut rows = stmt.query([t.as_str()])?;
+        while let Some(r) = rows.next()? {
+            if !visit(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn deleted_since(&mut self, since: i64) -> Result<Vec<(EntityType, String)>> {
         let Some(c) = &self.conn else { return Ok(Vec::new()) };
         let mut stmt =
