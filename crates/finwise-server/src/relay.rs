@@ -89,6 +89,11 @@ impl Relay {
     /// A socket of `tenant` subscribed here: start its cursor at the current head (what its
     /// load will contain) unless deliveries already set it. Blocks: call off the runtime.
     pub fn watch(&self, tenant: &TenantId) {
+        // the tenant's other sockets here already set it: no read (a reconnect storm of one
+        // household costs one head read, not one per socket)
+        if self.cursor(tenant).locked().is_some() {
+            return;
+        }
         let head = self.store.read(tenant, |r| Ok(r.snapshot()?.seq));
         match head {
             Ok(head) => {
