@@ -243,6 +243,16 @@ fn proc_cpu_secs(stat_path: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `(sum, count)` of the server's `finwise_commit_batch_entries` histogram: entries committed and
+/// group commits so far.
+async fn group_commits(addr: &str) -> Result<(f64, f64)> {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    };
+    Ok((value("finwise_commit_batch_entries_sum "), value("finwise_commit_batch_entries_count ")))
+}
+
 /// Registers a user, logs in and creates a tenant; returns (token, tenant).
 async fn setup(addr: &str, tenants: usize) -> Result<(String, Vec<String>)> {
     let http = reqwest::Client::new();
@@ -664,16 +674,20 @@ async fn ingest(
         None => format!("server CPU {:.2} us per entry", 1e6 * cpu_s / n as f64),
     };
     let frames = entry_frames(tenants, conns, per_conn);
-    let cpu0 = server.cpu_secs();
+    let (cpu0, groups0) = (server.cpu_secs(), group_commits(&server.addr).await?);
     let (rate, lat) = pipeline(&server.addr, tenants, &token, conns, window, frames, 1, "single entries").await?;
-    let cpu_single = server.cpu_secs() - cpu0;
+    let (cpu_single, groups1) = (server.cpu_secs() - cpu0, group_commits(&server.addr).await?);
+    // entries per group commit: the commit's cost (WAL frames of the index pages it dirtied, the
+    // fsync) is shared by the group
+    let per_group = |a: (f64, f64), b: (f64, f64)| (b.0 - a.0) / (b.1 - a.1).max(1.0);
     let (p50, p99, max) = percentiles(lat);
     println!("  server, single entries  : {rate:>10.0} acks/s  p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms  RSS {} KiB", server.rss_kib());
     println!(
-        "    = {:.2} of the trivial server, {:.2} of raw {engine}; {}",
+        "    = {:.2} of the trivial server, {:.2} of raw {engine}; {}; {:.0} entries per group commit",
         rate / ceiling,
         rate / sqlite,
-        cpu_line(cpu_single, conns * per_conn)
+        cpu_line(cpu_single, conns * per_conn),
+        per_group(groups0, groups1)
     );
 
     let batches: Vec<Vec<String>> = (0..conns)
@@ -690,13 +704,14 @@ async fn ingest(
         .collect();
     let cpu0 = server.cpu_secs();
     let (brate, lat) = pipeline(&server.addr, batch_tenants, &token, conns, 8, batches, batch_size, "batches").await?;
-    let cpu_batches = server.cpu_secs() - cpu0;
+    let (cpu_batches, groups2) = (server.cpu_secs() - cpu0, group_commits(&server.addr).await?);
     let (p50, p99, max) = percentiles(lat);
     println!("  server, batches of {batch_size:<4} : {brate:>10.0} entries/s  (per batch: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms)");
     println!(
-        "    batches / single = {:.2}; {}",
+        "    batches / single = {:.2}; {}; {:.0} entries per group commit",
         brate / rate,
-        cpu_line(cpu_batches, conns * (per_conn / batch_size) * batch_size)
+        cpu_line(cpu_batches, conns * (per_conn / batch_size) * batch_size),
+        per_group(groups1, groups2)
     );
     Ok(())
 }
