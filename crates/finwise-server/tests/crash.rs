@@ -8,6 +8,9 @@
 //! of the test's own, down for half a second, under load). In the PostgreSQL faults the clients
 //! may get the retryable `storage_error` refusal; nothing acked may be missing.
 //!
+//! After each round the changes acked since the previous check are read back through a delta load;
+//! every `FULL_CHECK_EVERY` rounds and at the end, everything acked through a full load.
+//!
 //! Short configuration (CI): `FINWISE_CRASH_ROUNDS` rounds (default 6). Long configuration: see
 //! docs/RELIABILITY.md. Needs the binary: `cargo build -p finwise-cli` (scripts/test-all does).
 //! The clients refresh their access token before it expires, as a real client does, so a run may
@@ -235,16 +238,25 @@ fn start_server(dir: &std::path::Path, database_url: Option<&str>) -> ServerProc
     })
 }
 
-/// The tenant's tags as a fresh socket loads them (chunked: long runs store far more than one
-/// 16 MiB frame holds). After a PostgreSQL fault the first tries may be refused: retried for 30 s.
-async fn load_tags(addr: &str, tenant: &str, token: &str) -> Vec<Value> {
+/// A full check of everything acked every this many rounds (and after the last); the rounds in
+/// between check the changes acked since the previous check, through a delta load. A full load
+/// every round made long unpaced runs quadratic (rounds of ~8 s after 190).
+const FULL_CHECK_EVERY: u64 = 50;
+
+/// The tenant's tags changed after `since` (all of them when 0) as a fresh socket loads them
+/// (chunked: long runs store far more than one 16 MiB frame holds), and the load's seq. After a
+/// PostgreSQL fault the first tries may be refused: retried for 30 s.
+async fn load_tags(addr: &str, tenant: &str, token: &str, since: i64) -> (Vec<Value>, i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     'attempt: loop {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws_finwise/ws/{tenant}?token={token}"))
             .await
             .unwrap();
         ws.next().await.unwrap().unwrap();
-        let request = json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": 10_000});
+        let mut request = json!({"type": "request_initial_data", "tenant_id": tenant, "chunk_size": 10_000});
+        if since > 0 {
+            request["since"] = json!(since);
+        }
         ws.send(Message::Text(request.to_string().into())).await.unwrap();
         let mut tags: Vec<Value> = Vec::new();
         loop {
@@ -253,7 +265,7 @@ async fn load_tags(addr: &str, tenant: &str, token: &str) -> Vec<Value> {
             if v["event_type"] == "initial_data_load" {
                 tags.extend(v["payload"]["tags"].as_array().unwrap().iter().cloned());
                 if v["more"] != true {
-                    return tags;
+                    return (tags, v["seq"].as_i64().expect("a load carries the tenant's seq"));
                 }
             } else if v["type"] == "error" {
                 assert!(tokio::time::Instant::now() < deadline, "the load kept failing: {v}");
@@ -262,6 +274,42 @@ async fn load_tags(addr: &str, tenant: &str, token: &str) -> Vec<Value> {
             }
         }
     }
+}
+
+/// Checks that the acked changes are stored with their acked versions: every one when `full`,
+/// else those not yet seen in the version acked, through a delta load after `checked_seq`.
+/// Returns how many were checked and how many tags the load held.
+#[allow(clippy::too_many_arguments)]
+async fn check_acked(
+    addr: &str,
+    tenant: &str,
+    token: &str,
+    acked: &Acked,
+    verified: &mut HashMap<String, (String, String)>,
+    checked_seq: &mut i64,
+    full: bool,
+    seed: u64,
+    round: u64,
+) -> (usize, usize) {
+    let (tags, seq) = load_tags(addr, tenant, token, if full { 0 } else { *checked_seq }).await;
+    let stored: HashMap<&str, &Value> = tags.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
+    let mut checked = 0;
+    for (id, version) in acked.lock().unwrap().iter() {
+        if !full && verified.get(id) == Some(version) {
+            continue;
+        }
+        let t = stored.get(id.as_str()).unwrap_or_else(|| panic!("seed {seed} round {round}: acked {id} lost"));
+        let (updated_at, name) = version;
+        assert_eq!(
+            (t["updated_at"].as_str().unwrap(), t["name"].as_str().unwrap()),
+            (updated_at.as_str(), name.as_str()),
+            "seed {seed} round {round}"
+        );
+        verified.insert(id.clone(), version.clone());
+        checked += 1;
+    }
+    *checked_seq = seq;
+    (checked, stored.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +346,9 @@ async fn acked_changes_survive_kill_9() {
         std::env::var("FINWISE_CRASH_DEADLINE_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs);
     let started = std::time::Instant::now();
     let mut rounds_run = 0;
+    // what the checks have found so far: entity id → the version seen, and the seq they read up to
+    let mut verified: HashMap<String, (String, String)> = HashMap::new();
+    let mut checked_seq = 0;
     for round in 0..rounds {
         if deadline.is_some_and(|d| started.elapsed() >= d) {
             println!("crash test: deadline reached after {round} rounds");
@@ -376,27 +427,26 @@ async fn acked_changes_survive_kill_9() {
         }
         let before = acked.lock().unwrap().len();
         let token = session.token(&addr).await;
-        // Every acked change is there, with the acked version.
-        let tags = load_tags(&addr, &tenant, &token).await;
-        let stored: HashMap<&str, &Value> = tags.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
-        for (id, (updated_at, name)) in acked.lock().unwrap().iter() {
-            let t = stored.get(id.as_str()).unwrap_or_else(|| panic!("seed {seed} round {round}: acked {id} lost"));
-            assert_eq!(
-                (t["updated_at"].as_str().unwrap(), t["name"].as_str().unwrap()),
-                (updated_at.as_str(), name.as_str()),
-                "seed {seed}"
-            );
-        }
+        // Every acked change is there, with the acked version: all of them in a full check, the
+        // ones acked since the last check (a later seq) otherwise.
+        let full = round % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1;
+        let since = if full { 0 } else { checked_seq };
+        let (checked, stored) =
+            check_acked(&addr, &tenant, &token, &acked, &mut verified, &mut checked_seq, full, seed, round).await;
         let what = match fault {
             Fault::Kill => "killed",
             Fault::PgTerminate => "backends terminated",
             Fault::PgRestart => "PostgreSQL restarted",
         };
         println!(
-            "round {round}: {what} after {delay} ms; {before} acked changes all present ({} stored)",
-            stored.len()
+            "round {round}: {what} after {delay} ms; {before} acked changes all present ({checked} checked against the {stored} tags changed after seq {since})"
         );
     }
+    // the last check reads everything, whatever the rounds before read
+    let token = session.token(&addr).await;
+    let (checked, stored) =
+        check_acked(&addr, &tenant, &token, &acked, &mut verified, &mut checked_seq, true, seed, rounds_run).await;
+    println!("final check: {checked} acked changes all present ({stored} stored)");
     server.kill();
     match &cluster {
         Some(c) => pg_intact(&c.url, &tenant),
