@@ -449,14 +449,7 @@ async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
 
     // (1) every connection of B dies, its listener's included; A writes meanwhile
     admin_exec(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{b_app}'"));
-    for i in 1..4 {
-        let e = write(i);
-        assert_eq!(writer.entry(&e).await["type"], "sync_ack");
-    }
-    for seq in 2..=4 {
-        let v = next_update(&mut reader, 10_000).await.expect("caught up after the reconnect");
-        assert_eq!(v["seq"], seq, "{v}");
-    }
+    write_and_expect(&mut writer, &mut reader, &tenant, 1, "caught up after the reconnect").await;
 
     // (2) notifications stop without any error: the poll still delivers, in order
     let schema = url.rsplit("%3D").next().unwrap().to_owned();
@@ -465,14 +458,7 @@ async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
          LANGUAGE plpgsql AS $$ BEGIN END $$"
     ));
     let started = std::time::Instant::now();
-    for i in 4..7 {
-        let e = write(i);
-        assert_eq!(writer.entry(&e).await["type"], "sync_ack");
-    }
-    for seq in 5..=7 {
-        let v = next_update(&mut reader, 10_000).await.expect("delivered by the safety poll");
-        assert_eq!(v["seq"], seq, "{v}");
-    }
+    write_and_expect(&mut writer, &mut reader, &tenant, 4, "delivered by the safety poll").await;
     println!("without notifications, delivered after {:?}", started.elapsed());
     reader.assert_silent(300).await;
 
@@ -489,20 +475,37 @@ async fn a_dead_or_silent_notifier_delays_changes_but_never_loses_them() {
         "CREATE OR REPLACE FUNCTION {schema}.finwise_announce_heads(heads text[]) RETURNS void \
          LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'announcing is broken'; END $$"
     ));
-    for i in 7..10 {
-        let e = write(i);
-        assert_eq!(writer.entry(&e).await["type"], "sync_ack");
-    }
-    for seq in 8..=10 {
-        let v = next_update(&mut reader, 10_000).await.expect("delivered by the safety poll");
-        assert_eq!(v["seq"], seq, "{v}");
-    }
+    write_and_expect(&mut writer, &mut reader, &tenant, 7, "delivered by the safety poll").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while unannounced().await < 3.0 {
         assert!(std::time::Instant::now() < deadline, "3 failed announcements were not counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(unannounced().await, 3.0);
+}
+
+/// Writes three tags (`n{from}` on) through `writer` and expects them on `reader` in seq order
+/// (`from + 1` to `from + 3`: the tenant's seq is `from` before), `why` naming the path.
+async fn write_and_expect(
+    writer: &mut finwise_testkit::Ws,
+    reader: &mut finwise_testkit::Ws,
+    tenant: &str,
+    from: i64,
+    why: &str,
+) {
+    for i in from..from + 3 {
+        let e = finwise_testkit::entry(
+            tenant,
+            "Tag",
+            "create",
+            json!({"id": finwise_testkit::new_id(), "name": format!("n{i}")}),
+        );
+        assert_eq!(writer.entry(&e).await["type"], "sync_ack");
+    }
+    for seq in from + 1..=from + 3 {
+        let v = next_update(reader, 10_000).await.unwrap_or_else(|| panic!("seq {seq} not {why}"));
+        assert_eq!(v["seq"], seq, "{v}");
+    }
 }
 
 /// A plain round-robin TCP balancer on 127.0.0.1 (no stickiness): each connection goes to the
