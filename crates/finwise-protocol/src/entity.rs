@@ -401,15 +401,20 @@ impl EntityDef {
     /// definition order, defaults applied, unknown keys dropped, `updated_at` set to
     /// `updated_at_ms`. `payload` must be the entity object of a create or update.
     pub fn normalize(&self, payload: &Value, updated_at_ms: i64) -> Result<Map<String, Value>, ValidationError> {
-        let obj = payload
-            .as_object()
-            .ok_or_else(|| ValidationError::new("payload", "must be an object with the entity's fields"))?;
+        self.normalize_owned(payload.clone(), updated_at_ms)
+    }
+
+    /// [`EntityDef::normalize`] of a payload the caller gives away: its values move into the
+    /// result instead of being copied (the server's ingest path).
+    pub fn normalize_owned(&self, payload: Value, updated_at_ms: i64) -> Result<Map<String, Value>, ValidationError> {
+        let Value::Object(mut obj) = payload else {
+            return Err(ValidationError::new("payload", "must be an object with the entity's fields"));
+        };
+        // takes a key's value unless it is absent or null
+        let mut take = |key: &str| obj.get_mut(key).filter(|v| !v.is_null()).map(std::mem::take);
         let mut out = Map::with_capacity(self.fields.len() + 2);
         for field in self.fields {
-            let raw = obj
-                .get(field.name)
-                .filter(|v| !v.is_null())
-                .or_else(|| field.alias.and_then(|a| obj.get(a)).filter(|v| !v.is_null()));
+            let raw = take(field.name).or_else(|| field.alias.and_then(&mut take));
             let value = match (raw, field.presence) {
                 (Some(v), _) => coerce(field, v)?,
                 (None, Presence::Required) => {
@@ -466,7 +471,7 @@ impl EntityDef {
                 (None, _) => {
                     return Err(ValidationError::new(field.name, "listed in fields but missing from the payload"))
                 }
-                (Some(v), _) if !v.is_null() => coerce(field, v)?,
+                (Some(v), _) if !v.is_null() => coerce(field, v.clone())?,
                 (Some(_), Presence::Required) => return Err(ValidationError::new(field.name, "field required")),
                 (Some(_), Presence::Nullable) => Value::Null,
                 (Some(_), Presence::Default(d)) => d.to_value(),
@@ -507,13 +512,17 @@ impl EntityDef {
     }
 
     /// The entity's content without its timestamps: what two versions must share to be "the same".
+    /// Compact JSON of the other keys in their order (stored in idempotency records through the
+    /// content hash, so these bytes must not change).
     pub fn content_key(&self, entity: &Map<String, Value>) -> String {
-        let mut m = entity.clone();
-        m.remove(UPDATED_AT);
-        for mirror in self.mirrors_updated_at {
-            m.remove(*mirror);
+        struct Content<'a>(&'a EntityDef, &'a Map<String, Value>);
+        impl Serialize for Content<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let stamp = |k: &str| k == UPDATED_AT || self.0.mirrors_updated_at.contains(&k);
+                s.collect_map(self.1.iter().filter(|(k, _)| !stamp(k)))
+            }
         }
-        Value::Object(m).to_string()
+        serde_json::to_string(&Content(self, entity)).expect("a JSON map serialises")
     }
 }
 
@@ -521,22 +530,23 @@ fn type_error(field: &Field, expected: &str) -> ValidationError {
     ValidationError::new(field.name, format!("expected {expected}"))
 }
 
-fn coerce(field: &Field, v: &Value) -> Result<Value, ValidationError> {
+/// Checks and converts one value; takes it so that a valid string or list is moved, not copied.
+fn coerce(field: &Field, v: Value) -> Result<Value, ValidationError> {
     match field.kind {
-        Kind::Str => match v {
+        Kind::Str => match &v {
             Value::String(s) if s.len() > MAX_STRING_BYTES => {
                 Err(ValidationError::new(field.name, format!("longer than {MAX_STRING_BYTES} bytes")))
             }
-            Value::String(_) => Ok(v.clone()),
+            Value::String(_) => Ok(v),
             Value::Number(n) => Ok(Value::from(n.to_string())),
             _ => Err(type_error(field, "a string")),
         },
-        Kind::Int => as_int(v).map(Value::from).ok_or_else(|| type_error(field, "an integer")),
-        Kind::Num => number(field, v).map(Value::from),
+        Kind::Int => as_int(&v).map(Value::from).ok_or_else(|| type_error(field, "an integer")),
+        Kind::Num => number(field, &v).map(Value::from),
         // rounding stays exact below MAX_NUMBER (x * 100 < 2^53 · 100 never overflows)
-        Kind::Money => number(field, v).map(|x| Value::from((x * 100.0).round() / 100.0)),
-        Kind::Bool => match v {
-            Value::Bool(_) => Ok(v.clone()),
+        Kind::Money => number(field, &v).map(|x| Value::from((x * 100.0).round() / 100.0)),
+        Kind::Bool => match &v {
+            Value::Bool(_) => Ok(v),
             Value::Number(n) if n.as_i64() == Some(0) => Ok(Value::Bool(false)),
             Value::Number(n) if n.as_i64() == Some(1) => Ok(Value::Bool(true)),
             _ => Err(type_error(field, "a boolean")),
@@ -561,14 +571,14 @@ fn coerce(field: &Field, v: &Value) -> Result<Value, ValidationError> {
         Kind::StrList => {
             let items = v.as_array().ok_or_else(|| type_error(field, "a list of strings"))?;
             if items.iter().all(Value::is_string) {
-                Ok(v.clone())
+                Ok(v)
             } else {
                 Err(type_error(field, "a list of strings"))
             }
         }
         Kind::JsonList => {
             if v.is_array() {
-                Ok(v.clone())
+                Ok(v)
             } else {
                 Err(type_error(field, "a list"))
             }
@@ -616,12 +626,38 @@ mod tests {
         let money = req("amount", Kind::Money);
         let num = req("balance", Kind::Num);
         for big in [json!(1e307), json!(-1e15), json!("1e16"), json!(1e15)] {
-            let e = coerce(&money, &big).unwrap_err();
+            let e = coerce(&money, big.clone()).unwrap_err();
             assert_eq!(e.field, "amount");
-            assert!(coerce(&num, &big).is_err());
+            assert!(coerce(&num, big).is_err());
         }
-        assert_eq!(coerce(&money, &json!(999_999_999_999_999.0)).unwrap(), json!(999_999_999_999_999.0));
-        assert_eq!(coerce(&money, &json!(0.125)).unwrap(), json!(0.13));
+        assert_eq!(coerce(&money, json!(999_999_999_999_999.0)).unwrap(), json!(999_999_999_999_999.0));
+        assert_eq!(coerce(&money, json!(0.125)).unwrap(), json!(0.13));
+    }
+
+    #[test]
+    fn content_key_is_the_compact_json_without_the_stamps() {
+        // the key feeds the content hash kept in idempotency records: it must stay these bytes
+        let old = |d: &EntityDef, e: &Map<String, Value>| {
+            let mut m = e.clone();
+            m.remove(UPDATED_AT);
+            for mirror in d.mirrors_updated_at {
+                m.remove(*mirror);
+            }
+            Value::Object(m).to_string()
+        };
+        for d in REGISTRY {
+            let mut e = Map::new();
+            for (i, f) in d.fields.iter().enumerate() {
+                e.insert(f.name.to_owned(), json!(format!("v{i} \"quoted\" é")));
+            }
+            e.insert(UPDATED_AT.to_owned(), json!("2026-12-03T00:00:00.000Z"));
+            for mirror in d.mirrors_updated_at {
+                e.insert((*mirror).to_owned(), json!("2026-12-03T00:00:00.000Z"));
+            }
+            assert_eq!(d.content_key(&e), old(d, &e));
+            assert!(!d.content_key(&e).contains("2026-12-03"));
+        }
+        assert_eq!(EntityType::Tag.def().content_key(&Map::new()), "{}");
     }
 
     #[test]

@@ -238,9 +238,10 @@ pub fn parse_entry(v: Value) -> Result<SyncQueueEntry, EntryError> {
     let Some(entry_id) = id.clone() else {
         return Err(fail("id", "field required (a non-empty string)"));
     };
-    let string = |k: &str| -> Result<String, EntryError> {
-        match obj.get(k) {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(s.clone()),
+    // takes the string out of the object (nothing reads these keys again)
+    let mut string = |k: &str| -> Result<String, EntryError> {
+        match obj.get_mut(k) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(std::mem::take(s)),
             Some(Value::String(_)) => Err(fail(k, "must be a non-empty string of at most 256 bytes")),
             Some(_) => Err(fail(k, "expected a string")),
             None => Err(fail(k, "field required")),

@@ -155,11 +155,12 @@ pub fn prepare(
                         return Err(invalid(&entry, "fields", &msg));
                     }
                     let fields = def.normalize_fields(&payload, names).map_err(|e| payload_error(&entry, e))?;
-                    let key = format!("fields:{}", Value::Object(fields.clone()));
+                    let key = format!("fields:{}", serde_json::to_string(&fields).expect("a JSON map serialises"));
                     (Some(fields), key)
                 }
                 None => {
-                    let normalized = def.normalize(&payload, updated_at_ms).map_err(|e| payload_error(&entry, e))?;
+                    let normalized =
+                        def.normalize_owned(payload, updated_at_ms).map_err(|e| payload_error(&entry, e))?;
                     let key = def.content_key(&normalized);
                     (Some(normalized), key)
                 }

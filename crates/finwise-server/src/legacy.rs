@@ -156,7 +156,7 @@ pub fn normalize(t: EntityType, row: &Map<String, Value>, warnings: &mut Vec<Str
     let ms = version_ms(row);
     let mut p = payload(t, row);
     for _ in 0..t.def().fields.len() {
-        match t.def().normalize(&Value::Object(p.clone()), ms) {
+        match t.def().normalize_owned(Value::Object(p.clone()), ms) {
             Ok(m) => return Ok((t, id, m, ms)),
             Err(e) => {
                 let field = t.def().fields.iter().find(|f| f.name == e.field);
