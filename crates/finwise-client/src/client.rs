@@ -294,7 +294,7 @@ impl Client {
         let ms = next_stamp(previous.map(|r| r.updated_at_ms));
         let entity = t
             .def()
-            .normalize(&Value::Object(obj), ms)
+            .normalize_owned(Value::Object(obj), ms)
             .map_err(|source| Error::Validation { entity_type: t, error: source })?;
         self.change(t, &id, Operation::Create, Some(entity.clone()), ms, None)?;
         Ok(entity)
@@ -321,7 +321,7 @@ impl Client {
         let ms = next_stamp(Some(row.updated_at_ms));
         let entity = t
             .def()
-            .normalize(&Value::Object(merged), ms)
+            .normalize_owned(Value::Object(merged), ms)
             .map_err(|source| Error::Validation { entity_type: t, error: source })?;
         let changed: Vec<String> = t
             .def()

@@ -278,7 +278,7 @@ async fn load_tags(addr: &str, tenant: &str, token: &str, since: i64) -> (Vec<Va
 
 /// Checks that the acked changes are stored with their acked versions: every one when `full`,
 /// else those not yet seen in the version acked, through a delta load after `checked_seq`.
-/// Returns how many were checked and how many tags the load held.
+/// Returns how many were checked, how many tags the load held and the seq it read after.
 #[allow(clippy::too_many_arguments)]
 async fn check_acked(
     addr: &str,
@@ -290,8 +290,9 @@ async fn check_acked(
     full: bool,
     seed: u64,
     round: u64,
-) -> (usize, usize) {
-    let (tags, seq) = load_tags(addr, tenant, token, if full { 0 } else { *checked_seq }).await;
+) -> (usize, usize, i64) {
+    let since = if full { 0 } else { *checked_seq };
+    let (tags, seq) = load_tags(addr, tenant, token, since).await;
     let stored: HashMap<&str, &Value> = tags.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
     let mut checked = 0;
     for (id, version) in acked.lock().unwrap().iter() {
@@ -309,7 +310,7 @@ async fn check_acked(
         checked += 1;
     }
     *checked_seq = seq;
-    (checked, stored.len())
+    (checked, stored.len(), since)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,8 +431,7 @@ async fn acked_changes_survive_kill_9() {
         // Every acked change is there, with the acked version: all of them in a full check, the
         // ones acked since the last check (a later seq) otherwise.
         let full = round % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1;
-        let since = if full { 0 } else { checked_seq };
-        let (checked, stored) =
+        let (checked, stored, since) =
             check_acked(&addr, &tenant, &token, &acked, &mut verified, &mut checked_seq, full, seed, round).await;
         let what = match fault {
             Fault::Kill => "killed",
@@ -444,7 +444,7 @@ async fn acked_changes_survive_kill_9() {
     }
     // the last check reads everything, whatever the rounds before read
     let token = session.token(&addr).await;
-    let (checked, stored) =
+    let (checked, stored, _) =
         check_acked(&addr, &tenant, &token, &acked, &mut verified, &mut checked_seq, true, seed, rounds_run).await;
     println!("final check: {checked} acked changes all present ({stored} stored)");
     server.kill();
