@@ -463,8 +463,22 @@ async fn run_conn(
         _ => app.metrics.close("peer"),
     }
     if let Some(Stop::Close(code, reason)) = stop {
+        // The closing handshake (RFC 6455 §7.1.1): send the Close, then read (and drop) what the
+        // client still sends until its Close or EOF, 2 s at most. A socket closed with frames of
+        // the client unread goes out as a TCP reset, and a browser that gets the reset before it
+        // has read the Close reports 1006 and loses the code: a deleted tenant or a revoked
+        // membership then looks like a network failure, and the app reconnects into a 403.
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = tokio::time::timeout(crate::secs(2), c.sink.send(Message::Close(Some(frame)))).await;
+        let handshake = async {
+            if c.sink.send(Message::Close(Some(frame))).await.is_ok() {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(crate::secs(2), handshake).await;
     }
     drop(tenant_rx);
     app.hub.unsubscribe(&tenant);
