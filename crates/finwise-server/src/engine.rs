@@ -196,19 +196,9 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
         return Ok(Outcome { reply: Reply::Ack(ack), broadcast: None, to_writer: None });
     }
 
-    let stored = txn.entity(p.entity_type, &entry.entity_id)?;
-    // Field by field: a field-level update, and a whole write that is not newer than an entity
-    // whose fields were last written by different versions (it must not undo the newer ones).
-    let live = stored.as_ref().filter(|s| !s.deleted);
-    let stamps = live.map(|s| Stamps::parse(s.stamps.as_deref())).unwrap_or_default();
-    let outcome = if entry.fields.is_some()
-        || (entry.operation_type != Operation::Delete
-            && !stamps.is_uniform()
-            && live.is_some_and(|s| p.updated_at_ms <= s.updated_at_ms))
-    {
-        merge(txn, tenant, p, stored.as_ref(), &stamps, now_ms)?
-    } else {
-        whole(txn, tenant, p, stored.as_ref(), now_ms)?
+    let outcome = match create_new(txn, tenant, p, now_ms)? {
+        Some(created) => created,
+        None => decide_and_write(txn, tenant, p, now_ms)?,
     };
     if let Reply::Ack(a) = &outcome.reply {
         txn.record_entry(&AppliedEntry {
@@ -221,6 +211,53 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
         })?;
     }
     Ok(outcome)
+}
+
+/// A whole create of an entity the tenant does not hold (nearly every create): stored without
+/// reading first, as [`whole`] would store it against no stored version. `None` when the tenant
+/// holds the key (live or a tombstone), or the entry is not such a create: nothing was written.
+fn create_new(txn: &mut dyn WriteTxn, tenant: &str, p: &Prepared, now_ms: i64) -> Result<Option<Outcome>> {
+    let (Operation::Create, None, Some(entity)) = (p.entry.operation_type, &p.entry.fields, &p.entity) else {
+        return Ok(None);
+    };
+    let mut record = EntityRecord {
+        entity_type: p.entity_type,
+        id: p.entry.entity_id.clone(),
+        seq: 0,
+        updated_at_ms: p.updated_at_ms,
+        deleted: false,
+        data: serde_json::to_string(entity).expect("a JSON map serialises"),
+        changed_at_ms: now_ms,
+        stamps: None,
+        created_seq: 0,
+    };
+    if !txn.insert_new(&mut record)? {
+        return Ok(None);
+    }
+    Ok(Some(Outcome {
+        reply: Reply::Ack(ack(p, record.seq, true, time::format_ms(record.updated_at_ms))),
+        broadcast: Some(data_update(tenant, &record, Operation::Create)),
+        to_writer: None,
+    }))
+}
+
+/// Reads the stored version and decides: field by field, or the whole-entity rule.
+fn decide_and_write(txn: &mut dyn WriteTxn, tenant: &str, p: &Prepared, now_ms: i64) -> Result<Outcome> {
+    let entry = &p.entry;
+    let stored = txn.entity(p.entity_type, &entry.entity_id)?;
+    // Field by field: a field-level update, and a whole write that is not newer than an entity
+    // whose fields were last written by different versions (it must not undo the newer ones).
+    let live = stored.as_ref().filter(|s| !s.deleted);
+    let stamps = live.map(|s| Stamps::parse(s.stamps.as_deref())).unwrap_or_default();
+    if entry.fields.is_some()
+        || (entry.operation_type != Operation::Delete
+            && !stamps.is_uniform()
+            && live.is_some_and(|s| p.updated_at_ms <= s.updated_at_ms))
+    {
+        merge(txn, tenant, p, stored.as_ref(), &stamps, now_ms)
+    } else {
+        whole(txn, tenant, p, stored.as_ref(), now_ms)
+    }
 }
 
 /// A field-level update (or a whole write decided field by field): [`merge::merge_fields`]

@@ -89,6 +89,19 @@ pub trait WriteTxn {
     }
     fn entity(&mut self, entity_type: EntityType, id: &str) -> Result<Option<EntityRecord>>;
     fn put_entity(&mut self, record: &EntityRecord) -> Result<()>;
+    /// Stores `record` as a new entity unless the tenant holds one under its key (live or a
+    /// tombstone): then nothing changes and the answer is false. On insert, `record.seq` and
+    /// `record.created_seq` become the next seq. (SQLite does it in one statement: one search of
+    /// the key instead of a lookup and then a write.)
+    fn insert_new(&mut self, record: &mut EntityRecord) -> Result<bool> {
+        if self.entity(record.entity_type, &record.id)?.is_some() {
+            return Ok(false);
+        }
+        record.seq = self.next_seq();
+        record.created_seq = record.seq;
+        self.put_entity(record)?;
+        Ok(true)
+    }
     fn applied_entry(&mut self, entry_id: &str) -> Result<Option<AppliedEntry>>;
     /// Remembers a processed entry. Only called for an id that [`WriteTxn::applied_entry`]
     /// did not find in this transaction (the storage need not check uniqueness again).
