@@ -11,10 +11,10 @@ use finwise_protocol::{
     entity::UPDATED_AT,
     lww::{self, Decision, StoredVersion},
     merge::{self, Stamps},
-    messages::{DataUpdate, DataUpdateData, NackReason, Operation, SyncAck, SyncNack, SyncQueueEntry},
+    messages::{NackReason, Operation, SyncAck, SyncNack, SyncQueueEntry},
     time, EntityType,
 };
-use serde_json::{value::RawValue, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::storage::{AppliedEntry, EntityRecord, Result, StorageError, WriteTxn};
@@ -27,6 +27,9 @@ pub struct Prepared {
     pub updated_at_ms: i64,
     /// The normalised entity for create/update; `None` for delete.
     pub entity: Option<Map<String, Value>>,
+    /// A whole create/update's entity as JSON, as it is stored unless a tie restamps it (written
+    /// here, on the connection's task, not on the tenant's writer); empty otherwise.
+    pub data: String,
     /// The entity without timestamps, for tie detection.
     pub content_key: String,
     /// Identifies what the entry asks for, for idempotent retries.
@@ -129,8 +132,8 @@ pub fn prepare(
         return Err(invalid(&entry, "payload.updated_at", "before 1970"));
     }
     let def = entity_type.def();
-    let (entity, content_key) = match entry.operation_type {
-        Operation::Delete => (None, String::new()),
+    let (entity, content_key, data) = match entry.operation_type {
+        Operation::Delete => (None, String::new(), String::new()),
         Operation::Create | Operation::Update => {
             // Moved, not cloned: nothing reads the raw payload after this (the normalised entity
             // is what is stored and sent).
@@ -156,13 +159,14 @@ pub fn prepare(
                     }
                     let fields = def.normalize_fields(&payload, names).map_err(|e| payload_error(&entry, e))?;
                     let key = format!("fields:{}", serde_json::to_string(&fields).expect("a JSON map serialises"));
-                    (Some(fields), key)
+                    (Some(fields), key, String::new())
                 }
                 None => {
                     let normalized =
                         def.normalize_owned(payload, updated_at_ms).map_err(|e| payload_error(&entry, e))?;
                     let key = def.content_key(&normalized);
-                    (Some(normalized), key)
+                    let data = serde_json::to_string(&normalized).expect("a JSON map serialises");
+                    (Some(normalized), key, data)
                 }
             }
         }
@@ -176,7 +180,7 @@ pub fn prepare(
         h.update(updated_at_ms.to_le_bytes());
         hex::encode(&h.finalize()[..16])
     };
-    Ok(Prepared { entry, entity_type, updated_at_ms, entity, content_key, content_hash })
+    Ok(Prepared { entry, entity_type, updated_at_ms, entity, data, content_key, content_hash })
 }
 
 /// Applies one item inside the writer's transaction. A storage error aborts the whole group.
@@ -217,7 +221,7 @@ pub fn apply(txn: &mut dyn WriteTxn, tenant: &str, item: &Item, now_ms: i64) -> 
 /// reading first, as [`whole`] would store it against no stored version. `None` when the tenant
 /// holds the key (live or a tombstone), or the entry is not such a create: nothing was written.
 fn create_new(txn: &mut dyn WriteTxn, tenant: &str, p: &Prepared, now_ms: i64) -> Result<Option<Outcome>> {
-    let (Operation::Create, None, Some(entity)) = (p.entry.operation_type, &p.entry.fields, &p.entity) else {
+    let (Operation::Create, None, Some(_)) = (p.entry.operation_type, &p.entry.fields, &p.entity) else {
         return Ok(None);
     };
     let mut record = EntityRecord {
@@ -226,7 +230,7 @@ fn create_new(txn: &mut dyn WriteTxn, tenant: &str, p: &Prepared, now_ms: i64) -
         seq: 0,
         updated_at_ms: p.updated_at_ms,
         deleted: false,
-        data: serde_json::to_string(entity).expect("a JSON map serialises"),
+        data: p.data.clone(),
         changed_at_ms: now_ms,
         stamps: None,
         created_seq: 0,
@@ -353,7 +357,7 @@ fn whole(
                     }
                     Value::Object(e).to_string()
                 }
-                Some(entity) => serde_json::to_string(entity).expect("a JSON map serialises"),
+                Some(_) => p.data.clone(),
                 None => serde_json::json!({ "id": entry.entity_id }).to_string(),
             };
             let existed = stored.is_some_and(|s| !s.deleted);
@@ -422,16 +426,66 @@ fn ack(p: &Prepared, seq: i64, applied: bool, updated_at: String) -> SyncAck {
 }
 
 /// Serialises the `data_update` for a stored version once; every listener gets the same bytes.
+///
+/// Written by hand, on the tenant's writer for every change: the stored data is already the
+/// entity's JSON (written by us), so it is put in as it is, without the copy and the parse that
+/// `RawValue` would take, and the fixed keys cost a `push_str`. The bytes are those of
+/// `serde_json::to_string(&DataUpdate { .. })` (a unit test compares them).
 pub fn data_update(tenant: &str, record: &EntityRecord, op: Operation) -> Utf8Bytes {
-    let entity = RawValue::from_string(record.data.clone()).expect("stored entity data is JSON");
-    let msg = DataUpdate {
-        event_type: "data_update".into(),
-        tenant_id: tenant.into(),
-        entity_type: record.entity_type,
-        operation_type: op,
-        seq: record.seq,
-        updated_at: time::format_ms(record.updated_at_ms),
-        data: DataUpdateData { single_entity: entity },
-    };
-    Utf8Bytes::from(serde_json::to_string(&msg).expect("a data_update serialises"))
+    fn string(out: &mut Vec<u8>, s: &str) {
+        serde_json::to_writer(&mut *out, s).expect("a string serialises");
+    }
+    let mut out = Vec::with_capacity(record.data.len() + tenant.len() + 160);
+    out.extend_from_slice(br#"{"event_type":"data_update","tenant_id":"#);
+    string(&mut out, tenant);
+    out.extend_from_slice(br#","entity_type":""#);
+    out.extend_from_slice(record.entity_type.as_str().as_bytes());
+    out.extend_from_slice(br#"","operation_type":""#);
+    out.extend_from_slice(op.as_str().as_bytes());
+    out.extend_from_slice(br#"","seq":"#);
+    serde_json::to_writer(&mut out, &record.seq).expect("an integer serialises");
+    out.extend_from_slice(br#","updated_at":"#);
+    string(&mut out, &time::format_ms(record.updated_at_ms));
+    out.extend_from_slice(br#","data":{"single_entity":"#);
+    out.extend_from_slice(record.data.as_bytes());
+    out.extend_from_slice(b"}}");
+    Utf8Bytes::from(String::from_utf8(out).expect("JSON text is UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use finwise_protocol::messages::{DataUpdate, DataUpdateData};
+    use serde_json::value::RawValue;
+
+    #[test]
+    fn the_hand_written_data_update_is_what_serde_writes() {
+        for &t in EntityType::ALL {
+            for op in [Operation::Create, Operation::Update, Operation::Delete] {
+                let record = EntityRecord {
+                    entity_type: t,
+                    id: "a\"b".into(),
+                    seq: 9_007_199_254_740_993,
+                    updated_at_ms: 1_790_000_000_123,
+                    deleted: op == Operation::Delete,
+                    data: r#"{"id":"a\"b","name":"Caf\u00e9 ü","n":[1,2.5,null]}"#.into(),
+                    changed_at_ms: 0,
+                    stamps: None,
+                    created_seq: 1,
+                };
+                let tenant = "t-\"quoted\"-ü";
+                let by_serde = serde_json::to_string(&DataUpdate {
+                    event_type: "data_update".into(),
+                    tenant_id: tenant.into(),
+                    entity_type: t,
+                    operation_type: op,
+                    seq: record.seq,
+                    updated_at: time::format_ms(record.updated_at_ms),
+                    data: DataUpdateData { single_entity: RawValue::from_string(record.data.clone()).unwrap() },
+                })
+                .unwrap();
+                assert_eq!(data_update(tenant, &record, op).as_str(), by_serde);
+            }
+        }
+    }
 }

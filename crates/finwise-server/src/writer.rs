@@ -43,7 +43,7 @@ const COMPACTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Work for a tenant writer.
 pub enum Job {
     /// Entries from connection `origin`, answered in order through `reply`.
-    Entries { origin: u64, items: Vec<Item>, reply: oneshot::Sender<Vec<Outcome>> },
+    Entries { origin: u64, items: Vec<Item>, reply: oneshot::Sender<Answer> },
     /// Make sure the database exists (tenant creation).
     Open { reply: oneshot::Sender<Result<(), String>> },
     /// Finish what is queued, close the file and stop (tenant deletion, shutdown).
@@ -57,6 +57,14 @@ impl Job {
             _ => 1,
         }
     }
+}
+
+/// The answer to a [`Job::Entries`]: an outcome per item, in order, and the items themselves.
+/// The items go back so that the connection's thread, which allocated them, frees them: a free
+/// from another thread costs the allocator more, and the writer's time is the tenant's bound.
+pub struct Answer {
+    pub outcomes: Vec<Outcome>,
+    pub items: Vec<Item>,
 }
 
 /// Why a job could not be queued.
@@ -552,7 +560,7 @@ impl Shared {
                 let mut outcomes = outcomes.into_iter();
                 for job in jobs {
                     match job {
-                        Job::Entries { origin, reply, .. } => {
+                        Job::Entries { origin, reply, items } => {
                             let outs = outcomes.next().unwrap_or_default();
                             // The texts to publish are taken before the reply goes out, and the
                             // replies go first: the writers' tasks are woken before the listeners'
@@ -561,7 +569,7 @@ impl Shared {
                                 (engine::Reply::Ack(a), Some(text)) => Some((a.seq, origin, text.clone())),
                                 _ => None,
                             }));
-                            let _ = reply.send(outs);
+                            let _ = reply.send(Answer { outcomes: outs, items });
                         }
                         Job::Open { reply } => {
                             let _ = reply.send(Ok(()));
@@ -598,8 +606,8 @@ impl Shared {
 fn fail_job(job: Job, detail: &str) {
     match job {
         Job::Entries { items, reply, .. } => {
-            let outs = items.iter().map(|item| item.nack(NackReason::StorageError, detail)).collect();
-            let _ = reply.send(outs);
+            let outcomes = items.iter().map(|item| item.nack(NackReason::StorageError, detail)).collect();
+            let _ = reply.send(Answer { outcomes, items });
         }
         Job::Open { reply } => {
             let _ = reply.send(Err(detail.to_owned()));

@@ -502,7 +502,8 @@ fn submit(c: &Conn, items: Vec<Item>, batch: bool) -> BoxFuture<'static, Pending
     let fallback = refuse(&items, NackReason::StorageError, "the tenant writer stopped before answering; retry");
     let (reply, rx) = oneshot::channel();
     match c.app.writers.submit(&c.tenant, Job::Entries { origin: c.id, items, reply }) {
-        Ok(()) => async move { wrap(rx.await.unwrap_or(fallback)) }.boxed(),
+        // the items come back with the outcomes and are dropped here, on the thread that made them
+        Ok(()) => async move { wrap(rx.await.map_or(fallback, |a| a.outcomes)) }.boxed(),
         Err(_) => {
             let outs = fallback
                 .into_iter()

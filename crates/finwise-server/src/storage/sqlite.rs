@@ -313,8 +313,12 @@ impl SqliteTenant {
     /// same transaction. On error nothing is committed and the in-memory counter is restored.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut dyn WriteTxn) -> Result<T>) -> Result<T> {
         let start_seq = self.seq;
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut txn = SqliteTxn { tx, seq: start_seq, ids: &mut self.ids, added: Vec::new() };
+        // on a shared borrow of the connection, so that the transaction's statements can borrow
+        // it too (`SqliteTxn::stmt`); nothing else uses the connection meanwhile
+        let conn = &self.conn;
+        let tx = Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        let mut txn =
+            SqliteTxn { tx, conn, stmts: Default::default(), seq: start_seq, ids: &mut self.ids, added: Vec::new() };
         let out = f(&mut txn);
         let added = std::mem::take(&mut txn.added);
         let result = out.and_then(|v| {
@@ -369,6 +373,8 @@ impl SqliteTenant {
 
 struct SqliteTxn<'c, 'i> {
     tx: Transaction<'c>,
+    conn: &'c Connection,
+    stmts: [Option<rusqlite::CachedStatement<'c>>; STMTS.len()],
     seq: i64,
     ids: &'i mut EntryIds,
     /// Hashes this transaction put into `ids` (taken out again when it rolls back).
@@ -380,6 +386,56 @@ macro_rules! entity_cols {
     () => {
         "entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq"
     };
+}
+
+/// The statements a writer runs for (nearly) every entry, by [`Stmt`]. A transaction takes each
+/// from the connection's statement cache at its first use and keeps it to the end, instead of
+/// looking it up by its text and putting it back for every entry.
+const STMTS: [&str; 5] = [
+    concat!("SELECT ", entity_cols!(), " FROM entities WHERE entity_type = ?1 AND id = ?2"),
+    "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT (entity_type, id) DO UPDATE SET seq = excluded.seq, updated_at_ms = excluded.updated_at_ms,
+       deleted = excluded.deleted, data = excluded.data, changed_at_ms = excluded.changed_at_ms,
+       stamps = excluded.stamps, created_seq = excluded.created_seq",
+    "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?3)
+     ON CONFLICT (entity_type, id) DO NOTHING",
+    "SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries WHERE rowid = ?1",
+    "INSERT INTO applied_entries (entry_id, content_hash, seq, applied, updated_at, processed_at_ms, id_hash)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+];
+
+#[derive(Clone, Copy)]
+enum Stmt {
+    EntityByKey,
+    PutEntity,
+    InsertNew,
+    EntryByRowid,
+    RecordEntry,
+}
+
+impl<'c> SqliteTxn<'c, '_> {
+    fn stmt(&mut self, s: Stmt) -> Result<&mut rusqlite::CachedStatement<'c>> {
+        let conn = self.conn;
+        let slot = &mut self.stmts[s as usize];
+        if slot.is_none() {
+            *slot = Some(conn.prepare_cached(STMTS[s as usize])?);
+        }
+        Ok(slot.as_mut().expect("prepared above"))
+    }
+}
+
+/// An [`AppliedEntry`] from `entry_id, content_hash, seq, applied, updated_at, processed_at_ms`.
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppliedEntry> {
+    Ok(AppliedEntry {
+        entry_id: r.get(0)?,
+        content_hash: r.get(1)?,
+        seq: r.get(2)?,
+        applied: r.get(3)?,
+        updated_at: r.get(4)?,
+        processed_at_ms: r.get(5)?,
+    })
 }
 
 /// A stored version from a row of [`entity_cols!`].
@@ -403,20 +459,12 @@ fn parse_type(s: String) -> rusqlite::Result<EntityType> {
 
 impl WriteTxn for SqliteTxn<'_, '_> {
     fn entity(&mut self, entity_type: EntityType, id: &str) -> Result<Option<EntityRecord>> {
-        const BY_KEY: &str = concat!("SELECT ", entity_cols!(), " FROM entities WHERE entity_type = ?1 AND id = ?2");
-        let mut stmt = self.tx.prepare_cached(BY_KEY)?;
+        let stmt = self.stmt(Stmt::EntityByKey)?;
         Ok(stmt.query_row(params![entity_type.as_str(), id], entity_row).optional()?)
     }
 
     fn put_entity(&mut self, rec: &EntityRecord) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (entity_type, id) DO UPDATE SET seq = excluded.seq, updated_at_ms = excluded.updated_at_ms,
-               deleted = excluded.deleted, data = excluded.data, changed_at_ms = excluded.changed_at_ms,
-               stamps = excluded.stamps, created_seq = excluded.created_seq",
-        )?;
-        stmt.execute(params![
+        self.stmt(Stmt::PutEntity)?.execute(params![
             rec.entity_type.as_str(),
             rec.id,
             rec.seq,
@@ -432,12 +480,7 @@ impl WriteTxn for SqliteTxn<'_, '_> {
 
     fn insert_new(&mut self, rec: &mut EntityRecord) -> Result<bool> {
         let seq = self.seq + 1;
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?3)
-             ON CONFLICT (entity_type, id) DO NOTHING",
-        )?;
-        let inserted = stmt.execute(params![
+        let inserted = self.stmt(Stmt::InsertNew)?.execute(params![
             rec.entity_type.as_str(),
             rec.id,
             seq,
@@ -456,40 +499,35 @@ impl WriteTxn for SqliteTxn<'_, '_> {
     }
 
     fn applied_entry(&mut self, entry_id: &str) -> Result<Option<AppliedEntry>> {
-        const COLS: &str =
-            "SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries";
         let hash = id_hash(entry_id);
         // not among the hashes of the rows: never processed
         let Some(&rowid) = self.ids.0.get(&hash) else { return Ok(None) };
-        let row = |r: &rusqlite::Row<'_>| {
-            Ok(AppliedEntry {
-                entry_id: r.get(0)?,
-                content_hash: r.get(1)?,
-                seq: r.get(2)?,
-                applied: r.get(3)?,
-                updated_at: r.get(4)?,
-                processed_at_ms: r.get(5)?,
-            })
-        };
-        let mut stmt = self.tx.prepare_cached(&format!("{COLS} WHERE rowid = ?1"))?;
-        if let Some(e) = stmt.query_row([rowid], row).optional()?.filter(|e| e.entry_id == entry_id) {
+        let stmt = self.stmt(Stmt::EntryByRowid)?;
+        if let Some(e) = stmt.query_row([rowid], entry_row).optional()?.filter(|e| e.entry_id == entry_id) {
             return Ok(Some(e));
         }
         // another id with the same hash holds the map's slot: search the table itself (no index
         // on the hash, so a scan; 64-bit collisions do not happen in practice)
-        let mut stmt = self.tx.prepare_cached(&format!("{COLS} WHERE id_hash = ?1 AND entry_id = ?2"))?;
-        Ok(stmt.query_row(params![hash, entry_id], row).optional()?)
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries
+             WHERE id_hash = ?1 AND entry_id = ?2",
+        )?;
+        Ok(stmt.query_row(params![hash, entry_id], entry_row).optional()?)
     }
 
     fn record_entry(&mut self, e: &AppliedEntry) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO applied_entries (entry_id, content_hash, seq, applied, updated_at, processed_at_ms, id_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
         let hash = id_hash(&e.entry_id);
-        stmt.execute(params![e.entry_id, e.content_hash, e.seq, e.applied, e.updated_at, e.processed_at_ms, hash])?;
+        self.stmt(Stmt::RecordEntry)?.execute(params![
+            e.entry_id,
+            e.content_hash,
+            e.seq,
+            e.applied,
+            e.updated_at,
+            e.processed_at_ms,
+            hash
+        ])?;
         if let std::collections::hash_map::Entry::Vacant(v) = self.ids.0.entry(hash) {
-            v.insert(self.tx.last_insert_rowid());
+            v.insert(self.conn.last_insert_rowid());
             self.added.push(hash);
         }
         Ok(())
