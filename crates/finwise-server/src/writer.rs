@@ -217,10 +217,11 @@ impl Writers {
     pub fn submit(&self, tenant: &TenantId, job: Job) -> Result<(), SubmitError> {
         let s = &self.shared;
         let mut tenants = lock(&s.tenants);
-        let t = tenants
-            .entry(tenant.clone())
-            .or_insert_with(|| {
-                Arc::new(Tenant {
+        // the id is copied only for a tenant that is not open yet
+        let t = match tenants.get(tenant) {
+            Some(t) => Arc::clone(t),
+            None => {
+                let t = Arc::new(Tenant {
                     id: tenant.clone(),
                     state: Mutex::new(TenantState {
                         queue: VecDeque::new(),
@@ -228,9 +229,11 @@ impl Writers {
                         last_active: Instant::now(),
                     }),
                     db: Mutex::new(None),
-                })
-            })
-            .clone();
+                });
+                tenants.insert(tenant.clone(), Arc::clone(&t));
+                t
+            }
+        };
         let mut st = lock(&t.state);
         s.enqueue(&t, &mut st, job)
     }

@@ -62,6 +62,12 @@ struct Conn {
     last_refill: Instant,
     /// Bytes fed into the sink since its last flush (counted in the outbound buffers).
     unflushed: usize,
+    /// Single entries read but not yet queued: frames that arrived together go to the tenant's
+    /// writer as one job ([`flush_singles`]), answered one `sync_ack` each as always.
+    singles: Vec<Item>,
+    /// Messages whose answers are pending (entries queued on the writer, in `singles`, or
+    /// answered without it), against `max_in_flight`.
+    in_flight: usize,
 }
 
 impl Drop for Conn {
@@ -237,6 +243,7 @@ impl Conn {
             Pending::Single(o) => (o, false),
             Pending::Batch(o) => (o, true),
         };
+        self.in_flight -= if batch { 1 } else { outs.len() };
         for o in &outs {
             match &o.reply {
                 Reply::Ack(_) => {
@@ -319,7 +326,8 @@ async fn run_conn(
     token_valid_until_ms: Option<i64>,
     meter: Option<Arc<crate::net::Meter>>,
 ) {
-    let (sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
+    let mut stream = stream.peekable();
     let (mut tenant_rx, mut all_rx) = app.hub.subscribe(&tenant);
     if let Some(relay) = &app.relay {
         // the tenant's delivery cursor starts at the head this socket's load will show
@@ -336,6 +344,8 @@ async fn run_conn(
         tokens: burst,
         last_refill: Instant::now(),
         unflushed: 0,
+        singles: Vec::new(),
+        in_flight: 0,
     };
     let max_in_flight = app.config.max_in_flight.max(MAX_IN_FLIGHT_FLOOR);
     let mut pending: FuturesOrdered<BoxFuture<'static, Pending>> = FuturesOrdered::new();
@@ -362,6 +372,7 @@ async fn run_conn(
     };
     let mut stop = c.send_json(&hello).await.err();
     while stop.is_none() {
+        let may_read = c.in_flight < max_in_flight;
         let result: Result<(), Stop> = tokio::select! {
             Some(p) = pending.next(), if !pending.is_empty() => {
                 let mut r = c.feed_outcomes(p).await;
@@ -398,7 +409,7 @@ async fn run_conn(
                 }
                 _ => Ok(()),
             },
-            msg = stream.next(), if pending.len() < max_in_flight => {
+            msg = stream.next(), if may_read => {
               if matches!(msg, Some(Ok(_))) {
                   last_heard = Instant::now();
                   if let Some(m) = &meter {
@@ -430,7 +441,23 @@ async fn run_conn(
                         Err(Stop::Closed)
                     }
                 }
-                Some(Ok(Message::Text(text))) => handle_text(&mut c, &mut pending, text.as_str()).await,
+                Some(Ok(Message::Text(text))) => {
+                    let mut r = handle_text(&mut c, &mut pending, text.as_str()).await;
+                    // Text frames that have arrived already are read now, so that consecutive
+                    // single entries reach the tenant's writer as one job: one queue operation
+                    // and one reply for all of them instead of one each.
+                    while r.is_ok() && c.in_flight < max_in_flight {
+                        let next = std::pin::Pin::new(&mut stream).next_if(|m| matches!(m, Ok(Message::Text(_))));
+                        let Some(Some(Ok(Message::Text(text)))) = next.now_or_never() else { break };
+                        last_heard = Instant::now();
+                        if let Some(m) = &meter {
+                            m.message_done();
+                        }
+                        r = handle_text(&mut c, &mut pending, text.as_str()).await;
+                    }
+                    flush_singles(&mut c, &mut pending);
+                    r
+                }
                 // binary frames count against the message rate like text; over it, no answer
                 // (an answer per frame would let a client make the server write as much as it reads)
                 Some(Ok(Message::Binary(_))) if !c.take_token() => Ok(()),
@@ -489,6 +516,14 @@ fn ready(p: Pending) -> BoxFuture<'static, Pending> {
     async move { p }.boxed()
 }
 
+/// Queues the single entries read so far on the tenant's writer, as one job.
+fn flush_singles(c: &mut Conn, pending: &mut FuturesOrdered<BoxFuture<'static, Pending>>) {
+    if !c.singles.is_empty() {
+        let items = std::mem::take(&mut c.singles);
+        pending.push_back(submit(c, items, false));
+    }
+}
+
 /// Queues items on the tenant writer; the returned future yields their outcomes in order.
 fn submit(c: &Conn, items: Vec<Item>, batch: bool) -> BoxFuture<'static, Pending> {
     let wrap = move |o: Vec<Outcome>| if batch { Pending::Batch(o) } else { Pending::Single(o) };
@@ -531,6 +566,10 @@ async fn handle_text(
     let cfg = &c.app.config;
     let oversized = text.len() > cfg.max_message_bytes;
     let parsed = parse_client_message(text);
+    // anything but a single entry is answered after the single entries read before it
+    if !matches!(parsed, Ok(ClientMessage::ProcessSyncEntry(Ok(_)))) {
+        flush_singles(c, pending);
+    }
     if oversized && !matches!(parsed, Ok(ClientMessage::ProcessSyncBatch(_))) {
         return Err(Stop::Close(close::TOO_BIG, "message larger than the limit"));
     }
@@ -569,15 +608,17 @@ async fn handle_text(
     };
     match msg {
         ClientMessage::ProcessSyncEntry(Ok(entry)) => {
+            // queued with the single entries read right after it ([`flush_singles`])
             let item = prepare(*entry);
-            let f = submit(c, vec![item], false);
-            pending.push_back(f);
+            c.singles.push(item);
+            c.in_flight += 1;
             Ok(())
         }
         ClientMessage::ProcessSyncEntry(Err(e)) => match e.id {
             Some(id) => {
                 let n = SyncNack::new(&id, NackReason::ValidationError, e.error.to_string());
                 pending.push_back(ready(Pending::Single(vec![Outcome::nack(n)])));
+                c.in_flight += 1;
                 Ok(())
             }
             None => c.send_json(&ErrorMessage::new(ErrorCode::ValidationError, e.error.to_string())).await,
@@ -596,6 +637,7 @@ async fn handle_text(
                 .collect();
             let f = submit(c, items, true);
             pending.push_back(f);
+            c.in_flight += 1;
             Ok(())
         }
         _ if !rate_ok => {

@@ -161,12 +161,12 @@ const TENANT_MIGRATIONS: &[&str] = &[
 "#,
     r#"
     -- v5: the writer finds entry ids through a map of id_hash to rowid that it holds in memory
-    -- ([`EntryIds`]), built at open from the covering index below. The random index on id_hash
-    -- is gone: every new entry dirtied a leaf page of it, most of a WAL frame per entry. The
-    -- time index (appended to in order, as entries are processed) now carries the hash.
+    -- ([`EntryIds`]), built at open by reading the table. Neither index is kept: the one on
+    -- id_hash dirtied a random leaf page for nearly every new entry (most of a WAL frame each),
+    -- and the one on the time was a second B-tree insert per entry for the hourly compaction,
+    -- which now reads the table (rows are appended in the order they are processed).
     DROP INDEX applied_entries_by_hash;
     DROP INDEX applied_entries_by_time;
-    CREATE INDEX applied_entries_by_time ON applied_entries (processed_at_ms, id_hash);
 "#,
 ];
 
@@ -248,9 +248,8 @@ pub struct SqliteTenant {
 }
 
 /// Where the writer finds a remembered entry id: the rowid in `applied_entries` of the entry
-/// with each id hash, for every row of the table. Built at open from the covering index
-/// `applied_entries_by_time`, kept in step by the writer, built again after a compaction
-/// removed rows. An id whose hash is not in it was never processed (within the horizon), so a
+/// with each id hash, for every row of the table. Built at open by reading the table once, kept
+/// in step by the writer, built again after a compaction removed rows. An id whose hash is not in it was never processed (within the horizon), so a
 /// new entry costs no B-tree search, and the table needs no randomly keyed index (whose pages a
 /// group commit wrote to the WAL for nearly every entry). A hash holds one rowid; another id
 /// with the same hash (a 64-bit collision) is found by an exact search of the table.
@@ -264,7 +263,7 @@ impl EntryIds {
     fn load(conn: &Connection) -> Result<Self> {
         let count: i64 = conn.query_row("SELECT count(*) FROM applied_entries", [], |r| r.get(0))?;
         let mut map = std::collections::HashMap::with_capacity_and_hasher(count as usize, Default::default());
-        let mut stmt = conn.prepare("SELECT id_hash, rowid FROM applied_entries INDEXED BY applied_entries_by_time")?;
+        let mut stmt = conn.prepare("SELECT id_hash, rowid FROM applied_entries")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             map.entry(r.get(0)?).or_insert(r.get(1)?);
@@ -958,10 +957,8 @@ mod tests {
     fn an_id_whose_hash_slot_holds_another_row_is_still_found() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut db = SqliteTenant::open(&path).unwrap();
-        db.write(|txn| txn.record_entry(&entry("e1", 1))).unwrap();
-        // another row under e1's hash, processed earlier: after a reopen it holds the map's slot
-        // for that hash, as the first of two colliding ids would
+        let db = SqliteTenant::open(&path).unwrap();
+        // another id stored first under e1's hash, as the first of two colliding ids would be
         db.conn
             .execute(
                 "INSERT INTO applied_entries (entry_id, content_hash, seq, applied, updated_at, processed_at_ms, id_hash)
@@ -974,7 +971,18 @@ mod tests {
         let twin_rowid: i64 =
             db.conn.query_row("SELECT rowid FROM applied_entries WHERE entry_id = 'twin'", [], |r| r.get(0)).unwrap();
         assert_eq!(db.ids.0.get(&id_hash("e1")), Some(&twin_rowid));
-        let found = db.write(|txn| txn.applied_entry("e1")).unwrap();
-        assert_eq!(found, Some(entry("e1", 1)));
+        db.write(|txn| {
+            assert_eq!(txn.applied_entry("e1")?, None);
+            txn.record_entry(&entry("e1", 1))
+        })
+        .unwrap();
+        for reopen in [false, true] {
+            if reopen {
+                drop(db);
+                db = SqliteTenant::open(&path).unwrap();
+            }
+            assert_eq!(db.ids.0.get(&id_hash("e1")), Some(&twin_rowid));
+            assert_eq!(db.write(|txn| txn.applied_entry("e1")).unwrap(), Some(entry("e1", 1)));
+        }
     }
 }
