@@ -32,6 +32,10 @@ pub struct Config {
     pub max_clock_skew: Duration,
     /// How long tombstones (and remembered entry ids) are kept.
     pub tombstone_horizon: Duration,
+    /// Remembered entry ids (idempotency) the writers of all open SQLite tenants hold in memory
+    /// together, about 32 bytes each; a tenant beyond it indexes its ids on disk (slower
+    /// writes). PostgreSQL does not use it.
+    pub max_ids_in_memory: usize,
     /// A tenant writer with no work for this long closes its file.
     pub idle_tenant_close: Duration,
     /// Tenants open at once at most; beyond, the least recently active idle ones close first.
@@ -125,6 +129,7 @@ impl Default for Config {
             max_batch_bytes: 8 * 1024 * 1024,
             max_clock_skew: Duration::from_secs(5 * 60),
             tombstone_horizon: Duration::from_secs(90 * 24 * 3600),
+            max_ids_in_memory: 2_000_000,
             idle_tenant_close: Duration::from_secs(60),
             max_open_tenants: None,
             messages_per_second: 5_000,
@@ -204,6 +209,7 @@ settings_keys! {
     registration_enabled: bool => registration_enabled, plain;
     max_clock_skew: u64 => max_clock_skew, secs;
     tombstone_days: u64 => tombstone_horizon, days;
+    max_ids_in_memory: usize => max_ids_in_memory, plain;
     messages_per_second: u32 => messages_per_second, plain;
     idle_tenant_secs: u64 => idle_tenant_close, secs;
     max_open_tenants: usize => max_open_tenants, optional_at_least_one;

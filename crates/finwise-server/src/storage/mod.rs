@@ -236,6 +236,9 @@ impl dyn Store {
 pub fn open(config: &crate::Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.database_url {
         Some(url) => Arc::new(postgres::PgStore::open(url, config.database_pool_size, config.database_pool_wait)?),
-        None => Arc::new(sqlite::SqliteStore::open(data_dir::DataDir { root: config.data_dir.clone() })?),
+        None => Arc::new(
+            sqlite::SqliteStore::open(data_dir::DataDir { root: config.data_dir.clone() })?
+                .with_max_ids_in_memory(config.max_ids_in_memory),
+        ),
     })
 }

@@ -8,8 +8,13 @@
 //! compaction floor.
 
 use std::{
+    collections::HashMap,
+    hash::BuildHasher,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use finwise_protocol::{locks::LockExt, EntityType};
@@ -247,28 +252,158 @@ pub struct SqliteTenant {
     wal: std::path::PathBuf,
 }
 
-/// Where the writer finds a remembered entry id: the rowid in `applied_entries` of the entry
-/// with each id hash, for every row of the table. Built at open by reading the table once, kept
-/// in step by the writer, built again after a compaction removed rows. An id whose hash is not in it was never processed (within the horizon), so a
-/// new entry costs no B-tree search, and the table needs no randomly keyed index (whose pages a
-/// group commit wrote to the WAL for nearly every entry). A hash holds one rowid; another id
-/// with the same hash (a 64-bit collision) is found by an exact search of the table.
+/// Where the writer finds a remembered entry id: the rowid in `applied_entries` of every entry,
+/// under a keyed 64-bit hash of its id. Built at open by reading the table once, kept in step by
+/// the writer, built again after a compaction removed rows. An id whose hash is not in it was
+/// never processed (within the horizon), so a new entry costs no B-tree search, and the table
+/// needs no randomly keyed index (whose pages a group commit wrote to the WAL for nearly every
+/// new entry). A hash holds one rowid; another id with the same hash is found by a search of the
+/// table. The hash is keyed at random per open (SipHash, as `HashMap`'s), unlike the stored
+/// `id_hash`: a client cannot make its ids collide here, so that search (a scan) stays as rare
+/// as a 64-bit collision by chance.
 ///
-/// Memory: ~20–40 bytes per remembered entry of an open tenant (entries are kept for the
-/// tombstone horizon, `tombstone_days`).
-#[derive(Default)]
-struct EntryIds(std::collections::HashMap<i64, i64, std::hash::BuildHasherDefault<fnv::FnvHasher>>);
+/// The maps of all open tenants share one budget ([`IdBudget`], `max_ids_in_memory`). A tenant
+/// that does not fit at its open, or whose map takes the budget past its limit, indexes the
+/// hashes on disk instead (`applied_entries_by_hash`, built once; the map is dropped) until it is
+/// opened again with room in the budget.
+struct EntryIds {
+    /// `None`: the ids are found through the index on disk.
+    map: Option<HashMap<u64, i64, std::hash::BuildHasherDefault<fnv::FnvHasher>>>,
+    keys: std::collections::hash_map::RandomState,
+    budget: Arc<IdBudget>,
+    /// This tenant's map took the budget past its limit: it moves to the index after the commit.
+    over: bool,
+}
+
+/// How a remembered id is found.
+enum IdLookup {
+    /// Not in the map: never processed.
+    New,
+    /// The row that holds the hash in the map (the same id, or one that shares its hash).
+    Row(i64),
+    /// Through the index on disk.
+    Index,
+}
 
 impl EntryIds {
-    fn load(conn: &Connection) -> Result<Self> {
+    fn open(conn: &Connection, budget: Arc<IdBudget>) -> Result<Self> {
         let count: i64 = conn.query_row("SELECT count(*) FROM applied_entries", [], |r| r.get(0))?;
-        let mut map = std::collections::HashMap::with_capacity_and_hasher(count as usize, Default::default());
-        let mut stmt = conn.prepare("SELECT id_hash, rowid FROM applied_entries")?;
+        let mut ids = EntryIds { map: None, keys: Default::default(), budget, over: false };
+        if ids.budget.fits(count as usize) {
+            conn.execute_batch("DROP INDEX IF EXISTS applied_entries_by_hash")?;
+            ids.load(conn, count as usize)?;
+        } else {
+            conn.execute_batch("CREATE INDEX IF NOT EXISTS applied_entries_by_hash ON applied_entries (id_hash)")?;
+        }
+        Ok(ids)
+    }
+
+    /// (Re)reads the map from the table.
+    fn load(&mut self, conn: &Connection, count: usize) -> Result<()> {
+        self.release();
+        let mut map = HashMap::with_capacity_and_hasher(count, Default::default());
+        let mut stmt = conn.prepare("SELECT entry_id, rowid FROM applied_entries")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            map.entry(r.get(0)?).or_insert(r.get(1)?);
+            let id = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            map.entry(self.keys.hash_one(id)).or_insert(r.get(1)?);
         }
-        Ok(EntryIds(map))
+        self.over = !self.budget.add(map.len());
+        self.map = Some(map);
+        Ok(())
+    }
+
+    fn lookup(&self, id: &str) -> IdLookup {
+        match &self.map {
+            Some(m) => m.get(&self.keys.hash_one(id)).map_or(IdLookup::New, |&rowid| IdLookup::Row(rowid)),
+            None => IdLookup::Index,
+        }
+    }
+
+    /// Records the row of a new id; its hash when that was not in the map before.
+    fn insert(&mut self, id: &str, rowid: i64) -> Option<u64> {
+        let hash = self.keys.hash_one(id);
+        let map = self.map.as_mut()?;
+        let std::collections::hash_map::Entry::Vacant(v) = map.entry(hash) else { return None };
+        v.insert(rowid);
+        if !self.budget.add(1) {
+            self.over = true;
+        }
+        Some(hash)
+    }
+
+    /// Takes out hashes [`EntryIds::insert`] put in (their rows were rolled back).
+    fn remove(&mut self, hashes: &[u64]) {
+        if let Some(map) = &mut self.map {
+            for h in hashes {
+                if map.remove(h).is_some() {
+                    self.budget.sub(1);
+                }
+            }
+        }
+    }
+
+    /// After a commit: a map over the budget gives way to the index on disk.
+    fn spill_if_over(&mut self, conn: &Connection) {
+        if !self.over || self.map.is_none() {
+            return;
+        }
+        match conn.execute_batch("CREATE INDEX IF NOT EXISTS applied_entries_by_hash ON applied_entries (id_hash)") {
+            Ok(()) => {
+                tracing::info!(
+                    limit = self.budget.limit,
+                    "max_ids_in_memory reached: a tenant's remembered entry ids are indexed on disk now"
+                );
+                self.release();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot index remembered entry ids; they stay in memory"),
+        }
+    }
+
+    /// Drops the map and gives its share of the budget back.
+    fn release(&mut self) {
+        if let Some(map) = self.map.take() {
+            self.budget.sub(map.len());
+        }
+        self.over = false;
+    }
+}
+
+impl Drop for EntryIds {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// How many remembered entry ids the writers of all open SQLite tenants may hold in memory
+/// together (`max_ids_in_memory`; about 32 bytes each). See [`EntryIds`].
+#[derive(Debug)]
+pub struct IdBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl IdBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(IdBudget { used: AtomicUsize::new(0), limit })
+    }
+
+    /// Ids held in memory now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn fits(&self, n: usize) -> bool {
+        self.used().saturating_add(n) <= self.limit
+    }
+
+    /// Counts `n` more; false when that is past the limit.
+    fn add(&self, n: usize) -> bool {
+        self.used.fetch_add(n, Ordering::Relaxed).saturating_add(n) <= self.limit
+    }
+
+    fn sub(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -298,13 +433,20 @@ impl Drop for SqliteTenant {
 }
 
 impl SqliteTenant {
-    /// Opens (creating and migrating when needed) the tenant database at `path`.
+    /// Opens (creating and migrating when needed) the tenant database at `path`, with the
+    /// remembered entry ids in memory whatever their number (tools, tests).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, IdBudget::new(usize::MAX))
+    }
+
+    /// Opens the tenant database at `path`; its remembered entry ids are held in memory while
+    /// `budget` has room for them (see [`EntryIds`]).
+    pub fn open_with(path: &Path, budget: Arc<IdBudget>) -> Result<Self> {
         let mut conn = open_rw(path)?;
         register_functions(&conn)?;
         migrate(&mut conn, TENANT_MIGRATIONS)?;
         let seq = conn.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
-        let ids = EntryIds::load(&conn)?;
+        let ids = EntryIds::open(&conn, budget)?;
         Ok(SqliteTenant { conn, seq, ids, wal: std::path::PathBuf::from(format!("{}-wal", path.display())) })
     }
 
@@ -331,14 +473,13 @@ impl SqliteTenant {
         match result {
             Ok((v, seq)) => {
                 self.seq = seq;
+                self.ids.spill_if_over(&self.conn);
                 Ok(v)
             }
             Err(e) => {
                 self.seq = start_seq;
                 // the rows are rolled back: so are their hashes
-                for h in &added {
-                    self.ids.0.remove(h);
-                }
+                self.ids.remove(&added);
                 Err(e)
             }
         }
@@ -359,8 +500,10 @@ impl SqliteTenant {
         }
         let forgotten = tx.execute("DELETE FROM applied_entries WHERE processed_at_ms < ?1", [cutoff_ms])?;
         tx.commit()?;
-        if forgotten > 0 {
-            self.ids = EntryIds::load(&self.conn)?;
+        if forgotten > 0 && self.ids.map.is_some() {
+            let count: i64 = self.conn.query_row("SELECT count(*) FROM applied_entries", [], |r| r.get(0))?;
+            self.ids.load(&self.conn, count as usize)?;
+            self.ids.spill_if_over(&self.conn);
         }
         Ok(removed)
     }
@@ -377,7 +520,7 @@ struct SqliteTxn<'c, 'i> {
     seq: i64,
     ids: &'i mut EntryIds,
     /// Hashes this transaction put into `ids` (taken out again when it rolls back).
-    added: Vec<i64>,
+    added: Vec<u64>,
 }
 
 /// The columns [`entity_row`] reads, in its order.
@@ -498,20 +641,24 @@ impl WriteTxn for SqliteTxn<'_, '_> {
     }
 
     fn applied_entry(&mut self, entry_id: &str) -> Result<Option<AppliedEntry>> {
-        let hash = id_hash(entry_id);
-        // not among the hashes of the rows: never processed
-        let Some(&rowid) = self.ids.0.get(&hash) else { return Ok(None) };
-        let stmt = self.stmt(Stmt::EntryByRowid)?;
-        if let Some(e) = stmt.query_row([rowid], entry_row).optional()?.filter(|e| e.entry_id == entry_id) {
-            return Ok(Some(e));
+        match self.ids.lookup(entry_id) {
+            // not among the hashes of the rows: never processed
+            IdLookup::New => return Ok(None),
+            IdLookup::Row(rowid) => {
+                let stmt = self.stmt(Stmt::EntryByRowid)?;
+                if let Some(e) = stmt.query_row([rowid], entry_row).optional()?.filter(|e| e.entry_id == entry_id) {
+                    return Ok(Some(e));
+                }
+                // another id with the same hash holds the map's slot: search the table itself
+                // (without the index, a scan; 64-bit collisions do not happen in practice)
+            }
+            IdLookup::Index => {}
         }
-        // another id with the same hash holds the map's slot: search the table itself (no index
-        // on the hash, so a scan; 64-bit collisions do not happen in practice)
         let mut stmt = self.tx.prepare_cached(
             "SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries
              WHERE id_hash = ?1 AND entry_id = ?2",
         )?;
-        Ok(stmt.query_row(params![hash, entry_id], entry_row).optional()?)
+        Ok(stmt.query_row(params![id_hash(entry_id), entry_id], entry_row).optional()?)
     }
 
     fn record_entry(&mut self, e: &AppliedEntry) -> Result<()> {
@@ -525,9 +672,8 @@ impl WriteTxn for SqliteTxn<'_, '_> {
             e.processed_at_ms,
             hash
         ])?;
-        if let std::collections::hash_map::Entry::Vacant(v) = self.ids.0.entry(hash) {
-            v.insert(self.conn.last_insert_rowid());
-            self.added.push(hash);
+        if let Some(key) = self.ids.insert(&e.entry_id, self.conn.last_insert_rowid()) {
+            self.added.push(key);
         }
         Ok(())
     }
@@ -623,14 +769,24 @@ impl SqlDb for SqliteCentral {
 pub struct SqliteStore {
     pub data: DataDir,
     central: Arc<SqliteCentral>,
+    /// Shared by the writers of all open tenants (`max_ids_in_memory`).
+    pub ids: Arc<IdBudget>,
 }
 
 impl SqliteStore {
-    /// Creates the data dir when needed and opens (migrating) `auth.db`.
+    /// Creates the data dir when needed and opens (migrating) `auth.db`. Tenant writers hold
+    /// the default `max_ids_in_memory` of remembered entry ids in memory together.
     pub fn open(data: DataDir) -> Result<Self> {
         create_private_dir(&data.tenants_dir())?;
         let central = Arc::new(SqliteCentral::open(&data.auth_db())?);
-        Ok(SqliteStore { data, central })
+        let ids = IdBudget::new(crate::Config::default().max_ids_in_memory);
+        Ok(SqliteStore { data, central, ids })
+    }
+
+    /// Sets how many remembered entry ids the tenant writers hold in memory together.
+    pub fn with_max_ids_in_memory(mut self, limit: usize) -> Self {
+        self.ids = IdBudget::new(limit);
+        self
     }
 }
 
@@ -657,7 +813,7 @@ impl Store for SqliteStore {
         3 // the database, its WAL and its shared-memory index
     }
     fn open_tenant(&self, tenant: &TenantId) -> Result<Box<dyn TenantDb>> {
-        Ok(Box::new(SqliteTenant::open(&self.data.tenant_db(tenant))?))
+        Ok(Box::new(SqliteTenant::open_with(&self.data.tenant_db(tenant), Arc::clone(&self.ids))?))
     }
     fn read_dyn(&self, tenant: &TenantId, f: &mut dyn FnMut(&mut dyn TenantReader) -> Result<()>) -> Result<()> {
         SqliteReader::open(&self.data.tenant_db(tenant))?.read(f)
@@ -935,7 +1091,7 @@ mod tests {
             Err(StorageError::Other("boom".into()))
         });
         assert!(failed.is_err());
-        assert!(!db.ids.0.contains_key(&id_hash("e2")));
+        assert!(matches!(db.ids.lookup("e2"), IdLookup::New));
         db.write(|txn| {
             assert_eq!(txn.applied_entry("e2")?, None);
             txn.record_entry(&entry("e2", 3))
@@ -950,39 +1106,86 @@ mod tests {
         db.compact(1_002).unwrap();
         let (e1, e2) = db.write(|txn| Ok((txn.applied_entry("e1")?, txn.applied_entry("e2")?))).unwrap();
         assert_eq!((e1, e2), (None, Some(entry("e2", 3))));
-        assert_eq!(db.ids.0.len(), 1);
+        assert_eq!(db.ids.map.as_ref().map(|m| m.len()), Some(1));
     }
 
     #[test]
     fn an_id_whose_hash_slot_holds_another_row_is_still_found() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let db = SqliteTenant::open(&path).unwrap();
-        // another id stored first under e1's hash, as the first of two colliding ids would be
+        let mut db = SqliteTenant::open(&dir.path().join("t.db")).unwrap();
+        db.write(|txn| txn.record_entry(&entry("e1", 1))).unwrap();
         db.conn
             .execute(
                 "INSERT INTO applied_entries (entry_id, content_hash, seq, applied, updated_at, processed_at_ms, id_hash)
                  VALUES ('twin', 'h-twin', 2, 1, 'x', 5, ?1)",
-                [id_hash("e1")],
+                [id_hash("twin")],
             )
             .unwrap();
-        drop(db);
-        let mut db = SqliteTenant::open(&path).unwrap();
-        let twin_rowid: i64 =
-            db.conn.query_row("SELECT rowid FROM applied_entries WHERE entry_id = 'twin'", [], |r| r.get(0)).unwrap();
-        assert_eq!(db.ids.0.get(&id_hash("e1")), Some(&twin_rowid));
-        db.write(|txn| {
-            assert_eq!(txn.applied_entry("e1")?, None);
-            txn.record_entry(&entry("e1", 1))
+        let twin: i64 = db.conn.last_insert_rowid();
+        // the map's slots of e1 and of an id never seen hold the twin's row, as a collision of
+        // their keyed hashes would
+        for id in ["e1", "e9"] {
+            let key = db.ids.keys.hash_one(id);
+            db.ids.map.as_mut().unwrap().insert(key, twin);
+        }
+        let (e1, e9) = db.write(|txn| Ok((txn.applied_entry("e1")?, txn.applied_entry("e9")?))).unwrap();
+        assert_eq!((e1, e9), (Some(entry("e1", 1)), None));
+    }
+
+    fn has_hash_index(conn: &Connection) -> bool {
+        conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'applied_entries_by_hash'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 1
+    }
+
+    #[test]
+    fn ids_beyond_the_memory_budget_move_to_an_index_on_disk_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let budget = IdBudget::new(3);
+        let mut a = SqliteTenant::open_with(&path, Arc::clone(&budget)).unwrap();
+        a.write(|t| {
+            t.record_entry(&entry("e1", 1))?;
+            t.record_entry(&entry("e2", 2))
         })
         .unwrap();
-        for reopen in [false, true] {
-            if reopen {
-                drop(db);
-                db = SqliteTenant::open(&path).unwrap();
-            }
-            assert_eq!(db.ids.0.get(&id_hash("e1")), Some(&twin_rowid));
-            assert_eq!(db.write(|txn| txn.applied_entry("e1")).unwrap(), Some(entry("e1", 1)));
-        }
+        assert_eq!(budget.used(), 2);
+        assert!(a.ids.map.is_some() && !has_hash_index(&a.conn));
+        a.write(|t| {
+            t.record_entry(&entry("e3", 3))?;
+            t.record_entry(&entry("e4", 4))
+        })
+        .unwrap();
+        // past the limit: after the commit the ids are indexed on disk and the budget is given back
+        assert!(a.ids.map.is_none() && has_hash_index(&a.conn));
+        assert_eq!(budget.used(), 0);
+        a.write(|t| t.record_entry(&entry("e5", 5))).unwrap();
+        let all = |db: &mut SqliteTenant| {
+            db.write(|t| (1..=6).map(|i| t.applied_entry(&format!("e{i}"))).collect::<Result<Vec<_>>>()).unwrap()
+        };
+        let expected: Vec<_> = (1..=5).map(|i| Some(entry(&format!("e{i}"), i))).chain([None]).collect();
+        assert_eq!(all(&mut a), expected);
+        drop(a);
+
+        // opened again with room in the budget: in memory again, without the index
+        let budget = IdBudget::new(10);
+        let mut a = SqliteTenant::open_with(&path, Arc::clone(&budget)).unwrap();
+        assert!(a.ids.map.is_some() && !has_hash_index(&a.conn));
+        assert_eq!(budget.used(), 5);
+        assert_eq!(all(&mut a), expected);
+
+        // another tenant that does not fit in what is left opens with the index
+        let b_path = dir.path().join("b.db");
+        let mut b = SqliteTenant::open(&b_path).unwrap();
+        b.write(|t| (1..=6).try_for_each(|i| t.record_entry(&entry(&format!("e{i}"), i)))).unwrap();
+        drop(b);
+        let mut b = SqliteTenant::open_with(&b_path, Arc::clone(&budget)).unwrap();
+        assert!(b.ids.map.is_none() && has_hash_index(&b.conn));
+        assert_eq!(budget.used(), 5);
+        assert_eq!(b.write(|t| t.applied_entry("e6")).unwrap(), Some(entry("e6", 6)));
+        drop((a, b));
+        assert_eq!(budget.used(), 0);
     }
 }
