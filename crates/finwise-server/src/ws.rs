@@ -243,7 +243,7 @@ impl Conn {
             Pending::Single(o) => (o, false),
             Pending::Batch(o) => (o, true),
         };
-        self.in_flight -= if batch { 1 } else { outs.len() };
+        self.in_flight = self.in_flight.saturating_sub(if batch { 1 } else { outs.len() });
         for o in &outs {
             match &o.reply {
                 Reply::Ack(_) => {
