@@ -1,6 +1,6 @@
 //! SQLite implementation: one file per tenant (`tenants/<uuid>.db`), WAL, `synchronous=FULL`.
 //!
-//! Schema (version 3): `entities` holds every entity type in one table, unique on
+//! Schema (version 5): `entities` holds every entity type in one table, unique on
 //! `(entity_type, id)`, with the canonical JSON, its LWW version and the sequence number of the
 //! change that wrote it; deletes stay as tombstones (`deleted = 1`). `applied_entries` remembers
 //! processed entry ids with a 64-bit hash of the id ([`id_hash`]); the writer finds them through
@@ -165,8 +165,8 @@ const TENANT_MIGRATIONS: &[&str] = &[
     ALTER TABLE entities ADD COLUMN created_seq INTEGER NOT NULL DEFAULT 0;
 "#,
     r#"
-    -- v5: the writer finds entry ids through a map of id_hash to rowid that it holds in memory
-    -- ([`EntryIds`]), built at open by reading the table. Neither index is kept: the one on
+    -- v5: the writer finds entry ids through a map it holds in memory (`EntryIds`: a keyed hash
+    -- of each id to its rowid), built at open by reading the table. Neither index is kept: the one on
     -- id_hash dirtied a random leaf page for nearly every new entry (most of a WAL frame each),
     -- and the one on the time was a second B-tree insert per entry for the hourly compaction,
     -- which now reads the table (rows are appended in the order they are processed).
@@ -298,10 +298,10 @@ impl EntryIds {
         Ok(ids)
     }
 
-    /// (Re)reads the map from the table.
-    fn load(&mut self, conn: &Connection, count: usize) -> Result<()> {
+    /// (Re)reads the map from the table; `capacity`: the rows it has, or more.
+    fn load(&mut self, conn: &Connection, capacity: usize) -> Result<()> {
         self.release();
-        let mut map = HashMap::with_capacity_and_hasher(count, Default::default());
+        let mut map = HashMap::with_capacity_and_hasher(capacity, Default::default());
         let mut stmt = conn.prepare("SELECT entry_id, rowid FROM applied_entries")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
@@ -500,9 +500,9 @@ impl SqliteTenant {
         }
         let forgotten = tx.execute("DELETE FROM applied_entries WHERE processed_at_ms < ?1", [cutoff_ms])?;
         tx.commit()?;
-        if forgotten > 0 && self.ids.map.is_some() {
-            let count: i64 = self.conn.query_row("SELECT count(*) FROM applied_entries", [], |r| r.get(0))?;
-            self.ids.load(&self.conn, count as usize)?;
+        if let Some(held) = self.ids.map.as_ref().map(|m| m.len()).filter(|_| forgotten > 0) {
+            // fewer rows than the map held: its size is room enough
+            self.ids.load(&self.conn, held)?;
             self.ids.spill_if_over(&self.conn);
         }
         Ok(removed)
@@ -530,6 +530,13 @@ macro_rules! entity_cols {
     };
 }
 
+/// The columns [`entry_row`] reads, in its order.
+macro_rules! entry_cols {
+    () => {
+        "entry_id, content_hash, seq, applied, updated_at, processed_at_ms"
+    };
+}
+
 /// The statements a writer runs for (nearly) every entry, by [`Stmt`]. A transaction takes each
 /// from the connection's statement cache at its first use and keeps it to the end, instead of
 /// looking it up by its text and putting it back for every entry.
@@ -543,7 +550,7 @@ const STMTS: [&str; 5] = [
     "INSERT INTO entities (entity_type, id, seq, updated_at_ms, deleted, data, changed_at_ms, stamps, created_seq)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?3)
      ON CONFLICT (entity_type, id) DO NOTHING",
-    "SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries WHERE rowid = ?1",
+    concat!("SELECT ", entry_cols!(), " FROM applied_entries WHERE rowid = ?1"),
     "INSERT INTO applied_entries (entry_id, content_hash, seq, applied, updated_at, processed_at_ms, id_hash)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 ];
@@ -568,7 +575,7 @@ impl<'c> SqliteTxn<'c, '_> {
     }
 }
 
-/// An [`AppliedEntry`] from `entry_id, content_hash, seq, applied, updated_at, processed_at_ms`.
+/// An [`AppliedEntry`] from a row of [`entry_cols!`].
 fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppliedEntry> {
     Ok(AppliedEntry {
         entry_id: r.get(0)?,
@@ -654,10 +661,11 @@ impl WriteTxn for SqliteTxn<'_, '_> {
             }
             IdLookup::Index => {}
         }
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries
-             WHERE id_hash = ?1 AND entry_id = ?2",
-        )?;
+        let mut stmt = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            entry_cols!(),
+            " FROM applied_entries WHERE id_hash = ?1 AND entry_id = ?2"
+        ))?;
         Ok(stmt.query_row(params![id_hash(entry_id), entry_id], entry_row).optional()?)
     }
 
@@ -978,18 +986,10 @@ impl TenantReader for SqliteReader {
 
     fn entries(&mut self, visit: &mut dyn FnMut(AppliedEntry) -> Result<()>) -> Result<()> {
         let Some(c) = &self.conn else { return Ok(()) };
-        let mut stmt =
-            c.prepare("SELECT entry_id, content_hash, seq, applied, updated_at, processed_at_ms FROM applied_entries")?;
+        let mut stmt = c.prepare(concat!("SELECT ", entry_cols!(), " FROM applied_entries"))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            visit(AppliedEntry {
-                entry_id: r.get(0)?,
-                content_hash: r.get(1)?,
-                seq: r.get(2)?,
-                applied: r.get(3)?,
-                updated_at: r.get(4)?,
-                processed_at_ms: r.get(5)?,
-            })?;
+            visit(entry_row(r)?)?;
         }
         Ok(())
     }
