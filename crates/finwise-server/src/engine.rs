@@ -433,7 +433,14 @@ fn ack(p: &Prepared, seq: i64, applied: bool, updated_at: String) -> SyncAck {
 /// `serde_json::to_string(&DataUpdate { .. })` (a unit test compares them).
 pub fn data_update(tenant: &str, record: &EntityRecord, op: Operation) -> Utf8Bytes {
     fn string(out: &mut Vec<u8>, s: &str) {
-        serde_json::to_writer(&mut *out, s).expect("a string serialises");
+        // the tenant (a UUID) needs no escapes: copied as it is
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        } else {
+            serde_json::to_writer(&mut *out, s).expect("a string serialises");
+        }
     }
     let mut out = Vec::with_capacity(record.data.len() + tenant.len() + 160);
     out.extend_from_slice(br#"{"event_type":"data_update","tenant_id":"#);
@@ -445,7 +452,14 @@ pub fn data_update(tenant: &str, record: &EntityRecord, op: Operation) -> Utf8By
     out.extend_from_slice(br#"","seq":"#);
     serde_json::to_writer(&mut out, &record.seq).expect("an integer serialises");
     out.extend_from_slice(br#","updated_at":"#);
-    string(&mut out, &time::format_ms(record.updated_at_ms));
+    match time::rfc3339_ms(record.updated_at_ms) {
+        Some(t) => {
+            out.push(b'"');
+            out.extend_from_slice(&t);
+            out.push(b'"');
+        }
+        None => string(&mut out, &time::format_ms(record.updated_at_ms)),
+    }
     out.extend_from_slice(br#","data":{"single_entity":"#);
     out.extend_from_slice(record.data.as_bytes());
     out.extend_from_slice(b"}}");
@@ -460,31 +474,35 @@ mod tests {
 
     #[test]
     fn the_hand_written_data_update_is_what_serde_writes() {
+        // escaped and plain tenant ids; a time inside and one outside the fast formatter's years
+        let cases =
+            [("t-\"quoted\"-ü\n", 1_790_000_000_123), ("0b8f3e4a-7c2d-4e1f-9a6b-5d4c3b2a1f0e", -62_167_219_200_001)];
         for &t in EntityType::ALL {
             for op in [Operation::Create, Operation::Update, Operation::Delete] {
-                let record = EntityRecord {
-                    entity_type: t,
-                    id: "a\"b".into(),
-                    seq: 9_007_199_254_740_993,
-                    updated_at_ms: 1_790_000_000_123,
-                    deleted: op == Operation::Delete,
-                    data: r#"{"id":"a\"b","name":"Caf\u00e9 ü","n":[1,2.5,null]}"#.into(),
-                    changed_at_ms: 0,
-                    stamps: None,
-                    created_seq: 1,
-                };
-                let tenant = "t-\"quoted\"-ü";
-                let by_serde = serde_json::to_string(&DataUpdate {
-                    event_type: "data_update".into(),
-                    tenant_id: tenant.into(),
-                    entity_type: t,
-                    operation_type: op,
-                    seq: record.seq,
-                    updated_at: time::format_ms(record.updated_at_ms),
-                    data: DataUpdateData { single_entity: RawValue::from_string(record.data.clone()).unwrap() },
-                })
-                .unwrap();
-                assert_eq!(data_update(tenant, &record, op).as_str(), by_serde);
+                for (tenant, updated_at_ms) in cases {
+                    let record = EntityRecord {
+                        entity_type: t,
+                        id: "a\"b".into(),
+                        seq: 9_007_199_254_740_993,
+                        updated_at_ms,
+                        deleted: op == Operation::Delete,
+                        data: r#"{"id":"a\"b","name":"Caf\u00e9 ü","n":[1,2.5,null]}"#.into(),
+                        changed_at_ms: 0,
+                        stamps: None,
+                        created_seq: 1,
+                    };
+                    let by_serde = serde_json::to_string(&DataUpdate {
+                        event_type: "data_update".into(),
+                        tenant_id: tenant.into(),
+                        entity_type: t,
+                        operation_type: op,
+                        seq: record.seq,
+                        updated_at: time::format_ms(record.updated_at_ms),
+                        data: DataUpdateData { single_entity: RawValue::from_string(record.data.clone()).unwrap() },
+                    })
+                    .unwrap();
+                    assert_eq!(data_update(tenant, &record, op).as_str(), by_serde);
+                }
             }
         }
     }
