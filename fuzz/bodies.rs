@@ -12,7 +12,7 @@ use std::{
 };
 
 use finwise_protocol::{
-    messages::{parse_client_message, ClientMessage, SyncQueueEntry},
+    messages::{parse_client_message, parse_general, ClientMessage, SyncQueueEntry},
     EntityType,
 };
 use finwise_server::{
@@ -92,10 +92,11 @@ fn items(entries: Vec<SyncQueueEntry>) -> Vec<Item> {
         .collect()
 }
 
-/// `decode`: any text through the client message parser.
+/// `decode`: any text through the client message parser, whose fast way for valid sync entries
+/// must give what the general parse gives.
 pub fn decode(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = parse_client_message(text);
+        assert_eq!(parse_client_message(text), parse_general(text), "{text}");
     }
 }
 

@@ -284,8 +284,10 @@ fn field_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Option<Vec<
     Some(out)
 }
 
-/// Any frame: read as a JSON value first, so that every problem gets its own error.
-fn parse_general(text: &str) -> Result<ClientMessage, ProtocolError> {
+/// Any frame: read as a JSON value first, so that every problem gets its own error. Public as
+/// the reference the fast way must agree with: the fuzz target `decode` compares the two on
+/// every input.
+pub fn parse_general(text: &str) -> Result<ClientMessage, ProtocolError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ProtocolError::new(ErrorCode::InvalidJson, format!("frame is not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
