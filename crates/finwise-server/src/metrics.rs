@@ -88,13 +88,13 @@ fn resolve(family: &Family<Labels, Counter>, kinds: &[&'static str]) -> Vec<(&'s
     kinds.iter().map(|k| (*k, family.get_or_create(&vec![("type", (*k).to_owned())]).clone())).collect()
 }
 
-fn count(known: &[(&'static str, Counter)], family: &Family<Labels, Counter>, kind: &str) {
+fn count(known: &[(&'static str, Counter)], family: &Family<Labels, Counter>, kind: &str, n: u64) {
     match known.iter().find(|(k, _)| *k == kind) {
         Some((_, c)) => {
-            c.inc();
+            c.inc_by(n);
         }
         None => {
-            family.get_or_create(&vec![("type", kind.to_owned())]).inc();
+            family.get_or_create(&vec![("type", kind.to_owned())]).inc_by(n);
         }
     }
 }
@@ -183,12 +183,17 @@ impl Metrics {
     }
 
     pub fn message_in(&self, kind: &str) {
-        count(&self.known_in, &self.messages_in, kind);
+        count(&self.known_in, &self.messages_in, kind, 1);
     }
 
     /// Counts an outgoing text by its `type` (or `event_type`) field.
     pub fn message_out(&self, text: &str) {
-        count(&self.known_out, &self.messages_out, message_type(text));
+        count(&self.known_out, &self.messages_out, message_type(text), 1);
+    }
+
+    /// Counts `n` outgoing `data_update`s (one tenant event's deliveries to one socket, at once).
+    pub fn data_updates_out(&self, n: u64) {
+        count(&self.known_out, &self.messages_out, "data_update", n);
     }
 
     pub fn nack(&self, reason: &str) {

@@ -97,9 +97,19 @@ impl Conn {
     async fn feed_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
         let text: Utf8Bytes = text.into();
         self.app.metrics.message_out(text.as_str());
-        // counted against the buffer budget until a flush has handed it to the kernel
-        self.app.hub.buffers.add_outbound(text.len());
-        self.unflushed += text.len();
+        self.count_outbound(text.len());
+        self.feed_counted(text).await
+    }
+
+    /// Counts `bytes` about to be fed against the buffer budget, until a flush has handed them
+    /// to the kernel.
+    fn count_outbound(&mut self, bytes: usize) {
+        self.app.hub.buffers.add_outbound(bytes);
+        self.unflushed += bytes;
+    }
+
+    /// [`Conn::feed_text`] of a message already counted (metrics and [`Conn::count_outbound`]).
+    async fn feed_counted(&mut self, text: Utf8Bytes) -> Result<(), Stop> {
         let r = Self::send_op(&self.app.hub.buffers, self.app.config.send_timeout, self.sink.feed(Message::Text(text)))
             .await;
         self.sent(r)
@@ -199,9 +209,19 @@ impl Conn {
     async fn feed_event(&mut self, ev: Result<Event, RecvError>, user: Option<&str>) -> Result<(), Stop> {
         match ev {
             Ok(Event::Changes { changes, .. }) => {
+                // counted once for the event (every change is a `data_update`), fed one by one
+                let (n, bytes) = changes
+                    .iter()
+                    .filter(|(origin, _)| *origin != self.id)
+                    .fold((0, 0), |(n, b), (_, t)| (n + 1, b + t.len()));
+                if n == 0 {
+                    return Ok(());
+                }
+                self.app.metrics.data_updates_out(n);
+                self.count_outbound(bytes);
                 for (origin, text) in changes.iter() {
                     if *origin != self.id {
-                        self.feed_text(text.clone()).await?;
+                        self.feed_counted(text.clone()).await?;
                     }
                 }
                 Ok(())
