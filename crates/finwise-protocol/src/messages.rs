@@ -200,73 +200,73 @@ fn once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
     Ok(())
 }
 
-/// Reads a map of borrowed keys into `T` by `field`; every other key's value as a [`Value`].
-fn read_map<'de, A: serde::de::MapAccess<'de>, T: Default>(
-    mut map: A,
-    mut field: impl FnMut(&mut A, &mut T, &'de str) -> Result<bool, A::Error>,
-) -> Result<T, A::Error> {
-    let mut out = T::default();
-    while let Some(key) = map.next_key::<&'de str>()? {
-        if !field(&mut map, &mut out, key)? {
-            map.next_value::<Value>()?;
-        }
-    }
-    Ok(out)
+/// A struct read by [`MapOf`], one key at a time into its slots.
+trait FastFields<'de>: Default {
+    const EXPECTING: &'static str;
+    /// Reads the value of `key` into its slot ([`once`]); false for a key it does not have.
+    fn field<A: serde::de::MapAccess<'de>>(&mut self, map: &mut A, key: &'de str) -> Result<bool, A::Error>;
 }
 
-/// A map visitor for `T` made of [`read_map`].
+/// The map visitor of every [`FastFields`] struct: borrowed keys (an escaped key is an error),
+/// and every key the struct does not have parsed into a [`Value`], as the general parse does.
 struct MapOf<T>(std::marker::PhantomData<T>);
 
-impl<'de> Deserialize<'de> for FastFrame<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(MapOf::<Self>(std::marker::PhantomData))
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for MapOf<FastFrame<'de>> {
-    type Value = FastFrame<'de>;
+impl<'de, T: FastFields<'de>> serde::de::Visitor<'de> for MapOf<T> {
+    type Value = T;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a message object")
+        f.write_str(T::EXPECTING)
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        read_map(map, |m, out: &mut FastFrame<'de>, key| {
-            match key {
-                "type" => once(m, &mut out.kind)?,
-                "payload" => once(m, &mut out.payload)?,
-                "entries" => once(m, &mut out.entries)?,
-                _ => return Ok(false),
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut out = T::default();
+        while let Some(key) = map.next_key::<&'de str>()? {
+            if !out.field(&mut map, key)? {
+                map.next_value::<Value>()?;
             }
-            Ok(true)
-        })
+        }
+        Ok(out)
     }
 }
 
-impl<'de> Deserialize<'de> for FastEntry<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(MapOf::<Self>(std::marker::PhantomData))
+/// `Deserialize` of [`FastFields`] structs, through [`MapOf`].
+macro_rules! deserialize_fast_fields {
+    ($($t:ident),*) => {$(
+        impl<'de> Deserialize<'de> for $t<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_map(MapOf::<Self>(std::marker::PhantomData))
+            }
+        }
+    )*};
+}
+deserialize_fast_fields!(FastFrame, FastEntry);
+
+impl<'de> FastFields<'de> for FastFrame<'de> {
+    const EXPECTING: &'static str = "a message object";
+    fn field<A: serde::de::MapAccess<'de>>(&mut self, m: &mut A, key: &'de str) -> Result<bool, A::Error> {
+        match key {
+            "type" => once(m, &mut self.kind)?,
+            "payload" => once(m, &mut self.payload)?,
+            "entries" => once(m, &mut self.entries)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for MapOf<FastEntry<'de>> {
-    type Value = FastEntry<'de>;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a sync entry object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        read_map(map, |m, out: &mut FastEntry<'de>, key| {
-            match key {
-                "id" => once(m, &mut out.id)?,
-                "tenantId" => once(m, &mut out.tenant_id)?,
-                "entityType" => once(m, &mut out.entity_type)?,
-                "entityId" => once(m, &mut out.entity_id)?,
-                "operationType" => once(m, &mut out.operation_type)?,
-                "payload" => once(m, &mut out.payload)?,
-                "timestamp" => once(m, &mut out.timestamp)?,
-                "fields" => once(m, &mut out.fields)?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })
+impl<'de> FastFields<'de> for FastEntry<'de> {
+    const EXPECTING: &'static str = "a sync entry object";
+    fn field<A: serde::de::MapAccess<'de>>(&mut self, m: &mut A, key: &'de str) -> Result<bool, A::Error> {
+        match key {
+            "id" => once(m, &mut self.id)?,
+            "tenantId" => once(m, &mut self.tenant_id)?,
+            "entityType" => once(m, &mut self.entity_type)?,
+            "entityId" => once(m, &mut self.entity_id)?,
+            "operationType" => once(m, &mut self.operation_type)?,
+            "payload" => once(m, &mut self.payload)?,
+            "timestamp" => once(m, &mut self.timestamp)?,
+            "fields" => once(m, &mut self.fields)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
