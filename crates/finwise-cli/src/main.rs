@@ -17,16 +17,42 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 include!(concat!(env!("OUT_DIR"), "/mi_options.rs"));
 
-/// Freed memory goes back to the OS at once (mimalloc's purge delay 0; its default, 1 s, leaves
-/// it resident for good when the threads that freed it go idle, as writer threads do after a
-/// burst of tenants). `MIMALLOC_PURGE_DELAY` in the environment keeps its own value. Measured
-/// in docs/PERFORMANCE.md ("Memory"): after a 10,000-tenant burst ~95 MiB instead of 213 MiB.
+/// mimalloc's purge delay in milliseconds (its default is 1 s; arena ranges wait ten times it).
+const PURGE_DELAY_MS: i64 = 100;
+
+/// How often the purge thread makes mimalloc hand freed memory back to the OS.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Freed memory goes back to the OS within about a second, without a system call for every
+/// page freed under load:
+/// - mimalloc purges a freed range only when its delay has passed *and* some thread allocates
+///   again, so after a burst, with every thread idle, it would stay resident for good;
+/// - a purge delay of 0 (the setting before) returned each page at once, which under ingest cost
+///   12 % of the connection threads in `madvise`, page faults and TLB shootdowns;
+/// - so the delay is 100 ms and a thread of ours forces the purge once per second.
+///
+/// `MIMALLOC_PURGE_DELAY` in the environment keeps its own value (the purge thread still runs).
+/// Measured in docs/PERFORMANCE.md ("Memory" and "Issue 21, ingest: the allocator's purges").
 #[allow(unsafe_code)]
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: `mi_option_set` stores an integer in mimalloc's option table; it is called once,
         // before any thread of ours exists, with an index read from mimalloc.h by build.rs.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+    let purge = || {
+        // mimalloc collects nothing for a thread whose heap is not set up yet: one allocation
+        // sets it up
+        drop(std::hint::black_box(vec![0u8; 64]));
+        loop {
+            std::thread::sleep(PURGE_EVERY);
+            // SAFETY: `mi_collect` takes no pointers; it collects the calling thread's own heap
+            // and, forced, purges every arena range that waits for it, in all arenas.
+            unsafe { libmimalloc_sys::mi_collect(true) };
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("mem-purge".into()).spawn(purge) {
+        eprintln!("warning: no memory purge thread ({e}); freed memory returns to the OS more slowly");
     }
 }
 
