@@ -40,6 +40,24 @@ use crate::{
 /// (A tombstone horizon shorter than this, as in tests, shortens it.)
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How many nice levels below the tenant writers the async runtime's threads run.
+pub const RUNTIME_NICE: i32 = 4;
+
+/// Lowers the calling thread's priority by [`RUNTIME_NICE`] (the binary calls it at the start of
+/// each of the async runtime's threads). When the cores are short, the tenant writers go first:
+/// every ack of a tenant waits for its one writer's commit, while the connection tasks that
+/// compete with it for the cores only parse and queue more entries for it. Lowering a thread's
+/// own priority needs no privilege; raising the writers' would. Threads the runtime's threads
+/// spawn inherit it, so the writer pool is started from the main thread. Measured in
+/// docs/PERFORMANCE.md ("Issue 21, ingest: the allocator and the writers' precedence").
+pub fn yield_to_writers() {
+    use rustix::{process, thread};
+    let me = Some(thread::gettid());
+    let now = process::getpriority_process(me).unwrap_or(0);
+    // best effort: a thread that cannot be lowered (seccomp, say) runs as before
+    let _ = process::setpriority_process(me, (now + RUNTIME_NICE).min(19));
+}
+
 /// Work for a tenant writer.
 pub enum Job {
     /// Entries from connection `origin`, answered in order through `reply`.
