@@ -761,6 +761,44 @@ async fn wait_ready(server: &Server) {
     panic!("server not ready");
 }
 
+// ---- threads of the process ----
+
+/// The binary's threads as the decisions in docs/ARCHITECTURE.md set them: the async runtime's
+/// threads run `RUNTIME_NICE` levels below the tenant writers (which must therefore be started
+/// from the main thread: a thread inherits its creator's nice value), and the `mem-purge` thread
+/// runs. Read from `/proc` of the real process.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_threads_yield_to_the_writers_and_memory_is_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, server) = spawn_server(&dir.path().join("data"), &[]);
+    wait_ready(&server).await;
+    let pid = child.child.id();
+    // (thread name, nice) of every thread; the nice value is field 19 of `stat`, and the name in
+    // parentheses may hold spaces, so the fields are counted after its closing parenthesis
+    let threads: Vec<(String, i32)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+            let (head, rest) = stat.rsplit_once(')').unwrap();
+            let name = head.split_once('(').unwrap().1.to_owned();
+            (name, rest.split_whitespace().nth(16).unwrap().parse().unwrap())
+        })
+        .collect();
+    let nice_of =
+        |prefix: &str| -> Vec<i32> { threads.iter().filter(|(n, _)| n.starts_with(prefix)).map(|&(_, v)| v).collect() };
+    // the main thread carries the program's name; the hashing threads' names start with it too
+    let main: Vec<i32> = threads.iter().filter(|(n, _)| n == "finwise").map(|&(_, v)| v).collect();
+    assert_eq!(main.len(), 1, "{threads:?}");
+    let (writers, runtime) = (nice_of("writer-"), nice_of("tokio-rt"));
+    assert!(!writers.is_empty() && !runtime.is_empty(), "{threads:?}");
+    let lowered = (main[0] + finwise_server::writer::RUNTIME_NICE).min(19);
+    assert!(writers.iter().all(|&n| n == main[0]), "writers at the main thread's nice: {threads:?}");
+    assert!(runtime.iter().all(|&n| n == lowered), "runtime threads {lowered}: {threads:?}");
+    assert_eq!(nice_of("mem-purge").len(), 1, "{threads:?}");
+    child.kill();
+}
+
 // ---- one server per data dir ----
 
 /// A second server on a data dir in use is refused with the holder's pid (and never says

@@ -52,10 +52,11 @@ pub const RUNTIME_NICE: i32 = 4;
 /// docs/PERFORMANCE.md ("Issue 21, ingest: the allocator and the writers' precedence").
 pub fn yield_to_writers() {
     use rustix::{process, thread};
-    let me = Some(thread::gettid());
-    let now = process::getpriority_process(me).unwrap_or(0);
+    // relative to the main thread (whose id is the process id), not to the calling thread: the
+    // runtime's blocking threads are started by its workers and inherit their lowered value
+    let base = process::getpriority_process(Some(process::getpid())).unwrap_or(0);
     // best effort: a thread that cannot be lowered (seccomp, say) runs as before
-    let _ = process::setpriority_process(me, (now + RUNTIME_NICE).min(19));
+    let _ = process::setpriority_process(Some(thread::gettid()), (base + RUNTIME_NICE).min(19));
 }
 
 /// Work for a tenant writer.
