@@ -32,7 +32,8 @@ const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// - so the delay is 100 ms and a thread of ours forces the purge once per second.
 ///
 /// `MIMALLOC_PURGE_DELAY` in the environment keeps its own value (the purge thread still runs).
-/// Measured in docs/PERFORMANCE.md ("Memory" and "Issue 21, ingest: the allocator's purges").
+/// Measured in docs/PERFORMANCE.md ("Tenants", and "Issue 21, ingest: the allocator and the
+/// writers' precedence").
 #[allow(unsafe_code)]
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {

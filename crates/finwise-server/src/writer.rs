@@ -43,12 +43,13 @@ const COMPACTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// How many nice levels below the tenant writers the async runtime's threads run.
 pub const RUNTIME_NICE: i32 = 4;
 
-/// Lowers the calling thread's priority by [`RUNTIME_NICE`] (the binary calls it at the start of
-/// each of the async runtime's threads). When the cores are short, the tenant writers go first:
+/// Sets the calling thread's nice value to the main thread's plus [`RUNTIME_NICE`] (the binary
+/// calls it at the start of each of the async runtime's threads). When the cores are short, the
+/// tenant writers go first:
 /// every ack of a tenant waits for its one writer's commit, while the connection tasks that
 /// compete with it for the cores only parse and queue more entries for it. Lowering a thread's
-/// own priority needs no privilege; raising the writers' would. Threads the runtime's threads
-/// spawn inherit it, so the writer pool is started from the main thread. Measured in
+/// own priority needs no privilege; raising the writers' would. A thread inherits the value of
+/// the thread that starts it, so the writer pool is started from the main thread. Measured in
 /// docs/PERFORMANCE.md ("Issue 21, ingest: the allocator and the writers' precedence").
 pub fn yield_to_writers() {
     use rustix::{process, thread};
